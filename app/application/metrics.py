@@ -1,0 +1,71 @@
+"""Records that describe a batch run: per-layer metrics, reconciliation, files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+Layer = Literal["bronze", "silver", "gold"]
+BatchStatus = Literal["running", "succeeded", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One input file of a batch, identified by the SHA-256 of its bytes."""
+
+    path: str
+    sha256: str
+    size_bytes: int
+    record_count: int = 0
+
+
+@dataclass(frozen=True)
+class LayerMetrics:
+    """What one layer of a batch read, wrote and rejected."""
+
+    layer: Layer
+    records_in: int
+    records_out: int
+    quarantined: int
+    duration_seconds: float
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Proof that every row read is accounted for: read = accepted + quarantined + duplicates."""
+
+    rows_read: int
+    rows_accepted: int
+    rows_quarantined: int
+    duplicates_replaced: int
+    silver_inserted: int = 0
+    silver_updated: int = 0
+    silver_unchanged: int = 0
+
+    @property
+    def balanced(self) -> bool:
+        accounted = self.rows_accepted + self.rows_quarantined + self.duplicates_replaced
+        written = self.silver_inserted + self.silver_updated + self.silver_unchanged
+        return self.rows_read == accounted and written == self.rows_accepted
+
+
+@dataclass
+class BatchRecord:
+    """A batch as the metadata store keeps it."""
+
+    batch_id: str
+    source: str
+    execution_mode: str
+    status: BatchStatus
+    started_at: datetime
+    ingestion_time: datetime
+    files: list[InputFile] = field(default_factory=list)
+    finished_at: datetime | None = None
+    record_count: int = 0
+    checksum: str | None = None
+    error: str | None = None
+    reconciliation: Reconciliation | None = None
+    layers: list[LayerMetrics] = field(default_factory=list)
+    rule_counts: dict[str, int] = field(default_factory=dict)

@@ -1,0 +1,37 @@
+"""Errors the platform raises on purpose; each says what was wrong and what to do."""
+
+from __future__ import annotations
+
+
+class PlatformError(Exception):
+    """Base of every error the platform reports to users without a traceback."""
+
+
+class ConfigurationError(PlatformError):
+    """A setting or source configuration is invalid."""
+
+
+class InputFileError(PlatformError):
+    """An input file cannot be read as the source declares it."""
+
+    def __init__(self, path: str, message: str, *, line: int | None = None) -> None:
+        self.path = path
+        self.line = line
+        where = f"{path}, line {line}" if line is not None else path
+        super().__init__(f"{where}: {message}")
+
+
+class ReconciliationError(PlatformError):
+    """Rows read do not equal rows accepted, quarantined and replaced."""
+
+
+class MetadataStoreError(PlatformError):
+    """The metadata database could not be reached or refused an operation."""
+
+
+class TableStoreError(PlatformError):
+    """A table could not be read or written."""
+
+
+class NotAvailableError(PlatformError):
+    """A mode or feature that this version does not provide was requested."""

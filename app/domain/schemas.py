@@ -1,0 +1,133 @@
+"""Table schemas, declared once: columns, types, keys and the layer each table lives in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import pyarrow as pa
+
+TableLayer = Literal["bronze", "silver", "gold", "quarantine"]
+UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+#: Lineage columns added to every bronze row.
+BRONZE_LINEAGE = pa.schema(
+    [
+        ("batch_id", pa.string()),
+        ("source", pa.string()),
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("ingested_at", UTC_TIMESTAMP),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's name, layer, schema and key (the columns that identify a row)."""
+
+    name: str
+    layer: TableLayer
+    schema: pa.Schema
+    keys: tuple[str, ...] = ()
+
+    @property
+    def value_columns(self) -> tuple[str, ...]:
+        """Non-key columns, compared to decide whether an upsert changes a row."""
+        return tuple(n for n in self.schema.names if n not in self.keys)
+
+
+SILVER_READINGS = TableSpec(
+    name="silver_readings",
+    layer="silver",
+    schema=pa.schema(
+        [
+            pa.field("meter_id", pa.string(), nullable=False),
+            pa.field("direction", pa.string(), nullable=False),
+            pa.field("interval_start_utc", UTC_TIMESTAMP, nullable=False),
+            pa.field("interval_minutes", pa.int32(), nullable=False),
+            pa.field("energy_kwh", pa.float64(), nullable=False),
+            pa.field("quality_flag", pa.string(), nullable=False),
+            pa.field("local_date", pa.date32(), nullable=False),
+            pa.field("timezone", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("batch_id", pa.string(), nullable=False),
+            pa.field("source_file", pa.string(), nullable=False),
+            pa.field("line_number", pa.int64(), nullable=False),
+        ]
+    ),
+    keys=("meter_id", "interval_start_utc", "direction"),
+)
+
+#: Silver columns whose change makes a re-read a replacement (lineage alone does not).
+SILVER_COMPARED = ("interval_minutes", "energy_kwh", "quality_flag", "local_date", "timezone")
+
+QUARANTINE_READINGS = TableSpec(
+    name="quarantine_readings",
+    layer="quarantine",
+    schema=pa.schema(
+        [
+            pa.field("batch_id", pa.string(), nullable=False),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("source_file", pa.string(), nullable=False),
+            pa.field("line_number", pa.int64(), nullable=False),
+            pa.field("rule", pa.string(), nullable=False),
+            pa.field("raw_record", pa.string(), nullable=False),
+            pa.field("quarantined_at", UTC_TIMESTAMP, nullable=False),
+        ]
+    ),
+)
+
+GOLD_DAILY_METER_ENERGY = TableSpec(
+    name="gold_daily_meter_energy",
+    layer="gold",
+    schema=pa.schema(
+        [
+            pa.field("meter_id", pa.string(), nullable=False),
+            pa.field("direction", pa.string(), nullable=False),
+            pa.field("local_date", pa.date32(), nullable=False),
+            pa.field("timezone", pa.string(), nullable=False),
+            pa.field("energy_kwh", pa.float64(), nullable=False),
+            pa.field("peak_demand_kw", pa.float64(), nullable=False),
+            pa.field("interval_count", pa.int64(), nullable=False),
+            pa.field("expected_interval_count", pa.int64(), nullable=False),
+            pa.field("completeness", pa.float64(), nullable=False),
+        ]
+    ),
+    keys=("meter_id", "direction", "local_date"),
+)
+
+GOLD_HOURLY_PORTFOLIO_LOAD = TableSpec(
+    name="gold_hourly_portfolio_load",
+    layer="gold",
+    schema=pa.schema(
+        [
+            pa.field("hour_utc", UTC_TIMESTAMP, nullable=False),
+            pa.field("direction", pa.string(), nullable=False),
+            pa.field("energy_kwh", pa.float64(), nullable=False),
+            pa.field("meter_count", pa.int64(), nullable=False),
+        ]
+    ),
+    keys=("hour_utc", "direction"),
+)
+
+TABLES: dict[str, TableSpec] = {
+    spec.name: spec
+    for spec in (
+        SILVER_READINGS,
+        QUARANTINE_READINGS,
+        GOLD_DAILY_METER_ENERGY,
+        GOLD_HOURLY_PORTFOLIO_LOAD,
+    )
+}
+
+
+def bronze_table_name(source: str) -> str:
+    """Bronze keeps one table per source, since each source has its own columns."""
+    return f"bronze_{source}"
+
+
+def bronze_spec(source: str, raw_columns: list[str]) -> TableSpec:
+    """Bronze schema: the file's columns as strings, then the lineage columns."""
+    fields = [pa.field(c, pa.string()) for c in raw_columns] + list(BRONZE_LINEAGE)
+    return TableSpec(name=bronze_table_name(source), layer="bronze", schema=pa.schema(fields))

@@ -1,0 +1,80 @@
+"""Ports: the table storage and the metadata store each have more than one implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import narwhals as nw
+import pyarrow as pa
+
+from app.application.metrics import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
+from app.domain.schemas import TableSpec
+
+#: Row filter: (column, operator, value) conditions joined by AND; operator is "in", ">=" or "<".
+RowFilter = Sequence[tuple[str, str, Any]]
+
+
+@dataclass(frozen=True)
+class UpsertCounts:
+    """Rows an upsert inserted, changed, and found already equal."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+class TableStore(Protocol):
+    """Delta tables of the lake, read and written as narwhals frames of one engine."""
+
+    def location(self, table: str) -> str: ...
+
+    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]: ...
+
+    def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table: ...
+
+    def exists(self, table: str) -> bool: ...
+
+    def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]: ...
+
+    def count(self, table: str) -> int: ...
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int: ...
+
+    def upsert(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, compare: Sequence[str], batch_id: str
+    ) -> UpsertCounts: ...
+
+    def head(self, table: str, *, limit: int) -> pa.Table: ...
+
+
+class MetadataStore(Protocol):
+    """Where batches, their files and metrics are recorded (SQLite, PostgreSQL)."""
+
+    def migrate(self) -> None: ...
+
+    def ping(self) -> float: ...
+
+    def start_batch(self, record: BatchRecord) -> None: ...
+
+    def finish_batch(
+        self,
+        *,
+        batch_id: str,
+        status: BatchStatus,
+        finished_at: datetime,
+        record_count: int,
+        reconciliation: Reconciliation | None,
+        layers: list[LayerMetrics],
+        rule_counts: dict[str, int],
+        error: str | None = None,
+        files: list[InputFile] | None = None,
+    ) -> None: ...
+
+    def successful_checksums(self, checksums: list[str]) -> dict[str, str]: ...
+
+    def list_batches(self, *, limit: int = 20, source: str | None = None) -> list[BatchRecord]: ...
+
+    def get_batch(self, batch_id: str) -> BatchRecord | None: ...

@@ -1,0 +1,129 @@
+"""Local table storage: Delta tables on the filesystem (deltalake), frames in pandas."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import narwhals as nw
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError, TableNotFoundError
+
+from app.domain.errors import TableStoreError
+from app.domain.schemas import TABLES, TableSpec
+from app.infrastructure.repositories.base import RowFilter, UpsertCounts
+
+_COMPARISONS = {">=": operator.ge, "<": operator.lt}
+
+
+def _commit(batch_id: str) -> CommitProperties:
+    return CommitProperties(custom_metadata={"batch_id": batch_id})
+
+
+class PandasDeltaStore:
+    """Tables under `root/<layer>/<table>`; every write is one atomic Delta commit."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _path(self, table: str) -> Path:
+        spec = TABLES.get(table)
+        layer = spec.layer if spec else table.split("_", 1)[0]
+        return self.root / layer / table
+
+    def location(self, table: str) -> str:
+        return str(self._path(table))
+
+    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
+        native = data.to_pandas(types_mapper=pd.ArrowDtype, self_destruct=False)
+        return nw.from_native(native, eager_only=True).lazy()
+
+    def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        return frame.collect().to_arrow()
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.is_deltatable(str(self._path(table)))
+
+    def _table(self, table: str) -> DeltaTable:
+        try:
+            return DeltaTable(str(self._path(table)))
+        except TableNotFoundError:
+            raise TableStoreError(
+                f"table {table} does not exist at {self._path(table)}; run `energy-platform run-batch` first"
+            ) from None
+
+    def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        if not self.exists(spec.name):
+            return self.frame(spec.schema.empty_table())
+        expression = None
+        for column, op, value in where or ():
+            field = ds.field(column)
+            term = field.isin(value) if op == "in" else _COMPARISONS[op](field, value)
+            expression = term if expression is None else expression & term
+        data = self._table(spec.name).to_pyarrow_dataset().to_table(filter=expression)
+        return self.frame(data.select(spec.schema.names).cast(spec.schema))
+
+    def count(self, table: str) -> int:
+        if not self.exists(table):
+            return 0
+        actions = self._table(table).get_add_actions(flatten=True)
+        return int(pc.sum(actions.column("num_records")).as_py() or 0)
+
+    def _conform(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> pa.Table:
+        data = self.to_arrow(frame)
+        missing = [n for n in spec.schema.names if n not in data.column_names]
+        if missing:
+            raise TableStoreError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
+        return data.select(spec.schema.names).cast(spec.schema)
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
+        data = self._conform(spec, frame)
+        if data.num_rows == 0 and self.exists(spec.name):
+            return 0
+        try:
+            write_deltalake(
+                str(self._path(spec.name)),
+                data,
+                mode="append",
+                schema_mode="merge",
+                commit_properties=_commit(batch_id),
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{spec.name}: append failed: {error}") from error
+        return data.num_rows
+
+    def upsert(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, compare: Sequence[str], batch_id: str
+    ) -> UpsertCounts:
+        data = self._conform(spec, frame)
+        path = str(self._path(spec.name))
+        if not self.exists(spec.name):
+            write_deltalake(path, data, mode="append", commit_properties=_commit(batch_id))
+            return UpsertCounts(inserted=data.num_rows, updated=0, unchanged=0)
+        if data.num_rows == 0:
+            return UpsertCounts(0, 0, 0)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+        changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in compare)
+        try:
+            metrics = (
+                DeltaTable(path)
+                .merge(data, predicate=on, source_alias="s", target_alias="t", commit_properties=_commit(batch_id))
+                .when_matched_update_all(predicate=changed)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
+        inserted = int(metrics.get("num_target_rows_inserted", 0))
+        updated = int(metrics.get("num_target_rows_updated", 0))
+        return UpsertCounts(inserted=inserted, updated=updated, unchanged=data.num_rows - inserted - updated)
+
+    def head(self, table: str, *, limit: int) -> pa.Table:
+        dataset = self._table(table).to_pyarrow_dataset()
+        return dataset.head(limit)

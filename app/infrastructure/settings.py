@@ -1,0 +1,81 @@
+"""Settings from the environment and `.env`, validated once at start-up."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.domain.errors import ConfigurationError, NotAvailableError
+
+
+class Settings(BaseSettings):
+    """Every setting the platform reads; names are the environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    execution_mode: Literal["local", "databricks"] = Field(
+        default="local", description="local: pandas + Delta on this machine; databricks: Spark."
+    )
+    processing_mode: Literal["batch", "streaming"] = Field(
+        default="batch", description="batch processes whole files; streaming is not available yet."
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        validation_alias=AliasChoices("DATA_DIR", "STORAGE_PATH"),
+        description="Root of the lake: DATA_DIR/<layer>/<table>. STORAGE_PATH is accepted as an alias.",
+    )
+    metadata_db_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the metadata store; default SQLite in DATA_DIR."
+    )
+    sources_config: Path | None = Field(
+        default=None, description="TOML file declaring sources; the built-in sources when unset."
+    )
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    databricks_host: str | None = None
+    databricks_token: SecretStr | None = None
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @property
+    def metadata_url(self) -> str:
+        """The configured URL, or a SQLite file under the data directory."""
+        if self.metadata_db_url:
+            return self.metadata_db_url
+        return f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    def require_available(self) -> None:
+        """Refuse modes this version does not run, before any work starts."""
+        if self.processing_mode == "streaming":
+            raise NotAvailableError(
+                "PROCESSING_MODE=streaming is not available yet; set PROCESSING_MODE=batch."
+            )
+        if self.execution_mode == "databricks":
+            raise NotAvailableError(
+                "EXECUTION_MODE=databricks is not available in this version; set EXECUTION_MODE=local."
+            )
+
+
+def load_settings() -> Settings:
+    """Read settings, turning validation errors into one message naming each variable."""
+    try:
+        return Settings()
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            variable = str(item["loc"][0]).upper() if item["loc"] else "settings"
+            problems.append(f"{variable}: {item['msg']} (got {item.get('input')!r})")
+        raise ConfigurationError("Invalid settings: " + "; ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings for this process; tests override it through dependency injection."""
+    return load_settings()
