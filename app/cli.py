@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,7 +70,13 @@ def _summary(result: BatchResult) -> None:
     for column in ("layer", "records in", "records out", "quarantined", "duration (s)"):
         table.add_column(column, justify="left" if column == "layer" else "right")
     for m in result.layers:
-        table.add_row(m.layer, f"{m.records_in:,}", f"{m.records_out:,}", f"{m.quarantined:,}", f"{m.duration_seconds:.2f}")
+        table.add_row(
+            m.layer,
+            f"{m.records_in:,}",
+            f"{m.records_out:,}",
+            f"{m.quarantined:,}",
+            f"{m.duration_seconds:.2f}",
+        )
     console.print(table)
     rec = result.reconciliation
     if rec is not None:
@@ -94,7 +99,9 @@ def _summary(result: BatchResult) -> None:
 @app.command("run-batch")
 def run_batch(
     source: Annotated[str, typer.Option(help="Source name from the config.")] = "meter_readings",
-    input: Annotated[str | None, typer.Option("--input", help="File, folder or glob; default: the source's path.")] = None,  # noqa: A002
+    input_path: Annotated[
+        str | None, typer.Option("--input", help="File, folder or glob; default: the source's path.")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file declaring sources.")] = None,
     force: Annotated[bool, typer.Option(help="Ingest files even if their checksum was ingested before.")] = False,
 ) -> None:
@@ -102,7 +109,14 @@ def run_batch(
     from app.application.runner import run_batch as run
 
     with _platform() as platform:
-        result = run(platform, source_name=source, input_path=input, config_file=config, force=force, progress=_progress())
+        result = run(
+            platform,
+            source_name=source,
+            input_path=input_path,
+            config_file=config,
+            force=force,
+            progress=_progress(),
+        )
     _summary(result)
     if result.status == "failed":
         raise typer.Exit(code=1)
@@ -122,7 +136,14 @@ def list_batches(
     for column in ("batch_id", "source", "status", "started", "records", "files"):
         table.add_column(column)
     for r in records:
-        table.add_row(r.batch_id, r.source, r.status, f"{r.started_at:%Y-%m-%d %H:%M:%S}Z", f"{r.record_count:,}", str(len(r.files)))
+        table.add_row(
+            r.batch_id,
+            r.source,
+            r.status,
+            f"{r.started_at:%Y-%m-%d %H:%M:%S}Z",
+            f"{r.record_count:,}",
+            str(len(r.files)),
+        )
     _console().print(table)
 
 
@@ -137,8 +158,13 @@ def show_batch(batch_id: str) -> None:
     if record is None:
         _console(stderr=True).print(f"[bold red]error:[/] no batch {batch_id!r}; see `energy-platform batches list`")
         raise typer.Exit(code=1)
-    console.print(f"batch {record.batch_id}: source={record.source} status={record.status} mode={record.execution_mode}")
-    console.print(f"started {record.started_at.isoformat()}  finished {record.finished_at.isoformat() if record.finished_at else '-'}")
+    console.print(
+        f"batch {record.batch_id}: source={record.source} status={record.status} mode={record.execution_mode}"
+    )
+    console.print(
+        f"started {record.started_at.isoformat()}  "
+        f"finished {record.finished_at.isoformat() if record.finished_at else '-'}"
+    )
     console.print(f"records {record.record_count:,}  checksum {record.checksum}")
     if record.error:
         console.print(f"error: {record.error}")
@@ -148,7 +174,14 @@ def show_batch(batch_id: str) -> None:
     for column in ("layer", "in", "out", "quarantined", "seconds", "errors"):
         layers.add_column(column)
     for m in record.layers:
-        layers.add_row(m.layer, f"{m.records_in:,}", f"{m.records_out:,}", f"{m.quarantined:,}", f"{m.duration_seconds:.2f}", str(m.errors))
+        layers.add_row(
+            m.layer,
+            f"{m.records_in:,}",
+            f"{m.records_out:,}",
+            f"{m.quarantined:,}",
+            f"{m.duration_seconds:.2f}",
+            str(m.errors),
+        )
     console.print(layers)
     if record.reconciliation:
         console.print(f"reconciliation: {record.reconciliation}")
@@ -178,4 +211,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

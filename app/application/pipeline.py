@@ -91,11 +91,19 @@ def _bronze_table(raw: pa.Table, header: list[str], *, source: str, batch_id: st
 
 
 def _quarantine_table(
-    rejected: pa.Table, header: list[str], malformed: list[tuple[str, int, str]], *, source: str, batch_id: str, at: datetime
+    rejected: pa.Table,
+    header: list[str],
+    malformed: list[tuple[str, int, str]],
+    *,
+    source: str,
+    batch_id: str,
+    at: datetime,
 ) -> pa.Table:
     """Rejected rows with their rule and the raw record as JSON, keys as in the file header."""
     raw_cols = [rejected[raw_column(i)].to_pylist() for i in range(len(header))]
-    records = [json.dumps(dict(zip(header, values, strict=True)), ensure_ascii=False) for values in zip(*raw_cols, strict=True)]
+    records = [
+        json.dumps(dict(zip(header, values, strict=True)), ensure_ascii=False) for values in zip(*raw_cols, strict=True)
+    ]
     files = rejected["source_file"].to_pylist() + [f for f, _, _ in malformed]
     lines = rejected["line_number"].to_pylist() + [line for _, line, _ in malformed]
     rules = rejected["rejection_rule"].to_pylist() + [MALFORMED_ROW] * len(malformed)
@@ -123,7 +131,9 @@ def _concat_raw(files: list[RawFile]) -> tuple[pa.Table, list[str]]:
         for c in header:
             if c not in t.column_names:
                 t = t.append_column(c, pa.repeat("", t.num_rows).cast(pa.string()))
-        t = t.select([*header, "line_number"]).append_column("source_file", pa.repeat(str(f.path), t.num_rows).cast(pa.string()))
+        t = t.select([*header, "line_number"]).append_column(
+            "source_file", pa.repeat(str(f.path), t.num_rows).cast(pa.string())
+        )
         tables.append(t)
     raw = pa.concat_tables(tables)
     return raw.append_column("row_order", pa.array(range(raw.num_rows), pa.int64())), header
@@ -197,7 +207,11 @@ class BatchPipeline:
         if result.status == "failed":
             log.error("batch_failed", error=result.error)
         else:
-            log.info("batch_completed", duration_seconds=round(result.duration_seconds, 3), record_count=result.reconciliation.rows_read if result.reconciliation else 0)
+            log.info(
+                "batch_completed",
+                duration_seconds=round(result.duration_seconds, 3),
+                record_count=result.reconciliation.rows_read if result.reconciliation else 0,
+            )
         return result
 
     def _finish(self, result: BatchResult, started: datetime) -> None:
@@ -242,7 +256,11 @@ class BatchPipeline:
         spec = bronze_spec(source.name, bronze.column_names[: len(header)])
         bronze_rows = self.store.append(spec, self.store.frame(bronze), batch_id=batch_id)
         result.tables[spec.name] = self.store.location(spec.name)
-        self._layer_done(result, LayerMetrics("bronze", rows_read, bronze_rows, len(malformed), time.perf_counter() - clock), log)
+        self._layer_done(
+            result,
+            LayerMetrics("bronze", rows_read, bronze_rows, len(malformed), time.perf_counter() - clock),
+            log,
+        )
 
         # Silver: type in Arrow, validate and de-duplicate on the engine, then upsert.
         clock = time.perf_counter()
@@ -267,7 +285,9 @@ class BatchPipeline:
         if rows_read != silver.num_rows + quarantine.num_rows + duplicates:
             raise ReconciliationError(f"batch {batch_id}: {result.reconciliation}")
         self.store.append(QUARANTINE_READINGS, self.store.frame(quarantine), batch_id=batch_id)
-        counts = self.store.upsert(SILVER_READINGS, self.store.frame(silver), compare=SILVER_COMPARED, batch_id=batch_id)
+        counts = self.store.upsert(
+            SILVER_READINGS, self.store.frame(silver), compare=SILVER_COMPARED, batch_id=batch_id
+        )
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
             rows_accepted=silver.num_rows,
@@ -282,7 +302,9 @@ class BatchPipeline:
         for table in (QUARANTINE_READINGS, SILVER_READINGS):
             result.tables[table.name] = self.store.location(table.name)
         self._layer_done(
-            result, LayerMetrics("silver", raw.num_rows, silver.num_rows, rejected.num_rows, time.perf_counter() - clock), log
+            result,
+            LayerMetrics("silver", raw.num_rows, silver.num_rows, rejected.num_rows, time.perf_counter() - clock),
+            log,
         )
 
         # Gold: recompute only the meter-days and hours this batch touched.
@@ -296,8 +318,8 @@ class BatchPipeline:
     def _gold(self, silver: pa.Table, batch_id: str) -> tuple[int, int]:
         if silver.num_rows == 0:
             return 0, 0
-        meters = pc.unique(silver["meter_id"])
-        days = pc.unique(silver["local_date"])
+        meters = pc.unique(silver["meter_id"]).to_pylist()
+        days = pc.unique(silver["local_date"]).to_pylist()
         touched = self.store.read(SILVER_READINGS, where=[("meter_id", "in", meters), ("local_date", "in", days)])
         touched_rows = self.store.to_arrow(touched)
         calendar = local_day_minutes(
@@ -308,7 +330,9 @@ class BatchPipeline:
 
         first = pc.min(silver["interval_start_utc"]).as_py().replace(minute=0, second=0, microsecond=0)
         last = pc.max(silver["interval_start_utc"]).as_py() + timedelta(hours=1)
-        hours = self.store.read(SILVER_READINGS, where=[("interval_start_utc", ">=", first), ("interval_start_utc", "<", last)])
+        hours = self.store.read(
+            SILVER_READINGS, where=[("interval_start_utc", ">=", first), ("interval_start_utc", "<", last)]
+        )
         hourly_counts = self._upsert(GOLD_HOURLY_PORTFOLIO_LOAD, gold_hourly_portfolio_load(hours), batch_id)
         written = daily_counts + hourly_counts
         return touched_rows.num_rows, written

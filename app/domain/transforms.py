@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import narwhals as nw
@@ -50,8 +50,8 @@ def local_day_minutes(days: Iterable[tuple[date, str]]) -> pa.Table:
     minutes = []
     for day, zone in rows:
         tz = ZoneInfo(zone)
-        start = datetime.combine(day, time(), tz).astimezone(timezone.utc)
-        end = datetime.combine(day + timedelta(days=1), time(), tz).astimezone(timezone.utc)
+        start = datetime.combine(day, time(), tz).astimezone(UTC)
+        end = datetime.combine(day + timedelta(days=1), time(), tz).astimezone(UTC)
         minutes.append(int((end - start).total_seconds() // 60))
     return pa.table(
         {

@@ -73,7 +73,7 @@ def _decode_check(path: Path, data: bytes, encoding: str) -> None:
         raise InputFileError(
             str(path),
             f"byte 0x{data[error.start]:02x} is not valid UTF-8 (rule: encoding); "
-            "declare the file's encoding (e.g. encoding = \"latin-1\") in the source config",
+            'declare the file\'s encoding (e.g. encoding = "latin-1") in the source config',
             line=line,
         ) from None
 
@@ -88,7 +88,10 @@ def _header(path: Path, data: bytes, source: SourceConfig) -> list[str]:
         if len(header) == 1:
             found = [d for d in _OTHER_DELIMITERS if d != source.delimiter and d in text]
             if found:
-                hint = f"; the header looks {found[0]!r}-separated but the source expects {source.delimiter!r} (wrong delimiter?)"
+                hint = (
+                    f"; the header looks {found[0]!r}-separated but the source expects "
+                    f"{source.delimiter!r} (rule: wrong delimiter)"
+                )
         raise InputFileError(
             str(path),
             f"missing required column(s) {', '.join(missing)}; header has {header}{hint}",

@@ -15,7 +15,9 @@ from app.domain.errors import ConfigurationError, NotAvailableError
 class Settings(BaseSettings):
     """Every setting the platform reads; names are the environment variables."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
 
     execution_mode: Literal["local", "databricks"] = Field(
         default="local", description="local: pandas + Delta on this machine; databricks: Spark."
@@ -54,9 +56,7 @@ class Settings(BaseSettings):
     def require_available(self) -> None:
         """Refuse modes this version does not run, before any work starts."""
         if self.processing_mode == "streaming":
-            raise NotAvailableError(
-                "PROCESSING_MODE=streaming is not available yet; set PROCESSING_MODE=batch."
-            )
+            raise NotAvailableError("PROCESSING_MODE=streaming is not available yet; set PROCESSING_MODE=batch.")
         if self.execution_mode == "databricks":
             raise NotAvailableError(
                 "EXECUTION_MODE=databricks is not available in this version; set EXECUTION_MODE=local."

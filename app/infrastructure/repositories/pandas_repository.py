@@ -66,7 +66,13 @@ class PandasDeltaStore:
             field = ds.field(column)
             term = field.isin(value) if op == "in" else _COMPARISONS[op](field, value)
             expression = term if expression is None else expression & term
-        data = self._table(spec.name).to_pyarrow_dataset().to_table(filter=expression)
+        dataset = self._table(spec.name).to_pyarrow_dataset()
+        # Filter batch by batch after the scan: pushing the filter into the scan trips over
+        # string_view statistics in the files deltalake writes.
+        parts = [pa.Table.from_batches([b]) for b in dataset.to_batches()]
+        if expression is not None:
+            parts = [part.filter(expression) for part in parts]
+        data = pa.concat_tables(parts) if parts else spec.schema.empty_table()
         return self.frame(data.select(spec.schema.names).cast(spec.schema))
 
     def count(self, table: str) -> int:
@@ -113,7 +119,13 @@ class PandasDeltaStore:
         try:
             metrics = (
                 DeltaTable(path)
-                .merge(data, predicate=on, source_alias="s", target_alias="t", commit_properties=_commit(batch_id))
+                .merge(
+                    data,
+                    predicate=on,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_commit(batch_id),
+                )
                 .when_matched_update_all(predicate=changed)
                 .when_not_matched_insert_all()
                 .execute()

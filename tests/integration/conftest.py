@@ -1,0 +1,40 @@
+"""Fixtures for tests that run the pipeline on real Delta tables and a real SQLite file."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from app.application.runner import Platform, open_platform
+from app.infrastructure.settings import Settings
+
+#: A fixed "now" after the sample period, so the future-timestamp rule is reproducible.
+NOW = datetime(2025, 11, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "lake", _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def platform(settings: Settings) -> Iterator[Platform]:
+    with open_platform(settings) as opened:
+        yield opened
+
+
+def read_table(platform: Platform, name: str) -> pa.Table:
+    """A whole table, rows sorted by every column, for equality checks."""
+    table = DeltaTable(platform.store.location(name)).to_pyarrow_table()
+    return table.sort_by([(c, "ascending") for c in table.column_names])
+
+
+def write_csv(path: Path, rows: list[str], header: str = "meter_id,timestamp,value,unit") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+    return path

@@ -1,0 +1,329 @@
+"""Contract tests for SqlMetadataStore against a real database (SQLite file by default)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+
+from app.application.metrics import (
+    BatchRecord,
+    BatchStatus,
+    InputFile,
+    LayerMetrics,
+    Reconciliation,
+)
+from app.domain.errors import MetadataStoreError
+from app.infrastructure.repositories.metadata import METADATA, SqlMetadataStore, files_checksum
+
+T0 = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def metadata_url(tmp_path: Path) -> str:
+    """Name the database under test; parametrise this to run the contract on PostgreSQL."""
+    return f"sqlite:///{tmp_path / 'state' / 'metadata.db'}"
+
+
+@pytest.fixture
+def metadata_store(metadata_url: str) -> Iterator[SqlMetadataStore]:
+    """Yield a migrated store; tests use unique ids and sources so a shared database works."""
+    store = SqlMetadataStore(metadata_url)
+    store.migrate()
+    yield store
+    store.dispose()
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def _sha() -> str:
+    return uuid.uuid4().hex * 2
+
+
+def _record(
+    *,
+    source: str = "nem12",
+    started_at: datetime = T0,
+    files: list[InputFile] | None = None,
+) -> BatchRecord:
+    return BatchRecord(
+        batch_id=_unique("batch"),
+        source=source,
+        execution_mode="local",
+        status="running",
+        started_at=started_at,
+        ingestion_time=started_at,
+        files=files if files is not None else [InputFile("in/a.csv", _sha(), 120)],
+    )
+
+
+def _ping(url: str) -> float:
+    store = SqlMetadataStore(url)
+    try:
+        return store.ping()
+    finally:
+        store.dispose()
+
+
+def _finish(
+    store: SqlMetadataStore, record: BatchRecord, status: BatchStatus = "succeeded"
+) -> None:
+    store.finish_batch(
+        batch_id=record.batch_id,
+        status=status,
+        finished_at=record.started_at + timedelta(seconds=5),
+        record_count=0,
+        reconciliation=None,
+        layers=[],
+        rule_counts={},
+    )
+
+
+def test_migrate_is_idempotent_and_matches_the_table_definitions(
+    metadata_store: SqlMetadataStore, metadata_url: str
+) -> None:
+    metadata_store.migrate()
+    metadata_store.migrate()
+
+    engine = create_engine(metadata_url)
+    try:
+        with engine.connect() as connection:
+            inspector = inspect(connection)
+            tables = set(inspector.get_table_names())
+            checks = {check["name"] for check in inspector.get_check_constraints("batches")}
+            versions = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+            drift = compare_metadata(MigrationContext.configure(connection), METADATA)
+    finally:
+        engine.dispose()
+    assert {"batches", "batch_files", "layer_metrics", "rule_counts"} <= tables
+    assert [tuple(row) for row in versions] == [("0001",)]
+    assert drift == []
+    assert checks == {"ck_batches_status"}
+
+
+def test_the_schema_exists_only_after_migrate(tmp_path: Path) -> None:
+    store = SqlMetadataStore(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        with pytest.raises(MetadataStoreError, match="migrations"):
+            store.list_batches()
+    finally:
+        store.dispose()
+
+
+def test_start_and_finish_round_trip(metadata_store: SqlMetadataStore) -> None:
+    paris = timezone(timedelta(hours=2))
+    started = datetime(2024, 3, 31, 3, 15, 7, 123456, tzinfo=paris)
+    files = [InputFile("in/a.csv", _sha(), 1200), InputFile("in/b.csv", _sha(), 3400)]
+    record = _record(started_at=started, files=files)
+    record.record_count = 10
+    metadata_store.start_batch(record)
+
+    running = metadata_store.get_batch(record.batch_id)
+    assert running is not None
+    assert running.status == "running"
+    assert running.finished_at is None
+    assert running.reconciliation is None
+    assert running.checksum == files_checksum(files)
+
+    reconciliation = Reconciliation(
+        rows_read=100,
+        rows_accepted=90,
+        rows_quarantined=6,
+        duplicates_replaced=4,
+        silver_inserted=80,
+        silver_updated=7,
+        silver_unchanged=3,
+    )
+    layers = [
+        LayerMetrics("gold", 90, 3, 0, 0.25),
+        LayerMetrics("bronze", 100, 100, 0, 1.5),
+        LayerMetrics("silver", 100, 90, 6, 2.125, errors=1),
+    ]
+    counted_files = [
+        InputFile("in/a.csv", files[0].sha256, 1200, record_count=40),
+        InputFile("in/b.csv", files[1].sha256, 3400, record_count=60),
+    ]
+    finished = started + timedelta(minutes=2)
+    metadata_store.finish_batch(
+        batch_id=record.batch_id,
+        status="succeeded",
+        finished_at=finished,
+        record_count=100,
+        reconciliation=reconciliation,
+        layers=layers,
+        rule_counts={"negative": 2, "spike": 4},
+        files=counted_files,
+    )
+
+    stored = metadata_store.get_batch(record.batch_id)
+    assert stored == BatchRecord(
+        batch_id=record.batch_id,
+        source="nem12",
+        execution_mode="local",
+        status="succeeded",
+        started_at=started,
+        ingestion_time=started,
+        files=counted_files,
+        finished_at=finished,
+        record_count=100,
+        checksum=files_checksum(files),
+        reconciliation=reconciliation,
+        layers=[layers[1], layers[2], layers[0]],
+        rule_counts={"negative": 2, "spike": 4},
+    )
+    for moment in (stored.started_at, stored.ingestion_time, stored.finished_at):
+        assert moment is not None
+        assert moment.utcoffset() == timedelta(0)
+        assert moment.tzinfo == UTC
+
+
+def test_finish_twice_replaces_metrics_and_records_the_error(
+    metadata_store: SqlMetadataStore,
+) -> None:
+    record = _record()
+    metadata_store.start_batch(record)
+    _finish(metadata_store, record)
+    metadata_store.finish_batch(
+        batch_id=record.batch_id,
+        status="failed",
+        finished_at=T0 + timedelta(minutes=1),
+        record_count=0,
+        reconciliation=None,
+        layers=[LayerMetrics("bronze", 5, 0, 0, 0.1, errors=5)],
+        rule_counts={"timestamp": 5},
+        error="in/a.csv, line 3: unparseable timestamp",
+    )
+
+    stored = metadata_store.get_batch(record.batch_id)
+    assert stored is not None
+    assert stored.status == "failed"
+    assert stored.error == "in/a.csv, line 3: unparseable timestamp"
+    assert stored.layers == [LayerMetrics("bronze", 5, 0, 0, 0.1, errors=5)]
+    assert stored.rule_counts == {"timestamp": 5}
+
+
+def test_finishing_an_unknown_batch_is_refused(metadata_store: SqlMetadataStore) -> None:
+    with pytest.raises(MetadataStoreError, match="never started"):
+        _finish(metadata_store, _record())
+
+
+def test_starting_a_batch_id_twice_is_refused(metadata_store: SqlMetadataStore) -> None:
+    record = _record()
+    metadata_store.start_batch(record)
+    with pytest.raises(MetadataStoreError, match="refused"):
+        metadata_store.start_batch(record)
+
+
+def test_naive_timestamps_are_rejected(metadata_store: SqlMetadataStore) -> None:
+    record = _record(started_at=datetime(2024, 1, 1))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        metadata_store.start_batch(record)
+    assert metadata_store.get_batch(record.batch_id) is None
+
+
+def test_get_batch_returns_none_for_an_unknown_id(metadata_store: SqlMetadataStore) -> None:
+    assert metadata_store.get_batch(_unique("missing")) is None
+
+
+def test_successful_checksums_ignore_failed_and_running_batches(
+    metadata_store: SqlMetadataStore,
+) -> None:
+    ok, failed, running, unseen = _sha(), _sha(), _sha(), _sha()
+    first = _record(files=[InputFile("a.csv", ok, 1)])
+    again = _record(started_at=T0 + timedelta(hours=1), files=[InputFile("a.csv", ok, 1)])
+    broken = _record(files=[InputFile("b.csv", failed, 1)])
+    pending = _record(files=[InputFile("c.csv", running, 1)])
+    for record in (again, first, broken, pending):
+        metadata_store.start_batch(record)
+    _finish(metadata_store, again)
+    _finish(metadata_store, first)
+    _finish(metadata_store, broken, status="failed")
+
+    found = metadata_store.successful_checksums([ok, failed, running, unseen])
+
+    assert found == {ok: first.batch_id}
+    assert metadata_store.successful_checksums([]) == {}
+
+
+def test_list_batches_newest_first_with_limit_and_source(
+    metadata_store: SqlMetadataStore,
+) -> None:
+    source, other = _unique("source"), _unique("source")
+    records = [_record(source=source, started_at=T0 + timedelta(hours=h)) for h in (2, 0, 1)]
+    for record in [*records, _record(source=other, started_at=T0 + timedelta(hours=3))]:
+        metadata_store.start_batch(record)
+    newest_first = [records[0].batch_id, records[2].batch_id, records[1].batch_id]
+
+    listed = metadata_store.list_batches(source=source)
+    limited = metadata_store.list_batches(source=source, limit=2)
+    unfiltered = metadata_store.list_batches(limit=3)
+
+    assert [record.batch_id for record in listed] == newest_first
+    assert [record.batch_id for record in limited] == newest_first[:2]
+    assert listed[0].files == records[0].files
+    assert len(unfiltered) == 3
+    starts = [record.started_at for record in unfiltered]
+    assert starts == sorted(starts, reverse=True)
+    with pytest.raises(ValueError, match="limit"):
+        metadata_store.list_batches(limit=0)
+
+
+def test_ping_returns_a_positive_latency(metadata_store: SqlMetadataStore) -> None:
+    latency = metadata_store.ping()
+    assert isinstance(latency, float)
+    assert latency > 0
+
+
+def test_ping_on_a_missing_sqlite_directory_raises(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'absent' / 'metadata.db'}"
+    store = SqlMetadataStore(url, create_dirs=False)
+    try:
+        with pytest.raises(MetadataStoreError, match="unable to open database file") as info:
+            store.ping()
+    finally:
+        store.dispose()
+    assert url in str(info.value)
+
+
+def test_an_uncreatable_sqlite_directory_raises(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the directory should be")
+    with pytest.raises(MetadataStoreError, match="Cannot create the directory"):
+        SqlMetadataStore(f"sqlite:///{blocker / 'metadata.db'}")
+
+
+def test_unreachable_postgres_error_hides_the_password() -> None:
+    url = "postgresql+psycopg://user:s3cret@127.0.0.1:1/db"
+    # Without psycopg the store fails at construction, with it at the first round trip.
+    with pytest.raises(MetadataStoreError) as info:
+        _ping(url)
+    message = str(info.value)
+    assert "s3cret" not in message
+    assert "postgresql+psycopg://user:***@127.0.0.1:1/db" in message
+
+
+def test_an_unparseable_url_raises_without_echoing_it() -> None:
+    with pytest.raises(MetadataStoreError, match="cannot be parsed") as info:
+        SqlMetadataStore("not a url with s3cret")
+    assert "s3cret" not in str(info.value)
+
+
+def test_url_for_display_is_the_url_with_the_password_masked(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shown.db'}"
+    store = SqlMetadataStore(url)
+    try:
+        assert store.url_for_display == url
+    finally:
+        store.dispose()
+    with pytest.raises(MetadataStoreError, match="not valid") as info:
+        SqlMetadataStore(f"sqlite://user:s3cret@/{tmp_path / 'masked.db'}")
+    assert "s3cret" not in str(info.value)
+    assert "user:***@" in str(info.value)
