@@ -134,7 +134,7 @@ def list_batches(
         records = platform.metadata.list_batches(limit=limit, source=source)
     table = Table(title="Batches")
     for column in ("batch_id", "source", "status", "started", "records", "files"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=True)
     for r in records:
         table.add_row(
             r.batch_id,

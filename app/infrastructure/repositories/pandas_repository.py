@@ -78,7 +78,7 @@ class PandasDeltaStore:
     def count(self, table: str) -> int:
         if not self.exists(table):
             return 0
-        actions = self._table(table).get_add_actions(flatten=True)
+        actions = pa.table(self._table(table).get_add_actions(flatten=True))
         return int(pc.sum(actions.column("num_records")).as_py() or 0)
 
     def _conform(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> pa.Table:

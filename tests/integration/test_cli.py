@@ -1,0 +1,103 @@
+"""The `energy-platform` command as a user runs it: a real process, real files, exit codes, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import write_csv
+
+
+def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {
+        **{k: v for k, v in os.environ.items() if k not in ("EXECUTION_MODE", "PROCESSING_MODE", "METADATA_DB_URL")},
+        "DATA_DIR": str(tmp_path / "lake"),
+        "LOG_FORMAT": "json",
+        "COLUMNS": "200",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        cwd=tmp_path,
+        timeout=300,
+        check=False,
+    )
+
+
+@pytest.mark.slow
+def test_run_batch_on_the_sample_then_inspect_it(tmp_path: Path) -> None:
+    run = cli(tmp_path, "run-batch")
+
+    assert run.returncode == 0, run.stderr
+    assert "succeeded" in run.stdout and "reconciliation:" in run.stdout
+    for table in ("silver_readings", "quarantine_readings", "gold_daily_meter_energy"):
+        assert str(tmp_path / "lake") in run.stdout and table in run.stdout
+    events = [json.loads(line) for line in run.stderr.splitlines() if line.startswith("{")]
+    names = [e["event"] for e in events]
+    assert names[0] == "batch_started" and names[-1] == "batch_completed"
+    assert names.count("layer_completed") == 3
+    batch_id = events[0]["batch_id"]
+    for event in events:
+        assert event["batch_id"] == batch_id and event["execution_mode"] == "local"
+        assert event["timestamp"].endswith("Z")
+    for layer in ("bronze", "silver", "gold"):
+        assert f"{layer} " in run.stderr  # progress per layer
+
+    listed = cli(tmp_path, "batches", "list")
+    assert listed.returncode == 0 and batch_id in listed.stdout
+    shown = cli(tmp_path, "batches", "show", batch_id)
+    assert shown.returncode == 0 and "timestamp_in_dst_gap" in shown.stdout and "silver" in shown.stdout
+    head = cli(tmp_path, "tables", "show", "gold_daily_meter_energy", "--limit", "3")
+    assert head.returncode == 0 and "expected_interval_count" in head.stdout
+
+    again = cli(tmp_path, "run-batch")
+    assert again.returncode == 0 and "already ingested" in again.stdout
+
+
+def test_bad_input_exits_non_zero_without_traceback(tmp_path: Path) -> None:
+    bad = write_csv(tmp_path / "bad.csv", [], header="meter_id;timestamp;value;unit")
+
+    run = cli(tmp_path, "run-batch", "--input", str(bad))
+
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr + run.stdout
+    assert str(bad) in run.stderr and "line 1" in run.stderr
+
+
+def test_missing_path_exits_non_zero_naming_it(tmp_path: Path) -> None:
+    run = cli(tmp_path, "run-batch", "--input", "nowhere/*.csv")
+    assert run.returncode == 1 and "nowhere/*.csv" in run.stderr and "Traceback" not in run.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"EXECUTION_MODE": "cloud"}, "EXECUTION_MODE"),
+        ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"PROCESSING_MODE": "streaming"}, "PROCESSING_MODE=streaming is not available"),
+        ({"EXECUTION_MODE": "databricks"}, "EXECUTION_MODE=databricks is not available"),
+    ],
+)
+def test_invalid_settings_fail_at_start_naming_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    run = cli(tmp_path, "run-batch", **env)
+    assert run.returncode == 1 and message in run.stderr and "Traceback" not in run.stderr
+    assert not (tmp_path / "lake" / "silver").exists()
+
+
+def test_settings_are_read_from_dotenv(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("PROCESSING_MODE=streaming\n", encoding="utf-8")
+    run = cli(tmp_path, "run-batch")
+    assert run.returncode == 1 and "PROCESSING_MODE=streaming" in run.stderr
+
+
+def test_unknown_source_lists_the_declared_ones(tmp_path: Path) -> None:
+    run = cli(tmp_path, "run-batch", "--source", "prices")
+    assert run.returncode == 1 and "unknown source 'prices'" in run.stderr and "meter_readings" in run.stderr
