@@ -14,7 +14,7 @@ import csv
 import math
 import random
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -52,8 +52,8 @@ def rows_for_month(rng: random.Random, month: int) -> list[list[str]]:
     rows: list[list[str]] = []
     for index, meter in enumerate(METERS):
         unit, factor = unit_for(index)
-        instant = START.astimezone(timezone.utc)
-        while instant < END.astimezone(timezone.utc):
+        instant = START.astimezone(UTC)
+        while instant < END.astimezone(UTC):
             local = instant.astimezone(LONDON)
             skip = meter == GAP_METER and GAP_START <= local.replace(tzinfo=None) < GAP_END
             if local.month == month and not skip:

@@ -15,9 +15,7 @@ from app.domain.errors import ConfigurationError, NotAvailableError
 class Settings(BaseSettings):
     """Every setting the platform reads; names are the environment variables."""
 
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     execution_mode: Literal["local", "databricks"] = Field(
         default="local", description="local: pandas + Delta on this machine; databricks: Spark."

@@ -40,7 +40,9 @@ CASES = {
         1,
     ),
     "not_utf8": (
-        lambda d: _write_bytes(d / "latin.csv", b"meter_id,timestamp,value,unit\nM1,2025-06-10T00:00:00Z,1,kWh\nZ\xe4hler,x,1,kWh\n"),
+        lambda d: _write_bytes(
+            d / "latin.csv", b"meter_id,timestamp,value,unit\nM1,2025-06-10T00:00:00Z,1,kWh\nZ\xe4hler,x,1,kWh\n"
+        ),
         "not valid UTF-8",
         3,
     ),

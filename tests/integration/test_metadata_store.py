@@ -73,9 +73,7 @@ def _ping(url: str) -> float:
         store.dispose()
 
 
-def _finish(
-    store: SqlMetadataStore, record: BatchRecord, status: BatchStatus = "succeeded"
-) -> None:
+def _finish(store: SqlMetadataStore, record: BatchRecord, status: BatchStatus = "succeeded") -> None:
     store.finish_batch(
         batch_id=record.batch_id,
         status=status,

@@ -12,7 +12,6 @@ from deltalake import DeltaTable
 
 from app.application.runner import Platform, run_batch
 from app.domain.rules import RULE_NAMES
-from app.infrastructure.source_config import SAMPLE_DIR
 from tests.integration.conftest import NOW, read_table, write_csv
 
 GOLD = ("gold_daily_meter_energy", "gold_hourly_portfolio_load")
@@ -108,7 +107,9 @@ def test_later_batch_replaces_a_read_and_gold_matches_a_full_recompute(platform:
     assert daily[("M1", day)]["energy_kwh"] == pytest.approx(47 * 0.5 + 2.5)
     assert daily[("M1", day)]["peak_demand_kw"] == pytest.approx(5.0)
     assert daily[("M2", day)]["energy_kwh"] == pytest.approx(48 * 0.5)
-    hourly = {r["hour_utc"].hour: r["energy_kwh"] for r in read_table(platform, "gold_hourly_portfolio_load").to_pylist()}
+    hourly = {
+        r["hour_utc"].hour: r["energy_kwh"] for r in read_table(platform, "gold_hourly_portfolio_load").to_pylist()
+    }
     assert hourly[11] == pytest.approx(0.5 + 2.5 + 1.0)  # 12:00 BST = 11:00 UTC
 
 
