@@ -39,6 +39,7 @@ from app.domain.transforms import (
     local_day_minutes,
     silver_readings,
 )
+from app.infrastructure.monitoring import peak_rss_mib
 from app.infrastructure.readers import RawFile, read_raw_csv, sha256_of
 from app.infrastructure.repositories.base import MetadataStore, TableStore
 
@@ -211,6 +212,7 @@ class BatchPipeline:
                 "batch_completed",
                 duration_seconds=round(result.duration_seconds, 3),
                 record_count=result.reconciliation.rows_read if result.reconciliation else 0,
+                peak_rss_mib=round(peak_rss_mib(), 1),
             )
         return result
 
