@@ -200,11 +200,11 @@ class BatchPipeline:
             result.status, result.error = "failed", str(error)
         except Exception as error:  # recorded, then re-raised: the batch must not stay "running"
             result.status, result.error = "failed", f"{type(error).__name__}: {error}"
-            self._finish(result, started)
+            self._finish(result)
             log.error("batch_failed", error=result.error)
             raise
         result.duration_seconds = time.perf_counter() - clock
-        self._finish(result, started)
+        self._finish(result)
         if result.status == "failed":
             log.error("batch_failed", error=result.error)
         else:
@@ -216,7 +216,7 @@ class BatchPipeline:
             )
         return result
 
-    def _finish(self, result: BatchResult, started: datetime) -> None:
+    def _finish(self, result: BatchResult) -> None:
         assert result.batch_id is not None
         self.metadata.finish_batch(
             batch_id=result.batch_id,
@@ -266,7 +266,7 @@ class BatchPipeline:
 
         # Silver: type in Arrow, validate and de-duplicate on the engine, then upsert.
         clock = time.perf_counter()
-        parsed = parsed_readings(raw.drop_columns([]), source)
+        parsed = parsed_readings(raw, source)
         parsed = parsed.append_column("row_order", raw["row_order"])
         params = RuleParams.for_source(source, now_utc=started)
         validated = self.store.frame(self.store.to_arrow(validated_readings(self.store.frame(parsed), params)))
