@@ -100,7 +100,7 @@ class SourceConfig(BaseModel):
     def _known_unit(cls, value: str | None) -> str | None:
         if value is not None and value.strip().lower() not in UNITS:
             raise ValueError(f"unknown unit {value!r}; known: Wh, kWh, MWh, GWh, W, kW, MW")
-        return value
+        return value.strip() if value is not None else None
 
     @model_validator(mode="after")
     def _one_unit(self) -> SourceConfig:

@@ -45,7 +45,8 @@ class PandasDeltaStore:
         return nw.from_native(native, eager_only=True).lazy()
 
     def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
-        return frame.collect().to_arrow()
+        # From the native frame, so a filtered frame's pandas index does not become a column.
+        return pa.Table.from_pandas(frame.collect().to_native(), preserve_index=False)
 
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(str(self._path(table)))
