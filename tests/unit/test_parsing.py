@@ -8,7 +8,6 @@ same days. Both switch at 01:00 UTC.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -18,13 +17,6 @@ from app.domain.parsing import parse_timestamps, parse_values, parsed_readings
 from app.domain.rules import RuleParams, validated_readings
 from app.domain.sources import SourceConfig
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
-
-
-@pytest.fixture(params=["pandas"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> PandasDeltaStore:
-    """The frame engine (pandas with Arrow dtypes); parametrised so other engines can join."""
-    assert request.param == "pandas"
-    return PandasDeltaStore(tmp_path)
 
 
 def utc(*args: int) -> datetime:

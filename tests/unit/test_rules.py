@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -14,13 +13,6 @@ from app.domain.rules import MALFORMED_ROW, RULE_NAMES, RuleParams, rule_checks,
 from app.domain.schemas import UTC_TIMESTAMP
 from app.domain.sources import SourceConfig
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
-
-
-@pytest.fixture(params=["pandas"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> PandasDeltaStore:
-    """The frame engine (pandas with Arrow dtypes); parametrised so other engines can join."""
-    assert request.param == "pandas"
-    return PandasDeltaStore(tmp_path)
 
 
 def utc(*args: int) -> datetime:

@@ -23,13 +23,6 @@ from app.domain.transforms import (
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 
 
-@pytest.fixture(params=["pandas"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> PandasDeltaStore:
-    """The frame engine (pandas with Arrow dtypes); parametrised so other engines can join."""
-    assert request.param == "pandas"
-    return PandasDeltaStore(tmp_path)
-
-
 def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
