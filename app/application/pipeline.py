@@ -10,16 +10,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import narwhals as nw
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from app.application.metrics import BatchRecord, InputFile, LayerMetrics, Reconciliation
-from app.domain.errors import PlatformError, ReconciliationError
-from app.domain.parsing import parsed_readings, raw_column
+from app.domain.errors import InputFileError, PlatformError, ReconciliationError
+from app.domain.parsing import parsed_readings, parsed_schema, raw_column
 from app.domain.rules import MALFORMED_ROW, RuleParams, validated_readings
 from app.domain.schemas import (
     BRONZE_LINEAGE,
@@ -40,7 +40,7 @@ from app.domain.transforms import (
     silver_readings,
 )
 from app.infrastructure.monitoring import peak_rss_mib
-from app.infrastructure.readers import RawFile, read_raw_csv, sha256_of
+from app.infrastructure.readers import KIND_ERROR, KIND_MALFORMED, KIND_ROW, read_head, read_header, sha256_of
 from app.infrastructure.repositories.base import MetadataStore, TableStore
 
 Progress = Callable[[str, str], None]
@@ -77,67 +77,52 @@ def _bronze_name(column: str, taken: set[str]) -> str:
     return name
 
 
-def _bronze_table(raw: pa.Table, header: list[str], *, source: str, batch_id: str, at: datetime) -> pa.Table:
-    taken = set(BRONZE_LINEAGE.names)
-    names = [_bronze_name(c, taken) for c in header]
-    n = raw.num_rows
-    columns = [raw[c] for c in header] + [
-        pa.repeat(batch_id, n),
-        pa.repeat(source, n),
-        raw["source_file"],
-        raw["line_number"],
-        pa.repeat(pa.scalar(at, BRONZE_LINEAGE.field("ingested_at").type), n),
-    ]
-    return pa.table(columns, names=names + BRONZE_LINEAGE.names)
+def _quarantine_schema() -> pa.Schema:
+    return QUARANTINE_READINGS.schema
 
 
-def _quarantine_table(
-    rejected: pa.Table,
-    header: list[str],
-    malformed: list[tuple[str, int, str]],
-    *,
-    source: str,
-    batch_id: str,
-    at: datetime,
-) -> pa.Table:
-    """Rejected rows with their rule and the raw record as JSON, keys as in the file header."""
+def rejected_records(rejected: pa.Table, *, header: list[str], source: str, batch_id: str, at: datetime) -> pa.Table:
+    """Rejected parsed rows -> quarantine rows, the raw record as JSON keyed by the file header."""
     raw_cols = [rejected[raw_column(i)].to_pylist() for i in range(len(header))]
     records = [
         json.dumps(dict(zip(header, values, strict=True)), ensure_ascii=False) for values in zip(*raw_cols, strict=True)
     ]
-    files = rejected["source_file"].to_pylist() + [f for f, _, _ in malformed]
-    lines = rejected["line_number"].to_pylist() + [line for _, line, _ in malformed]
-    rules = rejected["rejection_rule"].to_pylist() + [MALFORMED_ROW] * len(malformed)
-    records += [json.dumps({"line": text}, ensure_ascii=False) for _, _, text in malformed]
-    n = len(files)
+    return _quarantine_rows(rejected, rejected["rejection_rule"], records, source=source, batch_id=batch_id, at=at)
+
+
+def malformed_records(malformed: pa.Table, *, source: str, batch_id: str, at: datetime) -> pa.Table:
+    """Lines the reader could not split into the header's fields -> quarantine rows."""
+    records = [json.dumps({"line": text}, ensure_ascii=False) for text in malformed["detail"].to_pylist()]
+    rules = pa.repeat(MALFORMED_ROW, malformed.num_rows).cast(pa.string())
+    return _quarantine_rows(malformed, rules, records, source=source, batch_id=batch_id, at=at)
+
+
+def _quarantine_rows(
+    rows: pa.Table, rules: Any, records: list[str], *, source: str, batch_id: str, at: datetime
+) -> pa.Table:
+    n = rows.num_rows
     return pa.table(
         {
-            "batch_id": pa.repeat(batch_id, n),
-            "source": pa.repeat(source, n),
-            "source_file": pa.array(files, pa.string()),
-            "line_number": pa.array(lines, pa.int64()),
-            "rule": pa.array(rules, pa.string()),
+            "batch_id": pa.repeat(batch_id, n).cast(pa.string()),
+            "source": pa.repeat(source, n).cast(pa.string()),
+            "source_file": rows["source_file"].cast(pa.string()),
+            "line_number": rows["line_number"],
+            "rule": rules,
             "raw_record": pa.array(records, pa.string()),
             "quarantined_at": pa.repeat(pa.scalar(at, QUARANTINE_READINGS.schema.field("quarantined_at").type), n),
         }
     ).cast(QUARANTINE_READINGS.schema)
 
 
-def _concat_raw(files: list[RawFile]) -> tuple[pa.Table, list[str]]:
-    """All files' rows in one table with lineage and a batch-wide row order."""
-    header = list(dict.fromkeys(c for f in files for c in f.header))
-    tables = []
-    for f in files:
-        t = f.table
-        for c in header:
-            if c not in t.column_names:
-                t = t.append_column(c, pa.repeat("", t.num_rows).cast(pa.string()))
-        t = t.select([*header, "line_number"]).append_column(
-            "source_file", pa.repeat(str(f.path), t.num_rows).cast(pa.string())
-        )
-        tables.append(t)
-    raw = pa.concat_tables(tables)
-    return raw.append_column("row_order", pa.array(range(raw.num_rows), pa.int64())), header
+def parse_rows(raw: pa.Table, *, source: SourceConfig, header: list[str]) -> pa.Table:
+    """Raw-read rows -> typed rows; runs per Arrow batch on either engine."""
+    return parsed_readings(raw, source, header).cast(parsed_schema(header))
+
+
+def bronze_columns(header: list[str]) -> list[str]:
+    """File columns -> Delta-safe bronze column names that do not clash with lineage."""
+    taken = set(BRONZE_LINEAGE.names)
+    return [_bronze_name(c, taken) for c in header]
 
 
 class BatchPipeline:
@@ -239,61 +224,96 @@ class BatchPipeline:
             f"{metrics.quarantined:,} quarantined, {metrics.duration_seconds:.2f}s",
         )
 
+    def _read(self, source: SourceConfig, result: BatchResult) -> tuple[nw.LazyFrame[Any], list[str], int]:
+        """Read the batch's files on the engine; file-level errors fail the batch before any write."""
+        paths = [f.path for f in result.files]
+        # Headers first, from each file's first bytes, so both engines agree on the columns.
+        headers = [read_header(p, read_head(Path(p)), source) for p in paths]
+        header = list(dict.fromkeys(c for h in headers for c in h))
+        read = self.store.cache(self.store.read_files(paths, source, header))
+        per_file = self.store.collect(
+            read.group_by("file_index", "kind").agg(nw.len().alias("rows"), nw.col("line_number").min().alias("line"))
+        ).to_pylist()
+        errors = sorted((r["file_index"], r["line"]) for r in per_file if r["kind"] == KIND_ERROR)
+        if errors:
+            index = errors[0][0]
+            detail = self.store.collect(
+                read.filter((nw.col("kind") == KIND_ERROR) & (nw.col("file_index") == index)).select("detail")
+            )["detail"][0].as_py()
+            raise InputFileError(paths[index], detail, line=errors[0][1])
+        counts = [0] * len(paths)
+        for r in per_file:
+            counts[r["file_index"]] += r["rows"]
+        result.files = [
+            InputFile(path=f.path, sha256=f.sha256, size_bytes=f.size_bytes, record_count=n)
+            for f, n in zip(result.files, counts, strict=True)
+        ]
+        return read, header, sum(counts)
+
     def _layers(self, source: SourceConfig, result: BatchResult, log: Any, started: datetime) -> None:
         assert result.batch_id is not None
         batch_id = result.batch_id
+        store = self.store
 
-        # Bronze: read every file first, so a bad file fails the batch before anything is written.
+        # Bronze: every row as received, with lineage.
         clock = time.perf_counter()
         self.progress("bronze", f"reading {len(result.files)} file(s)")
-        raw_files = [read_raw_csv(Path(f.path), source) for f in result.files]
-        result.files = [
-            InputFile(path=f.path, sha256=f.sha256, size_bytes=f.size_bytes, record_count=r.rows_read)
-            for f, r in zip(result.files, raw_files, strict=True)
-        ]
-        raw, header = _concat_raw(raw_files)
-        malformed = [(str(r.path), line, text) for r in raw_files for line, text in r.malformed]
-        rows_read = raw.num_rows + len(malformed)
-        bronze = _bronze_table(raw, header, source=source.name, batch_id=batch_id, at=started)
-        spec = bronze_spec(source.name, bronze.column_names[: len(header)])
-        bronze_rows = self.store.append(spec, self.store.frame(bronze), batch_id=batch_id)
-        result.tables[spec.name] = self.store.location(spec.name)
+        read, header, rows_read = self._read(source, result)
+        rows = read.filter(nw.col("kind") == KIND_ROW)
+        malformed = read.filter(nw.col("kind") == KIND_MALFORMED)
+        names = bronze_columns(header)
+        bronze = rows.select(
+            *(nw.col(c).alias(n) for c, n in zip(header, names, strict=True)),
+            nw.lit(batch_id, nw.String()).alias("batch_id"),
+            nw.lit(source.name, nw.String()).alias("source"),
+            "source_file",
+            "line_number",
+            nw.lit(started, nw.Datetime("us", "UTC")).alias("ingested_at"),
+        )
+        spec = bronze_spec(source.name, names)
+        bronze_rows = store.append(spec, bronze, batch_id=batch_id)
+        result.tables[spec.name] = store.location(spec.name)
+        malformed_rows = rows_read - bronze_rows
         self._layer_done(
-            result,
-            LayerMetrics("bronze", rows_read, bronze_rows, len(malformed), time.perf_counter() - clock),
-            log,
+            result, LayerMetrics("bronze", rows_read, bronze_rows, malformed_rows, time.perf_counter() - clock), log
         )
 
-        # Silver: type in Arrow, validate and de-duplicate on the engine, then upsert.
+        # Silver: type in Arrow batches, validate and de-duplicate on the engine, then upsert.
         clock = time.perf_counter()
-        parsed = parsed_readings(raw, source)
-        parsed = parsed.append_column("row_order", raw["row_order"])
+        parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), parsed_schema(header))
         params = RuleParams.for_source(source, now_utc=started)
-        validated = self.store.frame(self.store.to_arrow(validated_readings(self.store.frame(parsed), params)))
-        rejected = self.store.to_arrow(validated.filter(~nw.col("rejection_rule").is_null()))
+        validated = store.cache(validated_readings(parsed, params))
+        rejected = validated.filter(~nw.col("rejection_rule").is_null())
+        lineage: dict[str, Any] = {"source": source.name, "batch_id": batch_id, "at": started}
+        quarantine = nw.concat(
+            [
+                store.map_arrow(rejected, partial(rejected_records, header=header, **lineage), _quarantine_schema()),
+                store.map_arrow(malformed, partial(malformed_records, **lineage), _quarantine_schema()),
+            ]
+        )
         silver_params = SilverParams(source.name, batch_id, source.interval_minutes, source.series_timezone)
-        silver = self.store.to_arrow(silver_readings(validated, silver_params))
-        quarantine = _quarantine_table(rejected, header, malformed, source=source.name, batch_id=batch_id, at=started)
-        accepted_rows = raw.num_rows - rejected.num_rows
-        duplicates = accepted_rows - silver.num_rows
-        rule_counts = pc.value_counts(quarantine["rule"]).to_pylist() if quarantine.num_rows else []
-        result.rule_counts = {item["values"]: int(item["counts"]) for item in rule_counts}
+        silver = store.cache(silver_readings(validated, silver_params))
+        rule_counts = store.collect(quarantine.group_by("rule").agg(nw.len().alias("rows"))).to_pylist()
+        result.rule_counts = {r["rule"]: int(r["rows"]) for r in sorted(rule_counts, key=lambda r: r["rule"])}
+        quarantined = sum(result.rule_counts.values())
+        silver_rows = store.count_rows(silver)
+        duplicates = bronze_rows - (quarantined - malformed_rows) - silver_rows
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
-            rows_accepted=silver.num_rows,
-            rows_quarantined=quarantine.num_rows,
+            rows_accepted=silver_rows,
+            rows_quarantined=quarantined,
             duplicates_replaced=duplicates,
         )
-        if rows_read != silver.num_rows + quarantine.num_rows + duplicates:
+        if rows_read != silver_rows + quarantined + duplicates:
             raise ReconciliationError(f"batch {batch_id}: {result.reconciliation}")
-        self.store.append(QUARANTINE_READINGS, self.store.frame(quarantine), batch_id=batch_id)
-        counts = self.store.upsert(
-            SILVER_READINGS, self.store.frame(silver), compare=SILVER_COMPARED, batch_id=batch_id
-        )
+        written = store.append(QUARANTINE_READINGS, quarantine, batch_id=batch_id)
+        if written != quarantined:
+            raise ReconciliationError(f"batch {batch_id}: {quarantined} rows rejected but {written} quarantined")
+        counts = store.upsert(SILVER_READINGS, silver, compare=SILVER_COMPARED, batch_id=batch_id)
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
-            rows_accepted=silver.num_rows,
-            rows_quarantined=quarantine.num_rows,
+            rows_accepted=silver_rows,
+            rows_quarantined=quarantined,
             duplicates_replaced=duplicates,
             silver_inserted=counts.inserted,
             silver_updated=counts.updated,
@@ -302,42 +322,50 @@ class BatchPipeline:
         if not result.reconciliation.balanced:
             raise ReconciliationError(f"batch {batch_id}: rows do not reconcile: {result.reconciliation}")
         for table in (QUARANTINE_READINGS, SILVER_READINGS):
-            result.tables[table.name] = self.store.location(table.name)
+            result.tables[table.name] = store.location(table.name)
         self._layer_done(
             result,
-            LayerMetrics("silver", raw.num_rows, silver.num_rows, rejected.num_rows, time.perf_counter() - clock),
+            LayerMetrics("silver", bronze_rows, silver_rows, quarantined - malformed_rows, time.perf_counter() - clock),
             log,
         )
 
         # Gold: recompute only the meter-days and hours this batch touched.
         clock = time.perf_counter()
-        gold_in, gold_out = self._gold(silver, batch_id)
+        gold_in, gold_out = self._gold(silver, silver_rows, batch_id)
         for table in (GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD):
-            result.tables[table.name] = self.store.location(table.name)
+            result.tables[table.name] = store.location(table.name)
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
         result.status = "succeeded"
 
-    def _gold(self, silver: pa.Table, batch_id: str) -> tuple[int, int]:
-        if silver.num_rows == 0:
+    def _gold(self, silver: nw.LazyFrame[Any], silver_rows: int, batch_id: str) -> tuple[int, int]:
+        if silver_rows == 0:
             return 0, 0
-        meters = pc.unique(silver["meter_id"]).to_pylist()
-        days = pc.unique(silver["local_date"]).to_pylist()
-        touched = self.store.read(SILVER_READINGS, where=[("meter_id", "in", meters), ("local_date", "in", days)])
-        touched_rows = self.store.to_arrow(touched)
-        calendar = local_day_minutes(
-            zip(touched_rows["local_date"].to_pylist(), touched_rows["timezone"].to_pylist(), strict=True)
+        store = self.store
+        bounds = store.collect(
+            silver.select(
+                nw.col("local_date").min().alias("first_day"),
+                nw.col("local_date").max().alias("last_day"),
+                nw.col("interval_start_utc").min().alias("first"),
+                nw.col("interval_start_utc").max().alias("last"),
+            )
+        ).to_pylist()[0]
+        touched_keys = silver.select("meter_id", "local_date").unique()
+        days = store.read(
+            SILVER_READINGS, where=[("local_date", ">=", bounds["first_day"]), ("local_date", "<=", bounds["last_day"])]
         )
-        daily = gold_daily_meter_energy(self.store.frame(touched_rows), self.store.frame(calendar))
+        touched = store.cache(days.join(touched_keys, on=["meter_id", "local_date"], how="semi"))
+        zones = store.collect(touched.select("local_date", "timezone").unique()).to_pylist()
+        calendar = local_day_minutes((z["local_date"], z["timezone"]) for z in zones)
+        daily = gold_daily_meter_energy(touched, store.frame(calendar))
         daily_counts = self._upsert(GOLD_DAILY_METER_ENERGY, daily, batch_id)
 
-        first = pc.min(silver["interval_start_utc"]).as_py().replace(minute=0, second=0, microsecond=0)
-        last = pc.max(silver["interval_start_utc"]).as_py() + timedelta(hours=1)
-        hours = self.store.read(
+        first = bounds["first"].replace(minute=0, second=0, microsecond=0)
+        last = bounds["last"] + timedelta(hours=1)
+        hours = store.read(
             SILVER_READINGS, where=[("interval_start_utc", ">=", first), ("interval_start_utc", "<", last)]
         )
         hourly_counts = self._upsert(GOLD_HOURLY_PORTFOLIO_LOAD, gold_hourly_portfolio_load(hours), batch_id)
-        written = daily_counts + hourly_counts
-        return touched_rows.num_rows, written
+        return store.count_rows(touched), daily_counts + hourly_counts
 
     def _upsert(self, spec: TableSpec, frame: nw.LazyFrame[Any], batch_id: str) -> int:
         counts = self.store.upsert(spec, frame, compare=spec.value_columns, batch_id=batch_id)

@@ -17,6 +17,7 @@ class InputFileError(PlatformError):
     def __init__(self, path: str, message: str, *, line: int | None = None) -> None:
         self.path = path
         self.line = line
+        self.message = message
         where = f"{path}, line {line}" if line is not None else path
         super().__init__(f"{where}: {message}")
 

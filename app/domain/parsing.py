@@ -142,11 +142,17 @@ def _text_or_fixed(raw: pa.Table, column: str | None, fixed: str) -> pa.ChunkedA
     return pc.utf8_lower(_strip(pc.fill_null(raw[column], "")))
 
 
-def parsed_readings(raw: pa.Table, source: SourceConfig) -> pa.Table:
+#: Columns a raw read carries besides the file's own; never part of the raw record.
+_LINEAGE_COLUMNS = ("file_index", "source_file", "line_number", "row_order", "kind", "detail")
+
+
+def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | None = None) -> pa.Table:
     """Raw rows (file columns as strings plus lineage) -> typed columns with statuses.
 
-    Keeps every raw column, renamed `raw_<i>`, so a rejected row can be quarantined
-    exactly as received.
+    Keeps every raw column (`header`, in order; by default every non-lineage column),
+    renamed `raw_<i>`, so a rejected row can be quarantined exactly as received. Rows are
+    typed independently of each other, so any split of the rows into batches gives the
+    same result.
     """
     cols = source.columns
     meter = _strip(pc.fill_null(raw[cols.meter_id], ""))
@@ -165,7 +171,28 @@ def parsed_readings(raw: pa.Table, source: SourceConfig) -> pa.Table:
         "source_file": raw["source_file"],
         "line_number": raw["line_number"],
     }
-    file_columns = [n for n in raw.column_names if n not in ("source_file", "line_number")]
+    if "row_order" in raw.column_names:
+        typed["row_order"] = raw["row_order"]
+    file_columns = header if header is not None else [n for n in raw.column_names if n not in _LINEAGE_COLUMNS]
     for index, name in enumerate(file_columns):
         typed[raw_column(index)] = raw[name]
     return pa.table(typed)
+
+
+def parsed_schema(header: list[str]) -> pa.Schema:
+    """Schema of `parsed_readings` over a raw read with `header` (row_order included)."""
+    return pa.schema(
+        [
+            ("meter_id", pa.string()),
+            ("direction", pa.string()),
+            ("interval_start_utc", UTC_TIMESTAMP),
+            ("timestamp_status", pa.string()),
+            ("value", pa.float64()),
+            ("value_status", pa.string()),
+            ("unit", pa.string()),
+            ("source_file", pa.string()),
+            ("line_number", pa.int64()),
+            ("row_order", pa.int64()),
+            *((raw_column(i), pa.string()) for i in range(len(header))),
+        ]
+    )

@@ -61,9 +61,36 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _decode_check(path: Path, data: bytes, encoding: str) -> None:
+#: Bytes read from the top of a file to find its header.
+HEAD_BYTES = 1 << 16
+
+#: Columns every raw-read row carries besides the file's own columns.
+READ_LINEAGE = pa.schema(
+    [
+        ("file_index", pa.int32()),
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("row_order", pa.int64()),
+        ("kind", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+KIND_ROW, KIND_MALFORMED, KIND_ERROR = "row", "malformed", "error"
+
+
+def row_order(file_index: int, line_number: int | np.ndarray) -> int | np.ndarray:
+    """Batch-wide read order: files in the order given, lines in file order."""
+    return (file_index << 32) + line_number
+
+
+def _empty_check(path: str, data: bytes) -> None:
+    if not data.strip():
+        raise InputFileError(path, "is empty (no header, no rows)")
     if data[:2] == b"\x1f\x8b":
-        raise InputFileError(str(path), "is gzip-compressed; decompress it first", line=1)
+        raise InputFileError(path, "is gzip-compressed; decompress it first", line=1)
+
+
+def _decode_check(path: str, data: bytes, encoding: str) -> None:
     if encoding not in ("utf-8", "utf-8-sig"):
         return
     try:
@@ -71,15 +98,17 @@ def _decode_check(path: Path, data: bytes, encoding: str) -> None:
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
         raise InputFileError(
-            str(path),
+            path,
             f"byte 0x{data[error.start]:02x} is not valid UTF-8 (rule: encoding); "
             'declare the file\'s encoding (e.g. encoding = "latin-1") in the source config',
             line=line,
         ) from None
 
 
-def _header(path: Path, data: bytes, source: SourceConfig) -> list[str]:
-    text = data.split(b"\n", 1)[0].decode(source.encoding, errors="replace").lstrip("\ufeff").rstrip("\r")
+def read_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
+    """The header of a file from its first bytes, checked against the source's columns."""
+    _empty_check(path, head)
+    text = head.split(b"\n", 1)[0].decode(source.encoding, errors="replace").lstrip("\ufeff").rstrip("\r")
     header = next(csv.reader([text], delimiter=source.delimiter))
     required = source.columns.required()
     missing = [c for c in required if c not in header]
@@ -93,30 +122,34 @@ def _header(path: Path, data: bytes, source: SourceConfig) -> list[str]:
                     f"{source.delimiter!r} (rule: wrong delimiter)"
                 )
         raise InputFileError(
-            str(path),
+            path,
             f"missing required column(s) {', '.join(missing)}; header has {header}{hint}",
             line=1,
         )
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated:
-        raise InputFileError(str(path), f"header repeats column(s) {', '.join(duplicated)}", line=1)
+        raise InputFileError(path, f"header repeats column(s) {', '.join(duplicated)}", line=1)
     return header
 
 
-def read_raw_csv(path: Path, source: SourceConfig) -> RawFile:
-    """Read one delimited file as strings, with its physical line numbers.
+def read_head(path: Path) -> bytes:
+    """The first bytes of a file, enough for its header."""
+    try:
+        with path.open("rb") as handle:
+            return handle.read(HEAD_BYTES)
+    except OSError as error:
+        raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
+
+
+def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
+    """One delimited file's bytes as strings, with physical line numbers.
 
     File-level problems raise InputFileError naming the file and line; rows whose field
     count does not match the header are returned as `malformed` for quarantine.
     """
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
-    if not data.strip():
-        raise InputFileError(str(path), "is empty (no header, no rows)")
+    _empty_check(path, data)
+    header = read_header(path, data[:HEAD_BYTES], source)
     _decode_check(path, data, source.encoding)
-    header = _header(path, data, source)
     malformed: list[tuple[int, str]] = []
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
@@ -155,5 +188,78 @@ def read_raw_csv(path: Path, source: SourceConfig) -> RawFile:
     if blank.any():  # blank lines are not rows
         table = table.filter(pa.array(~blank))
     if table.num_rows == 0 and not malformed:
-        raise InputFileError(str(path), "has a header but no data rows", line=1)
-    return RawFile(path=path, header=header, table=table, malformed=malformed)
+        raise InputFileError(path, "has a header but no data rows", line=1)
+    return RawFile(path=Path(path), header=header, table=table, malformed=malformed)
+
+
+def read_raw_csv(path: Path, source: SourceConfig) -> RawFile:
+    """Read one delimited file from disk; see `parse_raw_bytes`."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
+    return parse_raw_bytes(str(path), data, source)
+
+
+def read_schema(header: list[str]) -> pa.Schema:
+    """Schema of a raw read: the batch's file columns as strings, then READ_LINEAGE."""
+    return pa.schema([pa.field(c, pa.string()) for c in header] + list(READ_LINEAGE))
+
+
+def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig, header: list[str]) -> pa.Table:
+    """One file as raw-read rows under the batch header: its rows, its malformed lines, or its error.
+
+    The same function reads files in local mode and on Spark executors, so both modes see
+    identical rows, line numbers, read order and file errors.
+    """
+    schema = read_schema(header)
+    try:
+        raw = parse_raw_bytes(path, data, source)
+    except InputFileError as error:
+        return pa.Table.from_pylist(
+            [
+                {
+                    "file_index": file_index,
+                    "source_file": path,
+                    "line_number": error.line,
+                    "row_order": row_order(file_index, error.line or 0),
+                    "kind": KIND_ERROR,
+                    "detail": error.message,
+                    **dict.fromkeys(header, ""),
+                }
+            ],
+            schema=schema,
+        )
+    n = raw.table.num_rows
+    lines = raw.table["line_number"].to_numpy()
+    columns = {c: raw.table[c] if c in raw.header else pa.repeat("", n).cast(pa.string()) for c in header}
+    rows = pa.table(
+        {
+            **columns,
+            "file_index": pa.repeat(pa.scalar(file_index, pa.int32()), n),
+            "source_file": pa.repeat(path, n).cast(pa.string()),
+            "line_number": raw.table["line_number"],
+            "row_order": pa.array(row_order(file_index, lines), pa.int64()),
+            "kind": pa.repeat(KIND_ROW, n).cast(pa.string()),
+            "detail": pa.nulls(n, pa.string()),
+        },
+        schema=schema,
+    )
+    if not raw.malformed:
+        return rows
+    bad = pa.Table.from_pylist(
+        [
+            {
+                "file_index": file_index,
+                "source_file": path,
+                "line_number": line,
+                "row_order": row_order(file_index, line),
+                "kind": KIND_MALFORMED,
+                "detail": text,
+                **dict.fromkeys(header, ""),
+            }
+            for line, text in raw.malformed
+        ],
+        schema=schema,
+    )
+    return pa.concat_tables([rows, bad])

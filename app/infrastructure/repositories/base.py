@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -12,8 +12,9 @@ import pyarrow as pa
 
 from app.application.metrics import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
 from app.domain.schemas import TableSpec
+from app.domain.sources import SourceConfig
 
-#: Row filter: (column, operator, value) conditions joined by AND; operator is "in", ">=" or "<".
+#: Row filter: (column, operator, value) conditions joined by AND; operator is "in", ">=", "<=" or "<".
 RowFilter = Sequence[tuple[str, str, Any]]
 
 
@@ -26,14 +27,45 @@ class UpsertCounts:
     unchanged: int
 
 
+#: A function over one Arrow batch of rows, returning rows of a declared schema.
+ArrowBatchFunction = Callable[[pa.Table], pa.Table]
+
+
 class TableStore(Protocol):
-    """Delta tables of the lake, read and written as narwhals frames of one engine."""
+    """Delta tables of the lake, read and written as narwhals frames of one engine.
+
+    The engine-specific operations are few: turning Arrow data into a frame and back,
+    reading input files, running an Arrow function over a frame's batches, caching a
+    frame that is used more than once, and the Delta reads and writes.
+    """
+
+    engine: str
 
     def location(self, table: str) -> str: ...
 
     def frame(self, data: pa.Table) -> nw.LazyFrame[Any]: ...
 
     def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table: ...
+
+    def collect(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        """A small result (counts, keys, bounds) as an Arrow table on the driver."""
+        ...
+
+    def count_rows(self, frame: nw.LazyFrame[Any]) -> int: ...
+
+    def read_files(self, paths: list[str], source: SourceConfig, header: list[str]) -> nw.LazyFrame[Any]:
+        """The files' rows as strings under `header`, with the lineage of `readers.READ_LINEAGE`."""
+        ...
+
+    def map_arrow(self, frame: nw.LazyFrame[Any], function: ArrowBatchFunction, schema: pa.Schema) -> nw.LazyFrame[Any]:
+        """`function` over the frame's rows in Arrow batches; the result has `schema`."""
+        ...
+
+    def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]: ...
+
+    def release(self) -> None:
+        """Drop what `cache` kept."""
+        ...
 
     def exists(self, table: str) -> bool: ...
 

@@ -15,11 +15,13 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from app.domain.errors import TableStoreError
+from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
-from app.infrastructure.repositories.base import RowFilter, UpsertCounts
+from app.domain.sources import SourceConfig
+from app.infrastructure.readers import raw_read_table, read_schema
+from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts
 
-_COMPARISONS = {">=": operator.ge, "<": operator.lt}
+_COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
 def _commit(batch_id: str) -> CommitProperties:
@@ -28,6 +30,8 @@ def _commit(batch_id: str) -> CommitProperties:
 
 class PandasDeltaStore:
     """Tables under `root/<layer>/<table>`; every write is one atomic Delta commit."""
+
+    engine = "pandas"
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -47,6 +51,31 @@ class PandasDeltaStore:
     def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
         # From the native frame, so a filtered frame's pandas index does not become a column.
         return pa.Table.from_pandas(frame.collect().to_native(), preserve_index=False)
+
+    def collect(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        return self.to_arrow(frame)
+
+    def count_rows(self, frame: nw.LazyFrame[Any]) -> int:
+        return int(frame.collect().shape[0])
+
+    def read_files(self, paths: list[str], source: SourceConfig, header: list[str]) -> nw.LazyFrame[Any]:
+        tables = []
+        for index, path in enumerate(paths):
+            try:
+                data = Path(path).read_bytes()
+            except OSError as error:
+                raise InputFileError(path, f"cannot be read: {error.strerror}") from None
+            tables.append(raw_read_table(index, path, data, source, header))
+        return self.frame(pa.concat_tables(tables) if tables else read_schema(header).empty_table())
+
+    def map_arrow(self, frame: nw.LazyFrame[Any], function: ArrowBatchFunction, schema: pa.Schema) -> nw.LazyFrame[Any]:
+        return self.frame(function(self.to_arrow(frame)).select(schema.names).cast(schema))
+
+    def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+        return frame  # pandas frames are already computed
+
+    def release(self) -> None:
+        return None
 
     def exists(self, table: str) -> bool:
         return DeltaTable.is_deltatable(str(self._path(table)))
