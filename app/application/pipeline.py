@@ -188,6 +188,8 @@ class BatchPipeline:
             self._finish(result)
             log.error("batch_failed", error=result.error)
             raise
+        finally:
+            self.store.release()
         result.duration_seconds = time.perf_counter() - clock
         self._finish(result)
         if result.status == "failed":

@@ -14,6 +14,7 @@ from app.domain.sources import SourceConfig
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.repositories.metadata import SqlMetadataStore
+from app.infrastructure.repositories.base import TableStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources
@@ -24,11 +25,22 @@ class Platform:
     """The storage and metadata implementations chosen by settings."""
 
     settings: Settings
-    store: PandasDeltaStore
+    store: TableStore
     metadata: SqlMetadataStore
 
     def sources(self, config_file: Path | None = None) -> dict[str, SourceConfig]:
         return load_sources(config_file or self.settings.sources_config)
+
+
+def table_store(settings: Settings) -> TableStore:
+    """The table store of the configured execution mode."""
+    if settings.execution_mode == "databricks":
+        from app.infrastructure.repositories.spark_repository import SparkDeltaStore
+        from app.infrastructure.spark import spark_session
+
+        spark = spark_session(settings.spark_master, settings.spark_conf)
+        return SparkDeltaStore(spark, str(settings.data_dir.resolve()))
+    return PandasDeltaStore(settings.data_dir)
 
 
 @contextmanager
@@ -38,7 +50,7 @@ def open_platform(settings: Settings) -> Iterator[Platform]:
     metadata = SqlMetadataStore(settings.metadata_url)
     try:
         metadata.migrate()
-        yield Platform(settings=settings, store=PandasDeltaStore(settings.data_dir), metadata=metadata)
+        yield Platform(settings=settings, store=table_store(settings), metadata=metadata)
     finally:
         metadata.dispose()
 

@@ -124,6 +124,29 @@ def parse_timestamps(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chu
     return pc.cast(instant, UTC_TIMESTAMP), status
 
 
+def local_time(instants: pa.ChunkedArray | pa.Array, zone: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """UTC instants -> (local calendar date, seconds since local midnight) in `zone`.
+
+    Computed here in Arrow rather than on the engine, because Spark keeps one time zone
+    per session and cannot convert a column to another zone.
+    """
+    local = pc.local_timestamp(pc.cast(instants, pa.timestamp("us", tz=zone)))
+    seconds = pc.add(
+        pc.add(pc.multiply(pc.hour(local), 3600), pc.multiply(pc.minute(local), 60)), pc.second(local)
+    )
+    return pc.cast(local, pa.date32()), pc.cast(seconds, pa.int64())
+
+
+def with_local_time(table: pa.Table, zone: str) -> pa.Table:
+    """`table` with `local_date` and `local_seconds` of its `interval_start_utc` in `zone`."""
+    local_date, local_seconds = local_time(table["interval_start_utc"], zone)
+    for name, column in (("local_date", local_date), ("local_seconds", local_seconds)):
+        if name in table.column_names:
+            table = table.drop_columns([name])
+        table = table.append_column(name, column)
+    return table
+
+
 def parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
     """Raw numbers -> (float64, status); missing markers are told apart from junk."""
     text = _strip(pc.fill_null(raw, ""))
@@ -160,10 +183,13 @@ def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | Non
     value, value_status = parse_values(raw[cols.value], source)
     unit = _text_or_fixed(raw, cols.unit, (source.unit or "").lower())
     direction = _text_or_fixed(raw, cols.direction, source.direction)
+    local_date, local_seconds = local_time(interval_start, source.series_timezone)
     typed = {
         "meter_id": meter,
         "direction": direction,
         "interval_start_utc": interval_start,
+        "local_date": local_date,
+        "local_seconds": local_seconds,
         "timestamp_status": ts_status,
         "value": value,
         "value_status": value_status,
@@ -186,6 +212,8 @@ def parsed_schema(header: list[str]) -> pa.Schema:
             ("meter_id", pa.string()),
             ("direction", pa.string()),
             ("interval_start_utc", UTC_TIMESTAMP),
+            ("local_date", pa.date32()),
+            ("local_seconds", pa.int64()),
             ("timestamp_status", pa.string()),
             ("value", pa.float64()),
             ("value_status", pa.string()),

@@ -51,17 +51,12 @@ def energy_kwh(interval_minutes: int) -> nw.Expr:
     return expr.otherwise(nw.lit(None, nw.Float64()))
 
 
-def _seconds_of_local_day(timezone: str) -> nw.Expr:
-    local = nw.col("interval_start_utc").dt.convert_time_zone(timezone)
-    return local.dt.hour() * 3600 + local.dt.minute() * 60 + local.dt.second()
-
-
 def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
     """The first-set rules in the order they are tried; expressions are true where a row fails."""
     interval_seconds = params.interval_minutes * 60
     latest_start = params.now_utc - timedelta(minutes=params.interval_minutes)
     demand_kw = nw.col("energy_kwh").abs() * (60 / params.interval_minutes)
-    seconds_of_day = _seconds_of_local_day(params.series_timezone)
+    seconds_of_day = nw.col("local_seconds")  # in the series' zone, from parsing
     negative = nw.col("energy_kwh") < 0
     if not params.bidirectional:
         negative = negative & (nw.col("direction") == "import")

@@ -30,6 +30,8 @@ class TableSpec:
     layer: TableLayer
     schema: pa.Schema
     keys: tuple[str, ...] = ()
+    #: Delta partition columns, so reads and merges by local day touch only those days' files.
+    partition_by: tuple[str, ...] = ()
 
     @property
     def value_columns(self) -> tuple[str, ...]:
@@ -57,6 +59,7 @@ SILVER_READINGS = TableSpec(
         ]
     ),
     keys=("meter_id", "interval_start_utc", "direction"),
+    partition_by=("local_date",),
 )
 
 #: Silver columns whose change makes a re-read a replacement (lineage alone does not).

@@ -37,7 +37,6 @@ def silver_readings(validated: nw.LazyFrame, params: SilverParams) -> nw.LazyFra
     return latest.with_columns(
         interval_minutes=nw.lit(params.interval_minutes, nw.Int32()),
         quality_flag=nw.lit(QUALITY_ACTUAL),
-        local_date=nw.col("interval_start_utc").dt.convert_time_zone(params.series_timezone).dt.date(),
         timezone=nw.lit(params.series_timezone),
         source=nw.lit(params.source),
         batch_id=nw.lit(params.batch_id),

@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     databricks_host: str | None = None
     databricks_token: SecretStr | None = None
+    spark_master: str = Field(
+        default="local[*]", description="Master of the Spark session started outside a Databricks cluster."
+    )
+    spark_conf: dict[str, str] = Field(
+        default_factory=dict,
+        description='Extra Spark settings as a JSON object, e.g. {"spark.sql.shuffle.partitions": "64"}.',
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -55,10 +62,6 @@ class Settings(BaseSettings):
         """Refuse modes this version does not run, before any work starts."""
         if self.processing_mode == "streaming":
             raise NotAvailableError("PROCESSING_MODE=streaming is not available yet; set PROCESSING_MODE=batch.")
-        if self.execution_mode == "databricks":
-            raise NotAvailableError(
-                "EXECUTION_MODE=databricks is not available in this version; set EXECUTION_MODE=local."
-            )
 
 
 def load_settings() -> Settings:

@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from app.domain.parsing import with_local_time
 from app.domain.rules import RuleParams, validated_readings
 from app.domain.schemas import UTC_TIMESTAMP
 from app.domain.transforms import (
@@ -46,7 +47,8 @@ def _parsed(rows: list[dict[str, Any]]) -> pa.Table:
 
 
 def _validate(engine: Any, rows: list[dict[str, Any]], params: RuleParams = PARAMS) -> list[dict[str, Any]]:
-    return engine.to_arrow(validated_readings(engine.frame(_parsed(rows)), params)).to_pylist()
+    parsed = with_local_time(_parsed(rows), params.series_timezone)
+    return engine.to_arrow(validated_readings(engine.frame(parsed), params)).to_pylist()
 
 
 CASES = [
@@ -98,7 +100,7 @@ def test_silver_keeps_the_latest_read_and_the_local_day(engine: Any) -> None:
         _row(value=9.0, row_order=9, unit="??"),
         _row(interval_start_utc=late_evening, row_order=1),
     ]
-    validated = validated_readings(engine.frame(_parsed(rows)), PARAMS)
+    validated = validated_readings(engine.frame(with_local_time(_parsed(rows), "Europe/London")), PARAMS)
     silver = engine.to_arrow(silver_readings(validated, SilverParams("s", "b1", 30, "Europe/London")))
     by_start = {r["interval_start_utc"]: r for r in silver.to_pylist()}
     assert len(by_start) == 2

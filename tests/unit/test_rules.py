@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from app.domain.parsing import parsed_readings
+from app.domain.parsing import parsed_readings, with_local_time
 from app.domain.rules import MALFORMED_ROW, RULE_NAMES, RuleParams, rule_checks, validated_readings
 from app.domain.schemas import UTC_TIMESTAMP
 from app.domain.sources import SourceConfig
@@ -60,7 +60,8 @@ def _row(**overrides: Any) -> dict[str, Any]:
 def _validate(
     engine: PandasDeltaStore, rows: list[dict[str, Any]], params: RuleParams = PARAMS
 ) -> list[dict[str, Any]]:
-    frame = engine.frame(pa.Table.from_pylist(rows, schema=PARSED))
+    parsed = with_local_time(pa.Table.from_pylist(rows, schema=PARSED), params.series_timezone)
+    frame = engine.frame(parsed)
     return engine.to_arrow(validated_readings(frame, params)).to_pylist()
 
 

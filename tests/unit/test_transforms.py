@@ -11,6 +11,7 @@ import narwhals as nw
 import pyarrow as pa
 import pytest
 
+from app.domain.parsing import with_local_time
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, SILVER_READINGS, UTC_TIMESTAMP
 from app.domain.transforms import (
     QUALITY_ACTUAL,
@@ -75,7 +76,9 @@ def _validated(*rows: dict[str, Any]) -> pa.Table:
 def _silver(
     engine: PandasDeltaStore, table: pa.Table, zone: str = "Europe/London", minutes: int = 30
 ) -> list[dict[str, Any]]:
-    frame = silver_readings(engine.frame(table), SilverParams("meters", "batch-1", minutes, zone))
+    frame = silver_readings(
+        engine.frame(with_local_time(table, zone)), SilverParams("meters", "batch-1", minutes, zone)
+    )
     data = engine.to_arrow(frame)
     return data.select(SILVER_READINGS.schema.names).cast(SILVER_READINGS.schema).to_pylist()
 
@@ -111,7 +114,8 @@ def test_silver_drops_rejected_rows_and_a_rejected_correction_does_not_win(engin
 
 
 def test_silver_stamps_batch_values_and_has_exactly_the_silver_columns(engine: PandasDeltaStore) -> None:
-    frame = silver_readings(engine.frame(_validated({})), SilverParams("meters", "batch-1", 30, "Europe/Berlin"))
+    table = with_local_time(_validated({}), "Europe/Berlin")
+    frame = silver_readings(engine.frame(table), SilverParams("meters", "batch-1", 30, "Europe/Berlin"))
     assert frame.collect_schema().names() == SILVER_READINGS.schema.names
     (row,) = _silver(engine, _validated({}), zone="Europe/Berlin")
     assert row == {
@@ -366,7 +370,7 @@ def test_hourly_load_truncates_quarter_hours(engine: PandasDeltaStore) -> None:
 
 def test_pandas_store_collects_silver_with_exactly_its_columns(tmp_path: Path) -> None:
     store = PandasDeltaStore(tmp_path)
-    table = _validated({"rejection_rule": "value_missing"}, {})
+    table = with_local_time(_validated({"rejection_rule": "value_missing"}, {}), "UTC")
     frame = silver_readings(store.frame(table), SilverParams("meters", "batch-1", 30, "UTC"))
     assert frame.collect_schema().names() == SILVER_READINGS.schema.names
     assert store.to_arrow(frame).column_names == SILVER_READINGS.schema.names

@@ -128,6 +128,7 @@ class PandasDeltaStore:
                 data,
                 mode="append",
                 schema_mode="merge",
+                partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
             )
         except DeltaError as error:
@@ -140,7 +141,13 @@ class PandasDeltaStore:
         data = self._conform(spec, frame)
         path = str(self._path(spec.name))
         if not self.exists(spec.name):
-            write_deltalake(path, data, mode="append", commit_properties=_commit(batch_id))
+            write_deltalake(
+                path,
+                data,
+                mode="append",
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=_commit(batch_id),
+            )
             return UpsertCounts(inserted=data.num_rows, updated=0, unchanged=0)
         if data.num_rows == 0:
             return UpsertCounts(0, 0, 0)

@@ -1,0 +1,222 @@
+"""Databricks-mode table storage: Delta tables written by Delta Lake on Spark, frames in PySpark.
+
+Same table paths, schemas and partitioning as the local store, so either engine opens
+the other's lake. Nothing here collects a table to the driver: files are read on the
+executors (`binaryFile` + `mapInArrow`), Arrow functions run per batch on the executors,
+and only counts, keys and bounds come back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlparse
+
+import narwhals as nw
+import pyarrow as pa
+
+from app.domain.errors import TableStoreError
+from app.domain.schemas import TABLES, TableSpec
+from app.domain.sources import SourceConfig
+from app.infrastructure.readers import raw_read_table, read_schema
+from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import StructType
+
+
+def _spark_schema(schema: pa.Schema) -> StructType:
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
+
+
+def _file_key(path: str) -> str:
+    """A path as Spark reports it (`file:/a/b.csv`, `dbfs:/Volumes/...`) -> `/a/b.csv`."""
+    return urlparse(path).path if "://" in path or path.startswith(("file:", "dbfs:")) else path
+
+
+def _read_file_batches(
+    batches: Iterator[pa.RecordBatch], *, index: dict[str, int], paths: list[str], source: SourceConfig, header: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """Executor side of `read_files`: one input file per row of `binaryFile`."""
+    for batch in batches:
+        for location, content in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True):
+            key = _file_key(location)
+            i = index[key] if key in index else index[unquote(key)]
+            yield from raw_read_table(i, paths[i], content, source, header).to_batches()
+
+
+def _map_batches(
+    batches: Iterator[pa.RecordBatch], *, function: ArrowBatchFunction, schema: pa.Schema
+) -> Iterator[pa.RecordBatch]:
+    """Executor side of `map_arrow`."""
+    for batch in batches:
+        if batch.num_rows:
+            yield from function(pa.Table.from_batches([batch])).select(schema.names).cast(schema).to_batches()
+
+
+class SparkDeltaStore:
+    """Tables under `root/<layer>/<table>` (a local path or a cluster URI), written by Delta on Spark."""
+
+    engine = "spark"
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root.rstrip("/")
+        self._cached: list[DataFrame] = []
+
+    def location(self, table: str) -> str:
+        spec = TABLES.get(table)
+        layer = spec.layer if spec else table.split("_", 1)[0]
+        return f"{self.root}/{layer}/{table}"
+
+    # Frames --------------------------------------------------------------------------------
+
+    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
+        if data.num_rows == 0:
+            return nw.from_native(self.spark.createDataFrame([], _spark_schema(data.schema)))
+        return nw.from_native(self.spark.createDataFrame(data))
+
+    def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        native: DataFrame = frame.to_native()
+        return native.toArrow()
+
+    def collect(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        return self.to_arrow(frame)
+
+    def count_rows(self, frame: nw.LazyFrame[Any]) -> int:
+        native: DataFrame = frame.to_native()
+        return native.count()
+
+    def read_files(self, paths: list[str], source: SourceConfig, header: list[str]) -> nw.LazyFrame[Any]:
+        absolute = [str(Path(p).resolve()) for p in paths]
+        index = {p: i for i, p in enumerate(absolute)}
+        files = self.spark.read.format("binaryFile").load(absolute).select("path", "content")
+        function = partial(_read_file_batches, index=index, paths=paths, source=source, header=header)
+        return nw.from_native(files.mapInArrow(function, _spark_schema(read_schema(header))))
+
+    def map_arrow(self, frame: nw.LazyFrame[Any], function: ArrowBatchFunction, schema: pa.Schema) -> nw.LazyFrame[Any]:
+        native: DataFrame = frame.to_native()
+        mapped = native.mapInArrow(partial(_map_batches, function=function, schema=schema), _spark_schema(schema))
+        return nw.from_native(mapped)
+
+    def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+        from pyspark import StorageLevel
+
+        native: DataFrame = frame.to_native()
+        persisted = native.persist(StorageLevel.MEMORY_AND_DISK)
+        self._cached.append(persisted)
+        return nw.from_native(persisted)
+
+    def release(self) -> None:
+        for frame in self._cached:
+            frame.unpersist()
+        self._cached.clear()
+
+    # Tables --------------------------------------------------------------------------------
+
+    def exists(self, table: str) -> bool:
+        from delta.tables import DeltaTable
+
+        return bool(DeltaTable.isDeltaTable(self.spark, self.location(table)))
+
+    def _load(self, table: str) -> DataFrame:
+        if not self.exists(table):
+            raise TableStoreError(
+                f"table {table} does not exist at {self.location(table)}; run `energy-platform run-batch` first"
+            )
+        return self.spark.read.format("delta").load(self.location(table))
+
+    def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        from pyspark.sql import functions as F
+
+        if not self.exists(spec.name):
+            return self.frame(spec.schema.empty_table())
+        data = self._load(spec.name)
+        for column, op, value in where or ():
+            col = F.col(column)
+            condition: Column
+            if op == "in":
+                condition = col.isin(list(value))
+            elif op == ">=":
+                condition = col >= F.lit(value)
+            elif op == "<=":
+                condition = col <= F.lit(value)
+            elif op == "<":
+                condition = col < F.lit(value)
+            else:
+                raise ValueError(f"unsupported filter operator {op!r}")
+            data = data.where(condition)
+        return nw.from_native(data.select(*spec.schema.names))
+
+    def count(self, table: str) -> int:
+        if not self.exists(table):
+            return 0
+        return self._load(table).count()
+
+    def _conform(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> DataFrame:
+        from pyspark.sql import functions as F
+
+        native: DataFrame = frame.to_native()
+        missing = [n for n in spec.schema.names if n not in native.columns]
+        if missing:
+            raise TableStoreError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
+        types = {f.name: f.dataType for f in _spark_schema(spec.schema).fields}
+        return native.select(*(F.col(n).cast(types[n]).alias(n) for n in spec.schema.names))
+
+    def _last_metrics(self, table: str) -> dict[str, str]:
+        from delta.tables import DeltaTable
+
+        row = DeltaTable.forPath(self.spark, self.location(table)).history(1).select("operationMetrics").first()
+        return dict(row[0] or {}) if row else {}
+
+    def _create_or_append(self, spec: TableSpec, data: DataFrame, batch_id: str) -> int:
+        writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
+        writer = writer.option("userMetadata", batch_id)
+        if spec.partition_by and not self.exists(spec.name):
+            writer = writer.partitionBy(*spec.partition_by)
+        try:
+            writer.save(self.location(spec.name))
+        except Exception as error:
+            raise TableStoreError(f"{spec.name}: append failed: {error}") from error
+        return int(self._last_metrics(spec.name).get("numOutputRows", 0))
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
+        return self._create_or_append(spec, self._conform(spec, frame), batch_id)
+
+    def upsert(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, compare: Sequence[str], batch_id: str
+    ) -> UpsertCounts:
+        from delta.tables import DeltaTable
+
+        data = self._conform(spec, frame)
+        if not self.exists(spec.name):
+            return UpsertCounts(inserted=self._create_or_append(spec, data, batch_id), updated=0, unchanged=0)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
+        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
+        key = "spark.databricks.delta.commitInfo.userMetadata"
+        self.spark.conf.set(key, batch_id)
+        try:
+            target = DeltaTable.forPath(self.spark, self.location(spec.name)).alias("t")
+            (
+                target.merge(data.alias("s"), on)
+                .whenMatchedUpdateAll(condition=changed)
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+        except Exception as error:
+            raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
+        finally:
+            self.spark.conf.unset(key)
+        metrics = self._last_metrics(spec.name)
+        source_rows = int(metrics.get("numSourceRows", 0))
+        inserted = int(metrics.get("numTargetRowsInserted", 0))
+        updated = int(metrics.get("numTargetRowsUpdated", 0))
+        return UpsertCounts(inserted=inserted, updated=updated, unchanged=source_rows - inserted - updated)
+
+    def head(self, table: str, *, limit: int) -> pa.Table:
+        return self._load(table).limit(limit).toArrow()
