@@ -1,0 +1,198 @@
+"""Databricks mode against local mode: the same files give the same silver, quarantine and gold.
+
+Both modes run the same batches (the bundled sample, then a batch of awkward rows that
+also corrects sample reads) into two lakes; every table is then compared row by row,
+floats within 1e-9 relative. Each lake is also opened by the other engine.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from app.application.pipeline import BatchPipeline, BatchResult
+from app.domain.schemas import (
+    GOLD_DAILY_METER_ENERGY,
+    GOLD_HOURLY_PORTFOLIO_LOAD,
+    QUARANTINE_READINGS,
+    SILVER_READINGS,
+    TableSpec,
+)
+from app.domain.sources import builtin_meter_readings
+from app.infrastructure.logging import get_logger
+from app.infrastructure.readers import resolve_inputs
+from app.infrastructure.repositories.base import TableStore
+from app.infrastructure.repositories.metadata import SqlMetadataStore
+from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
+from app.infrastructure.repositories.spark_repository import SparkDeltaStore
+from app.infrastructure.source_config import SAMPLE_DIR
+from tests.integration.conftest import NOW, write_csv
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+SOURCE = builtin_meter_readings(str(SAMPLE_DIR / "meter_readings"))
+COMPARED = (SILVER_READINGS, QUARANTINE_READINGS, GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD)
+
+#: Rows each rule rejects, malformed lines, duplicates within the batch, and corrections
+#: and exact repeats of sample reads (which update or leave silver and gold as they were).
+AWKWARD_ROWS = [
+    "MTR-0001,2025-03-01T00:00:00+00:00,0.5,kWh",  # corrects a sample read
+    "MTR-0001,2025-03-01T00:30:00+00:00,0.077,kWh",  # repeats a sample read exactly
+    "MTR-0100,2025-03-30T01:30:00,0.2,kWh",  # in the spring-forward gap
+    "MTR-0100,2025-10-26T01:30:00,0.2,kWh",  # in the repeated hour, no offset
+    "MTR-0100,2025-10-26T01:30:00+01:00,0.2,kWh",  # in the repeated hour, resolved by its offset
+    "MTR-0100,2025-10-26T01:30:00+00:00,0.3,kWh",
+    "MTR-0100,2025-06-01T10:17:00Z,0.2,kWh",  # off the half-hour grid
+    "MTR-0100,2030-01-01T00:00:00Z,0.2,kWh",  # in the future
+    "MTR-0100,2025-06-01T10:00:00Z,abc,kWh",
+    "MTR-0100,2025-06-01T10:30:00Z,,kWh",
+    "MTR-0100,2025-06-01T11:00:00Z,1e309,kWh",
+    "MTR-0100,2025-06-01T11:30:00Z,-0.4,kWh",
+    "MTR-0100,2025-06-01T12:00:00Z,900,kWh",
+    "MTR-0100,2025-06-01T12:30:00Z,0.4,kWhh",
+    "MTR-0100,2025-06-01T13:00:00Z,400,Wh",
+    "MTR-0100,2025-06-01T13:00:00Z,0.45,kWh",  # replaces the line above, read later
+    "MTR-0100,2025-06-01T13:30:00Z,0.0004,MWh",
+    ",2025-06-01T14:00:00Z,0.2,kWh",
+    "MTR-0100,not a time,0.2,kWh",
+    "MTR-0100,2025-06-01T14:30:00Z,0.2",  # too few fields
+    "MTR-0100,2025-06-01T15:00:00Z,0.2,kWh,extra",  # too many fields
+    "",
+    '"MTR-0101","2025-06-01T15:30:00+01:00","0.25","kWh"',
+]
+
+
+def _run(store: TableStore, metadata: SqlMetadataStore, paths: list[Path], batch_id: str) -> BatchResult:
+    pipeline = BatchPipeline(store=store, metadata=metadata, execution_mode=store.engine, logger=get_logger())
+    return pipeline.run(SOURCE, paths, force=True, now=NOW, batch_id=batch_id)
+
+
+def _batches(store: TableStore, tmp_path: Path, inputs: Path) -> list[BatchResult]:
+    metadata = SqlMetadataStore(f"sqlite:///{tmp_path / f'{store.engine}.db'}")
+    metadata.migrate()
+    try:
+        sample = resolve_inputs(str(SAMPLE_DIR / "meter_readings"))
+        awkward = sorted(inputs.glob("*.csv"))
+        return [_run(store, metadata, sample, "batch-1"), _run(store, metadata, awkward, "batch-2")]
+    finally:
+        metadata.dispose()
+
+
+def _rows(table: pa.Table, spec: TableSpec) -> list[dict[str, Any]]:
+    ordered = table.select(spec.schema.names).cast(spec.schema)
+    return ordered.sort_by([(c, "ascending") for c in spec.schema.names]).to_pylist()
+
+
+def _assert_equal(left: list[dict[str, Any]], right: list[dict[str, Any]], name: str) -> None:
+    assert len(left) == len(right), name
+    for a, b in zip(left, right, strict=True):
+        assert a.keys() == b.keys()
+        for column, value in a.items():
+            other = b[column]
+            if isinstance(value, float) and isinstance(other, float):
+                assert math.isclose(value, other, rel_tol=1e-9, abs_tol=0.0), (name, column, a, b)
+            else:
+                assert value == other, (name, column, a, b)
+
+
+@pytest.fixture(scope="module")
+def lakes(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any]:
+    """The same two batches run in local mode and in Databricks mode, each into its own lake."""
+    root = tmp_path_factory.mktemp("parity")
+    inputs = root / "inputs"
+    write_csv(inputs / "awkward.csv", AWKWARD_ROWS)
+    write_csv(
+        inputs / "with_note.csv",
+        ["MTR-0102,2025-06-01T10:00:00Z,0.3,kWh,checked", "MTR-0001,2025-03-01T00:00:00+00:00,0.6,kWh,again"],
+        header="meter_id,timestamp,value,unit,note",
+    )
+    local = PandasDeltaStore(root / "local")
+    on_spark = SparkDeltaStore(spark, str(root / "spark"))
+    return {
+        "local": (local, _batches(local, root, inputs)),
+        "spark": (on_spark, _batches(on_spark, root, inputs)),
+    }
+
+
+def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
+    local, spark = lakes["local"][1], lakes["spark"][1]
+    for a, b in zip(local, spark, strict=True):
+        assert a.status == b.status == "succeeded", (a.error, b.error)
+        assert a.reconciliation == b.reconciliation
+        assert a.rule_counts == b.rule_counts
+        assert [f.record_count for f in a.files] == [f.record_count for f in b.files]
+    second = local[1].reconciliation
+    assert second is not None and second.silver_updated == 1 and second.rows_quarantined == 14
+
+
+@pytest.mark.parametrize("spec", COMPARED, ids=lambda s: s.name)
+def test_tables_are_equal_across_modes(lakes: dict[str, Any], spec: TableSpec) -> None:
+    local_store, spark_store = lakes["local"][0], lakes["spark"][0]
+    local = DeltaTable(local_store.location(spec.name)).to_pyarrow_table()
+    on_spark = DeltaTable(spark_store.location(spec.name)).to_pyarrow_table()  # read by delta-rs
+    assert local.num_rows > 0
+    _assert_equal(_rows(local, spec), _rows(on_spark, spec), spec.name)
+
+
+def test_spark_reads_the_lake_local_mode_wrote(lakes: dict[str, Any], spark: Any) -> None:
+    local_store = lakes["local"][0]
+    reader = SparkDeltaStore(spark, local_store.root.as_posix())
+    for spec in COMPARED:
+        through_spark = reader.to_arrow(reader.read(spec))
+        direct = DeltaTable(local_store.location(spec.name)).to_pyarrow_table()
+        _assert_equal(_rows(through_spark, spec), _rows(direct, spec), spec.name)
+
+
+def test_local_mode_continues_a_lake_spark_wrote(lakes: dict[str, Any], tmp_path: Path) -> None:
+    """A Spark-written lake takes a local batch: merges, appends and gold recompute all work."""
+    import shutil
+
+    spark_store = lakes["spark"][0]
+    copy = tmp_path / "lake"
+    shutil.copytree(spark_store.root, copy)
+    store = PandasDeltaStore(copy)
+    before = DeltaTable(store.location(SILVER_READINGS.name)).to_pyarrow_table().num_rows
+    metadata = SqlMetadataStore(f"sqlite:///{tmp_path / 'meta.db'}")
+    metadata.migrate()
+    path = write_csv(tmp_path / "more.csv", ["MTR-0103,2025-06-02T10:00:00Z,0.3,kWh"])
+    try:
+        result = _run(store, metadata, [path], "batch-3")
+    finally:
+        metadata.dispose()
+    assert result.status == "succeeded", result.error
+    assert DeltaTable(store.location(SILVER_READINGS.name)).to_pyarrow_table().num_rows == before + 1
+    gold = DeltaTable(store.location(GOLD_DAILY_METER_ENERGY.name)).to_pyarrow_table().to_pylist()
+    assert [r["energy_kwh"] for r in gold if r["meter_id"] == "MTR-0103"] == [0.3]
+
+
+FILE_ERRORS = {
+    "empty.csv": b"",
+    "header_only.csv": b"meter_id,timestamp,value,unit\n",
+    "semicolons.csv": b"meter_id;timestamp;value;unit\nM1;2025-06-10T00:00:00Z;1;kWh\n",
+    "latin1.csv": b"meter_id,timestamp,value,unit\nM1,2025-06-10T00:00:00Z,1,kWh\nZ\xe4hler,x,1,kWh\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FILE_ERRORS))
+def test_a_bad_file_gives_the_same_error_in_both_modes(tmp_path: Path, spark: Any, name: str) -> None:
+    good = write_csv(tmp_path / "a_good.csv", ["M1,2025-06-10T00:00:00Z,0.5,kWh"])
+    bad = tmp_path / f"b_{name}"
+    bad.write_bytes(FILE_ERRORS[name])
+    errors = []
+    for store in (PandasDeltaStore(tmp_path / "local"), SparkDeltaStore(spark, str(tmp_path / "spark"))):
+        metadata = SqlMetadataStore(f"sqlite:///{tmp_path / f'{store.engine}.db'}")
+        metadata.migrate()
+        try:
+            result = _run(store, metadata, [good, bad], "batch-bad")
+        finally:
+            metadata.dispose()
+        assert result.status == "failed"
+        assert not store.exists(SILVER_READINGS.name)
+        errors.append(result.error)
+    assert errors[0] == errors[1]
+    assert errors[0] is not None and str(bad) in errors[0]
