@@ -13,8 +13,8 @@ from app.domain.errors import ConfigurationError
 from app.domain.sources import SourceConfig
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
-from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.base import TableStore
+from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources

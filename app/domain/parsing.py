@@ -131,9 +131,7 @@ def local_time(instants: pa.ChunkedArray | pa.Array, zone: str) -> tuple[pa.Chun
     per session and cannot convert a column to another zone.
     """
     local = pc.local_timestamp(pc.cast(instants, pa.timestamp("us", tz=zone)))
-    seconds = pc.add(
-        pc.add(pc.multiply(pc.hour(local), 3600), pc.multiply(pc.minute(local), 60)), pc.second(local)
-    )
+    seconds = pc.add(pc.add(pc.multiply(pc.hour(local), 3600), pc.multiply(pc.minute(local), 60)), pc.second(local))
     return pc.cast(local, pa.date32()), pc.cast(seconds, pa.int64())
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from app.domain.errors import ConfigurationError, NotAvailableError
 
@@ -46,6 +47,13 @@ class Settings(BaseSettings):
         description='Extra Spark settings as a JSON object, e.g. {"spark.sql.shuffle.partitions": "64"}.',
     )
 
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _conf_values_as_text(cls, value: object) -> object:
+        if isinstance(value, dict):  # {"spark.sql.shuffle.partitions": 64} is as good as "64"
+            return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -68,6 +76,10 @@ def load_settings() -> Settings:
     """Read settings, turning validation errors into one message naming each variable."""
     try:
         return Settings()
+    except SettingsError as error:  # a complex value (SPARK_CONF) that is not valid JSON
+        found = re.search(r'field "(\w+)"', str(error))
+        variable = found.group(1).upper() if found else "settings"
+        raise ConfigurationError(f"Invalid settings: {variable}: not valid JSON ({error})") from None
     except ValidationError as error:
         problems = []
         for item in error.errors():

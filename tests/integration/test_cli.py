@@ -83,7 +83,7 @@ def test_missing_path_exits_non_zero_naming_it(tmp_path: Path) -> None:
         ({"EXECUTION_MODE": "cloud"}, "EXECUTION_MODE"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
         ({"PROCESSING_MODE": "streaming"}, "PROCESSING_MODE=streaming is not available"),
-        ({"EXECUTION_MODE": "databricks"}, "EXECUTION_MODE=databricks is not available"),
+        ({"SPARK_CONF": "not json"}, "SPARK_CONF"),
     ],
 )
 def test_invalid_settings_fail_at_start_naming_the_variable(tmp_path: Path, env: dict[str, str], message: str) -> None:

@@ -196,3 +196,22 @@ def test_a_bad_file_gives_the_same_error_in_both_modes(tmp_path: Path, spark: An
         errors.append(result.error)
     assert errors[0] == errors[1]
     assert errors[0] is not None and str(bad) in errors[0]
+
+
+def test_execution_mode_databricks_wires_the_spark_store(tmp_path: Path, spark: Any) -> None:
+    """Settings choose the engine: EXECUTION_MODE=databricks runs on the active Spark session."""
+    from app.application.runner import open_platform, run_batch
+    from app.infrastructure.settings import Settings
+
+    settings = Settings(execution_mode="databricks", data_dir=tmp_path / "lake", _env_file=None)  # type: ignore[call-arg]
+    path = write_csv(
+        tmp_path / "in.csv", ["M1,2025-06-10T00:00:00+01:00,0.5,kWh", "M1,2025-06-10T00:30:00+01:00,x,kWh"]
+    )
+    with open_platform(settings) as platform:
+        assert isinstance(platform.store, SparkDeltaStore) and platform.store.spark is spark
+        result = run_batch(platform, input_path=str(path), now=NOW)
+        record = platform.metadata.get_batch(result.batch_id or "")
+    assert result.status == "succeeded" and result.rule_counts == {"value_unparseable": 1}
+    assert record is not None and record.execution_mode == "databricks" and record.record_count == 2
+    silver = DeltaTable(str(tmp_path / "lake" / "silver" / "silver_readings")).to_pyarrow_table().to_pylist()
+    assert [(r["meter_id"], r["energy_kwh"], str(r["local_date"])) for r in silver] == [("M1", 0.5, "2025-06-10")]

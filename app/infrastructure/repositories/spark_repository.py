@@ -40,11 +40,17 @@ def _file_key(path: str) -> str:
 
 
 def _read_file_batches(
-    batches: Iterator[pa.RecordBatch], *, index: dict[str, int], paths: list[str], source: SourceConfig, header: list[str]
+    batches: Iterator[pa.RecordBatch],
+    *,
+    index: dict[str, int],
+    paths: list[str],
+    source: SourceConfig,
+    header: list[str],
 ) -> Iterator[pa.RecordBatch]:
     """Executor side of `read_files`: one input file per row of `binaryFile`."""
     for batch in batches:
-        for location, content in zip(batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True):
+        files = zip(batch.column("path").to_pylist(), batch.column("content").to_pylist(), strict=True)
+        for location, content in files:
             key = _file_key(location)
             i = index[key] if key in index else index[unquote(key)]
             yield from raw_read_table(i, paths[i], content, source, header).to_batches()
