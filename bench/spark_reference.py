@@ -74,7 +74,6 @@ ISO_TIMESTAMP = (
     r"^\s*(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2})?(?:\.\d{1,6})?)"
     r"\s*(Z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?\s*$"
 )
-ZERO_OFFSET = r"^(Z|[+-]00(:?00)?)$"
 NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 TABLES = ("bronze", "silver", "quarantine", "gold_daily", "gold_hourly")
 CSV_SCHEMA = StructType([StructField(name, StringType(), nullable=True) for name in FILE_COLUMNS])
@@ -94,34 +93,48 @@ def read_bronze(spark: SparkSession, input_glob: str, *, batch_id: str, ingested
     )
 
 
-def _timestamp_columns(raw: Column) -> tuple[Column, Column]:
-    """Raw text -> (UTC interval start, status); the start is null unless the status is ``ok``."""
-    matched = raw.rlike(ISO_TIMESTAMP)
-    wall_text = F.regexp_extract(raw, ISO_TIMESTAMP, 1)
-    offset = F.regexp_extract(raw, ISO_TIMESTAMP, 2)
-    wall = F.when(matched, wall_text.try_cast("timestamp"))  # naive, cast in the (UTC) session zone
-    has_offset = offset != ""
-    from_offset = F.concat(wall_text, offset).try_cast("timestamp")
-    from_wall = F.to_utc_timestamp(wall, ZONE)  # the earlier instant when ambiguous
-    in_gap = F.from_utc_timestamp(from_wall, ZONE) != wall
-    ambiguous = F.from_utc_timestamp(from_wall + F.expr("INTERVAL 1 HOUR"), ZONE) == wall
-    status = (
-        F.when(wall.isNull(), "unparseable")
-        .when(in_gap & (~has_offset | ~offset.rlike(ZERO_OFFSET)), "dst_gap")
-        .when(~has_offset & ambiguous, "ambiguous")
-        .otherwise("ok")
+def _offset_seconds(offset: Column) -> Column:
+    """``Z``, ``+HH``, ``+HHMM`` or ``+HH:MM`` -> signed seconds east of UTC (0 when absent or ``Z``)."""
+    digits = F.translate(offset, ":", "")
+    hours = F.substring(digits, 2, 2).try_cast("int")
+    minutes = F.coalesce(F.substring(digits, 4, 2).try_cast("int"), F.lit(0))
+    seconds = hours * 3600 + minutes * 60
+    return F.when(digits.rlike("^[+-]"), F.when(digits.startswith("-"), -seconds).otherwise(seconds)).otherwise(0)
+
+
+def _typed(bronze: DataFrame) -> DataFrame:
+    """Trimmed text, the wall time and written offset of the timestamp, and the value with its status.
+
+    Each step is its own projection and later steps refer to earlier columns, so Spark evaluates
+    the regexes, casts and zone conversions once per row rather than once per use.
+    """
+    text = bronze.select(
+        F.trim("meter_id").alias("meter_id"),
+        F.regexp_extract("timestamp", ISO_TIMESTAMP, 1).alias("wall_text"),
+        F.regexp_extract("timestamp", ISO_TIMESTAMP, 2).alias("offset"),
+        F.trim("value").alias("value_text"),
+        F.lower(F.trim("unit")).alias("unit"),
+        "source_file",
+        "line_number",
+        F.struct(*FILE_COLUMNS).alias("raw"),
     )
-    instant = F.when(status == "ok", F.when(has_offset, from_offset).otherwise(from_wall))
-    return instant, status
-
-
-def _value_columns(raw: Column) -> tuple[Column, Column]:
-    """Raw text -> (double, status); missing markers are told apart from junk and non-finite numbers."""
-    text = F.trim(raw)
-    number = text.try_cast("double")
-    ok = text.rlike(NUMBER) & (F.abs(number) < F.lit(float("inf")))
-    status = F.when(text.isin(*MISSING_VALUES), "missing").when(ok, "ok").otherwise("unparseable")
-    return F.when(status == "ok", number), status
+    number = F.col("value_text").try_cast("double")
+    finite = F.col("value_text").rlike(NUMBER) & (F.abs(number) < F.lit(float("inf")))
+    return text.select(
+        "meter_id",
+        F.col("wall_text").try_cast("timestamp").alias("wall"),  # naive: cast in the (UTC) session zone
+        (F.col("offset") != "").alias("has_offset"),
+        _offset_seconds(F.col("offset")).alias("offset_seconds"),
+        number.alias("value"),
+        F.when(F.col("value_text").isin(*MISSING_VALUES), "missing")
+        .when(finite, "ok")
+        .otherwise("unparseable")
+        .alias("value_status"),
+        "unit",
+        "source_file",
+        "line_number",
+        "raw",
+    )
 
 
 def _energy_kwh(value: Column, unit: Column) -> Column:
@@ -134,27 +147,46 @@ def _energy_kwh(value: Column, unit: Column) -> Column:
 
 
 def parse(bronze: DataFrame) -> DataFrame:
-    """Typed columns with statuses; the raw fields stay for quarantine."""
-    interval_start, ts_status = _timestamp_columns(F.col("timestamp"))
-    value, value_status = _value_columns(F.col("value"))
-    return bronze.select(
-        F.trim("meter_id").alias("meter_id"),
-        F.lit(DIRECTION).alias("direction"),
-        interval_start.alias("interval_start_utc"),
-        ts_status.alias("timestamp_status"),
-        value.alias("value"),
-        value_status.alias("value_status"),
-        F.lower(F.trim("unit")).alias("unit"),
-        "source_file",
-        "line_number",
-        F.struct(*FILE_COLUMNS).alias("raw"),
-    ).withColumn("energy_kwh", _energy_kwh(F.col("value"), F.col("unit")))
+    """Typed rows: UTC interval start and its London wall time (null unless the timestamp is ok),
+    statuses for the timestamp and the value, and the energy in kWh; the raw fields stay for quarantine.
+    """
+    wall, has_offset = F.col("wall"), F.col("has_offset")
+    from_offset = F.timestamp_micros(F.unix_micros(wall) - F.col("offset_seconds").cast("long") * 1_000_000)
+    instant = F.when(has_offset, from_offset).otherwise(F.to_utc_timestamp(wall, ZONE))  # earlier when ambiguous
+    located = _typed(bronze).withColumn("instant", instant).withColumn("local", F.from_utc_timestamp("instant", ZONE))
+    # A wall time in the spring-forward gap never comes back from a round trip through the zone;
+    # `local != wall` first, so the round trip runs only on rows whose offset disagrees with the zone.
+    in_gap = (F.col("local") != wall) & (F.from_utc_timestamp(F.to_utc_timestamp(wall, ZONE), ZONE) != wall)
+    ambiguous = ~has_offset & (F.from_utc_timestamp(F.col("instant") + F.expr("INTERVAL 1 HOUR"), ZONE) == wall)
+    status = (
+        F.when(wall.isNull(), "unparseable")
+        .when(in_gap & (~has_offset | (F.col("offset_seconds") != 0)), "dst_gap")
+        .when(ambiguous, "ambiguous")
+        .otherwise("ok")
+    )
+    ok = F.col("timestamp_status") == "ok"
+    return (
+        located.withColumn("timestamp_status", status)
+        .select(
+            "meter_id",
+            F.lit(DIRECTION).alias("direction"),
+            F.when(ok, F.col("instant")).alias("interval_start_utc"),
+            F.when(ok, F.col("local")).alias("interval_start_local"),
+            "timestamp_status",
+            F.when(F.col("value_status") == "ok", F.col("value")).alias("value"),
+            "value_status",
+            "unit",
+            "source_file",
+            "line_number",
+            "raw",
+        )
+        .withColumn("energy_kwh", _energy_kwh(F.col("value"), F.col("unit")))
+    )
 
 
 def rule_checks(now_utc: datetime) -> list[tuple[str, Column]]:
     """The rules in the order they are tried; each column is true where a row fails."""
-    start = F.col("interval_start_utc")
-    local = F.from_utc_timestamp(start, ZONE)
+    start, local = F.col("interval_start_utc"), F.col("interval_start_local")
     seconds_of_day = F.hour(local) * 3600 + F.minute(local) * 60 + F.second(local)
     energy = F.col("energy_kwh")
     return [
@@ -198,7 +230,7 @@ def silver(validated: DataFrame, *, batch_id: str) -> DataFrame:
             F.lit(INTERVAL_MINUTES).cast("int").alias("interval_minutes"),
             "energy_kwh",
             F.lit("actual").alias("quality_flag"),
-            F.to_date(F.from_utc_timestamp("interval_start_utc", ZONE)).alias("local_date"),
+            F.to_date("interval_start_local").alias("local_date"),
             F.lit(ZONE).alias("timezone"),
             F.lit(SOURCE).alias("source"),
             F.lit(batch_id).alias("batch_id"),
@@ -284,14 +316,26 @@ def run_reference(spark: SparkSession, input_glob: str, out_dir: str, *, now_utc
     batch_id = f"{now_utc:%Y%m%d_%H%M%S}_{uuid.uuid4().hex[:6]}"
     paths = {name: str(Path(out_dir) / name) for name in TABLES}
 
-    _write(read_bronze(spark, input_glob, batch_id=batch_id, ingested_at=now_utc), paths["bronze"])
-    bronze = spark.read.format("delta").load(paths["bronze"])
-    validated = validate(parse(bronze), now_utc)
-    _write(quarantine(validated, batch_id=batch_id, at=now_utc), paths["quarantine"])
-    _write(silver(validated, batch_id=batch_id), paths["silver"])
-    silver_rows = spark.read.format("delta").load(paths["silver"])
-    _write(gold_daily(silver_rows), paths["gold_daily"])
-    _write(gold_hourly(silver_rows), paths["gold_hourly"])
+    # Each layer is cached as it is written and the next one is computed from the cache: the
+    # CSV is parsed once, rows are typed and validated once, and gold reads silver from memory.
+    cached: list[DataFrame] = []
+
+    def keep(frame: DataFrame) -> DataFrame:
+        cached.append(frame.persist())
+        return frame
+
+    try:
+        bronze = keep(read_bronze(spark, input_glob, batch_id=batch_id, ingested_at=now_utc))
+        _write(bronze, paths["bronze"])
+        validated = keep(validate(parse(bronze), now_utc))
+        _write(quarantine(validated, batch_id=batch_id, at=now_utc), paths["quarantine"])
+        silver_rows = keep(silver(validated, batch_id=batch_id))
+        _write(silver_rows, paths["silver"])
+        _write(gold_daily(silver_rows), paths["gold_daily"])
+        _write(gold_hourly(silver_rows), paths["gold_hourly"])
+    finally:
+        for frame in cached:
+            frame.unpersist()
 
     counts = {name: _written_rows(spark, paths[name]) for name in TABLES}
     counts["rows_read"] = counts.pop("bronze")
@@ -312,6 +356,8 @@ def build_session(master: str, shuffle_partitions: int) -> SparkSession:
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
+        # Delta rebuilds a snapshot with 50 tasks by default: far too many on one machine.
+        .config("spark.databricks.delta.snapshotPartitions", "2")
     )
     return configure_spark_with_delta_pip(builder).getOrCreate()
 
@@ -327,7 +373,7 @@ def main(argv: list[str] | None = None) -> None:
 
     clock = time.perf_counter()
     spark = build_session(args.master, args.shuffle_partitions)
-    spark.sparkContext.setLogLevel("WARN")
+    spark.sparkContext.setLogLevel("ERROR")
     startup = time.perf_counter() - clock
     clock = time.perf_counter()
     counts = run_reference(spark, args.input, args.out, now_utc=args.now or datetime.now(UTC))

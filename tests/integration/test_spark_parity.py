@@ -7,6 +7,7 @@ floats within 1e-9 relative. Each lake is also opened by the other engine.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,14 @@ def test_tables_are_equal_across_modes(lakes: dict[str, Any], spec: TableSpec) -
     on_spark = DeltaTable(spark_store.location(spec.name)).to_pyarrow_table()  # read by delta-rs
     assert local.num_rows > 0
     _assert_equal(_rows(local, spec), _rows(on_spark, spec), spec.name)
+
+
+@pytest.mark.parametrize("name", [*(s.name for s in COMPARED), "bronze_meter_readings"])
+def test_both_modes_write_the_same_delta_schema_and_partitioning(lakes: dict[str, Any], name: str) -> None:
+    tables = [DeltaTable(lakes[mode][0].location(name)) for mode in ("local", "spark")]
+    schemas = [json.loads(t.schema().to_json()) for t in tables]
+    assert schemas[0] == schemas[1]
+    assert tables[0].metadata().partition_columns == tables[1].metadata().partition_columns
 
 
 def test_spark_reads_the_lake_local_mode_wrote(lakes: dict[str, Any], spark: Any) -> None:

@@ -180,12 +180,22 @@ class SparkDeltaStore:
         row = DeltaTable.forPath(self.spark, self.location(table)).history(1).select("operationMetrics").first()
         return dict(row[0] or {}) if row else {}
 
+    def _create(self, spec: TableSpec) -> None:
+        """An empty table with the declared schema (NOT NULL columns included) and partitioning."""
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.createIfNotExists(self.spark).location(self.location(spec.name))
+        builder = builder.addColumns(_spark_schema(spec.schema))
+        if spec.partition_by:
+            builder = builder.partitionedBy(*spec.partition_by)
+        builder.execute()
+
     def _create_or_append(self, spec: TableSpec, data: DataFrame, batch_id: str) -> int:
         writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
         writer = writer.option("userMetadata", batch_id)
-        if spec.partition_by and not self.exists(spec.name):
-            writer = writer.partitionBy(*spec.partition_by)
         try:
+            if not self.exists(spec.name):
+                self._create(spec)
             writer.save(self.location(spec.name))
         except Exception as error:
             raise TableStoreError(f"{spec.name}: append failed: {error}") from error
