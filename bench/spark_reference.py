@@ -13,24 +13,33 @@ wins: meter_id_missing, timestamp_unparseable, timestamp_in_dst_gap, timestamp_a
 timestamp_off_grid, timestamp_in_future, value_missing, value_unparseable, unit_unknown,
 negative_import, above_physical_max.
 
-Known differences from the project's pipeline:
+Where the brief and the project differ, the project wins: the missing-value markers are the
+project's defaults (``""``, ``N/A``, ``NA``, ``n/a``, ``?``, ``-``, ``null``, ``NULL``, ``NaN``,
+``nan``, matched exactly after trimming) and ``GWh`` is a known unit.
 
-* The DST checks are written for Europe/London: a wall time is in the spring-forward gap
-  when ``from_utc_timestamp(to_utc_timestamp(wall))`` does not give it back, and ambiguous
-  when the instant one hour later shows the same wall time (a one-hour shift). As in the
-  project, a gap wall time is rejected unless its written offset is zero, and an ambiguous
-  one only when it carries no offset.
+How it is built, and known differences from the project's pipeline:
+
+* Timestamps: the text must match the project's ISO 8601 pattern (two ``regexp_extract``);
+  the wall time is Spark's string-to-timestamp cast (which rejects impossible dates such as
+  2025-02-30), a written offset is subtracted as seconds, a naive wall time goes through
+  ``to_utc_timestamp(wall, 'Europe/London')``.
+* DST checks (written for Europe/London's one-hour shift): a wall time is in the
+  spring-forward gap when ``from_utc_timestamp(to_utc_timestamp(wall))`` does not give it
+  back, and ambiguous when the instant one hour later shows the same wall time. As in the
+  project, a gap wall time is rejected unless its written offset is zero, and an ambiguous one
+  only when it carries no offset (``to_utc_timestamp`` would take the earlier instant).
 * Rows whose field count differs from the header are not quarantined as ``malformed_row``:
   Spark's PERMISSIVE CSV reader pads missing fields with null (the rules then reject the
-  row) and drops extra ones.
+  row) and drops extra ones. Blank lines are skipped, as in the project.
 * ``line_number`` is ``input_file_block_start() + row index within the input partition + 2``:
-  the physical line when a file is read as its own partition(s) (true for the sample), and
-  still increasing with the line, so "last read wins" keeps its order, when Spark packs small
-  files into one partition or splits a large one.
+  the physical line when each file is read as its own partition(s) (true for the sample), and
+  otherwise still increasing with the line (so "last read wins" keeps its order) but offset
+  when Spark packs several small files into one partition.
 * ``trim`` strips spaces only (the project strips all Unicode whitespace).
 * ``raw_record`` is Spark's compact ``to_json`` (the project writes ``json.dumps`` spacing).
-* Timestamps: the text must match the project's ISO 8601 pattern; the typed value comes from
-  Spark's own string-to-timestamp cast, which also rejects impossible dates (2025-02-30).
+* Each layer is cached as it is written and the next is computed from the cache (the project
+  re-reads silver from its Delta table for gold, limited to the meter-days the batch touched;
+  here the output is fresh, so both give the same gold).
 
 The session time zone must be UTC (``spark.sql.session.timeZone``): naive wall times are cast
 as UTC before ``to_utc_timestamp`` moves them out of Europe/London, and ``to_date`` /
@@ -95,11 +104,12 @@ def read_bronze(spark: SparkSession, input_glob: str, *, batch_id: str, ingested
 
 def _offset_seconds(offset: Column) -> Column:
     """``Z``, ``+HH``, ``+HHMM`` or ``+HH:MM`` -> signed seconds east of UTC (0 when absent or ``Z``)."""
+    sign = F.substring(offset, 1, 1)
     digits = F.translate(offset, ":", "")
     hours = F.substring(digits, 2, 2).try_cast("int")
     minutes = F.coalesce(F.substring(digits, 4, 2).try_cast("int"), F.lit(0))
     seconds = hours * 3600 + minutes * 60
-    return F.when(digits.rlike("^[+-]"), F.when(digits.startswith("-"), -seconds).otherwise(seconds)).otherwise(0)
+    return F.when(sign == "+", seconds).when(sign == "-", -seconds).otherwise(0)
 
 
 def _typed(bronze: DataFrame) -> DataFrame:
@@ -118,23 +128,21 @@ def _typed(bronze: DataFrame) -> DataFrame:
         "line_number",
         F.struct(*FILE_COLUMNS).alias("raw"),
     )
-    number = F.col("value_text").try_cast("double")
-    finite = F.col("value_text").rlike(NUMBER) & (F.abs(number) < F.lit(float("inf")))
-    return text.select(
+    typed = text.select(
         "meter_id",
         F.col("wall_text").try_cast("timestamp").alias("wall"),  # naive: cast in the (UTC) session zone
         (F.col("offset") != "").alias("has_offset"),
         _offset_seconds(F.col("offset")).alias("offset_seconds"),
-        number.alias("value"),
-        F.when(F.col("value_text").isin(*MISSING_VALUES), "missing")
-        .when(finite, "ok")
-        .otherwise("unparseable")
-        .alias("value_status"),
+        "value_text",
+        F.col("value_text").try_cast("double").alias("value"),
         "unit",
         "source_file",
         "line_number",
         "raw",
     )
+    finite = F.col("value_text").rlike(NUMBER) & (F.abs("value") < F.lit(float("inf")))
+    value_status = F.when(F.col("value_text").isin(*MISSING_VALUES), "missing").when(finite, "ok")
+    return typed.withColumn("value_status", value_status.otherwise("unparseable"))
 
 
 def _energy_kwh(value: Column, unit: Column) -> Column:

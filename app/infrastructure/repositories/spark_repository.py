@@ -191,6 +191,8 @@ class SparkDeltaStore:
         builder.execute()
 
     def _create_or_append(self, spec: TableSpec, data: DataFrame, batch_id: str) -> int:
+        if spec.partition_by:  # one file per partition value, not one per task and value
+            data = data.repartition(*spec.partition_by)
         writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
         writer = writer.option("userMetadata", batch_id)
         try:
