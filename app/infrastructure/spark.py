@@ -39,18 +39,18 @@ def spark_session(master: str, conf: dict[str, str]) -> SparkSession:
     coordinates that match the installed `delta-spark`.
     """
     try:
-        from delta import configure_spark_with_delta_pip
         from pyspark.sql import SparkSession
     except ImportError as error:
-        raise NotAvailableError(
-            f"EXECUTION_MODE=databricks needs PySpark and Delta Lake ({error.name} is missing); "
-            'install them with: pip install "energy-platform[spark]"'
-        ) from None
+        raise _missing(error) from None
     active = SparkSession.getActiveSession()
-    if active is not None:
+    if active is not None:  # a Databricks cluster: its runtime brings Delta Lake
         for key, value in {**conf, "spark.sql.session.timeZone": "UTC"}.items():
             active.conf.set(key, value)
         return active
+    try:
+        from delta import configure_spark_with_delta_pip
+    except ImportError as error:
+        raise _missing(error) from None
     # A local driver: Python workers must use this interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     builder = SparkSession.builder.master(master).appName("energy-platform")
@@ -59,6 +59,13 @@ def spark_session(master: str, conf: dict[str, str]) -> SparkSession:
     session = configure_spark_with_delta_pip(builder).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def _missing(error: ImportError) -> NotAvailableError:
+    return NotAvailableError(
+        f"EXECUTION_MODE=databricks needs PySpark and Delta Lake ({error.name} is missing); "
+        'install them with: pip install "energy-platform[spark]"'
+    )
 
 
 def _python() -> str:
