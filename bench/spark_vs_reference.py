@@ -1,6 +1,6 @@
 """Databricks mode against a hand-written PySpark pipeline, on the same files and Spark session.
 
-    python -m bench.spark_vs_reference [--input GLOB] [--rounds 3] [--master local[2]]
+    python -m bench.spark_vs_reference [--input GLOB] [--copies N] [--rounds 3] [--master local[2]]
 
 Each round runs the platform's Spark mode (fresh lake, fresh metadata database) and then
 `bench.spark_reference` (fresh output folder); a first, untimed round of each warms the JVM.
@@ -54,13 +54,27 @@ def run_hand_written(spark: object, input_glob: str, work: Path) -> tuple[float,
     return time.perf_counter() - clock, counts["silver"]
 
 
+def replicate(input_glob: str, copies: int, folder: Path) -> str:
+    """`copies` copies of the input files, each copy's meter ids renamed (MTR-0001 -> C2-MTR-0001)."""
+    for copy in range(1, copies + 1):
+        for path in resolve_inputs(input_glob):
+            with path.open(encoding="utf-8") as src, (folder / f"c{copy}_{path.name}").open("w") as out:
+                out.write(next(src))
+                for line in src:
+                    out.write(f"C{copy}-{line}" if line.strip() else line)
+    return str(folder / "*.csv")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--input", default=str(SAMPLE_DIR / "meter_readings" / "*.csv"))
+    parser.add_argument("--copies", type=int, default=1, help="replicate the input with renamed meters")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--master", default="local[2]")
     args = parser.parse_args()
     configure_logging(log_format="console", level="WARNING")
+    if args.copies > 1:
+        args.input = replicate(args.input, args.copies, Path(tempfile.mkdtemp(prefix="bench-input-")))
     spark = spark_session(args.master, {"spark.sql.shuffle.partitions": os.environ.get("SHUFFLE_PARTITIONS", "4")})
     files = resolve_inputs(args.input)
     rows = sum(1 for p in files for _ in p.open(encoding="utf-8")) - len(files)
