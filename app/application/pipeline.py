@@ -77,10 +77,6 @@ def _bronze_name(column: str, taken: set[str]) -> str:
     return name
 
 
-def _quarantine_schema() -> pa.Schema:
-    return QUARANTINE_READINGS.schema
-
-
 def rejected_records(rejected: pa.Table, *, header: list[str], source: str, batch_id: str, at: datetime) -> pa.Table:
     """Rejected parsed rows -> quarantine rows, the raw record as JSON keyed by the file header."""
     raw_cols = [rejected[raw_column(i)].to_pylist() for i in range(len(header))]
@@ -289,8 +285,10 @@ class BatchPipeline:
         lineage: dict[str, Any] = {"source": source.name, "batch_id": batch_id, "at": started}
         quarantine = nw.concat(
             [
-                store.map_arrow(rejected, partial(rejected_records, header=header, **lineage), _quarantine_schema()),
-                store.map_arrow(malformed, partial(malformed_records, **lineage), _quarantine_schema()),
+                store.map_arrow(
+                    rejected, partial(rejected_records, header=header, **lineage), QUARANTINE_READINGS.schema
+                ),
+                store.map_arrow(malformed, partial(malformed_records, **lineage), QUARANTINE_READINGS.schema),
             ]
         )
         silver_params = SilverParams(source.name, batch_id, source.interval_minutes, source.series_timezone)

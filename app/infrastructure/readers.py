@@ -192,15 +192,6 @@ def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
     return RawFile(path=Path(path), header=header, table=table, malformed=malformed)
 
 
-def read_raw_csv(path: Path, source: SourceConfig) -> RawFile:
-    """Read one delimited file from disk; see `parse_raw_bytes`."""
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
-    return parse_raw_bytes(str(path), data, source)
-
-
 def read_schema(header: list[str]) -> pa.Schema:
     """Schema of a raw read: the batch's file columns as strings, then READ_LINEAGE."""
     return pa.schema([pa.field(c, pa.string()) for c in header] + list(READ_LINEAGE))
