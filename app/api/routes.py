@@ -1,46 +1,186 @@
-"""HTTP routes: health and run status. No business logic here."""
+"""HTTP routes: health, runs, batches, quality, quarantine, gold and metrics. No business logic here."""
 
 from __future__ import annotations
 
+import tempfile
+import time
 from dataclasses import asdict
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
+from fastapi.responses import JSONResponse, PlainTextResponse
+from pydantic import BaseModel, Field
 
 from app import __version__
-from app.api.dependencies import PlatformDep, SettingsDep
-from app.application.runner import open_platform
-from app.domain.errors import PlatformError
+from app.api.dependencies import PlatformDep, ReadAccess, RunServiceDep, SettingsDep, WriteAccess
+from app.application import prometheus, queries
+from app.application.metrics import BatchRecord
+from app.domain.errors import ForbiddenPathError, PlatformError, RunInProgressError
+from app.infrastructure.repositories.metadata import SqlMetadataStore
 
 router = APIRouter()
+reads = APIRouter(dependencies=[ReadAccess])
+
+Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page.")]
+Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
 
 
-@router.get("/health")
+@router.get("/health", tags=["service"])
 def health(settings: SettingsDep) -> JSONResponse:
-    """Overall status and one entry per check; 503 when the metadata database fails its round trip."""
-    checks: dict[str, Any] = {"execution_mode": settings.execution_mode, "version": __version__}
+    """Overall status and one entry per check; 503 naming the failing check when any fails."""
+    checks: dict[str, Any] = {
+        "execution_mode": {"status": "ok", "value": settings.execution_mode},
+        "version": {"status": "ok", "value": __version__},
+    }
+    clock = time.perf_counter()
+    store = None
     try:
-        with open_platform(settings) as platform:
-            latency = platform.metadata.ping()
-        checks["metadata_database"] = {"status": "ok", "latency_ms": round(latency * 1000, 2)}
-        status, code = "ok", 200
+        store = SqlMetadataStore(settings.metadata_url)
+        store.ping()
+        checks["metadata_database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - clock) * 1000, 2)}
     except PlatformError as error:
         checks["metadata_database"] = {"status": "failed", "error": str(error)}
-        status, code = "failed", 503
-    return JSONResponse({"status": status, "checks": checks}, status_code=code)
+    finally:
+        if store is not None:
+            store.dispose()
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=settings.data_dir, prefix=".health-"):
+            pass
+        checks["table_storage"] = {"status": "ok", "path": str(settings.data_dir)}
+    except OSError as error:
+        checks["table_storage"] = {"status": "failed", "error": f"{settings.data_dir}: {error.strerror}"}
+    failed = sorted(name for name, check in checks.items() if check["status"] != "ok")
+    body = {"status": "failed" if failed else "ok", "failed_checks": failed, "checks": checks}
+    return JSONResponse(body, status_code=503 if failed else 200)
 
 
-@router.get("/runs")
-def list_runs(platform: PlatformDep, limit: int = 20) -> list[dict[str, Any]]:
+class RunRequest(BaseModel):
+    """A batch run to start: a declared source and a path or glob under the landing directory."""
+
+    source: str = Field(default="meter_readings", examples=["meter_readings"])
+    input_path: str | None = Field(
+        default=None,
+        description="Relative to the landing directory; the source's declared path when omitted.",
+        examples=["meter_readings/2025-04/*.csv"],
+    )
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    status: str
+
+
+def _run_view(record: BatchRecord) -> dict[str, Any]:
+    view = asdict(record)
+    view["run_id"] = record.batch_id
+    return view
+
+
+@router.post("/runs", status_code=202, response_model=RunAccepted, dependencies=[WriteAccess], tags=["runs"])
+def start_run(
+    request: RunRequest, settings: SettingsDep, runs: RunServiceDep, background: BackgroundTasks
+) -> RunAccepted:
+    """Start a batch run in the background; 409 while another run of this service is in progress."""
+    try:
+        run = runs.submit(settings, source=request.source, input_path=request.input_path)
+    except RunInProgressError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
+    except ForbiddenPathError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    background.add_task(runs.execute, settings, run)
+    return RunAccepted(run_id=run.run_id, status=run.status)
+
+
+@reads.get("/runs", tags=["runs"])
+def list_runs(platform: PlatformDep, limit: Limit = 20) -> list[dict[str, Any]]:
     """Recent batch runs, newest first."""
-    return [asdict(r) for r in platform.metadata.list_batches(limit=min(max(limit, 1), 200))]
+    return [_run_view(r) for r in platform.metadata.list_batches(limit=limit)]
 
 
-@router.get("/runs/{run_id}")
-def get_run(run_id: str, platform: PlatformDep) -> dict[str, Any]:
-    """One run with its per-layer metrics, reconciliation and rule counts."""
+@reads.get("/runs/{run_id}", tags=["runs"])
+def get_run(run_id: str, platform: PlatformDep, runs: RunServiceDep) -> dict[str, Any]:
+    """One run: status, per-layer metrics, reconciliation, rule counts, error."""
     record = platform.metadata.get_batch(run_id)
-    if record is None:
+    if record is not None:
+        return _run_view(record)
+    state = runs.runs.get(run_id)
+    if state is None:
         raise HTTPException(status_code=404, detail=f"no run {run_id!r}")
-    return asdict(record)
+    return {"run_id": state.run_id, "source": state.source, "status": state.status, "error": state.error}
+
+
+def _batch_view(record: BatchRecord) -> dict[str, Any]:
+    keys = ("batch_id", "source", "ingestion_time", "record_count", "checksum", "status", "files")
+    return {k: v for k, v in asdict(record).items() if k in keys}
+
+
+@reads.get("/batches", tags=["batches"])
+def list_batches(platform: PlatformDep, limit: Limit = 20, source: str | None = None) -> list[dict[str, Any]]:
+    """Batch metadata, newest first: source, ingestion_time, record_count, checksum, files."""
+    return [_batch_view(r) for r in platform.metadata.list_batches(limit=limit, source=source)]
+
+
+def _batch(platform: Any, batch_id: str) -> BatchRecord:
+    record: BatchRecord | None = platform.metadata.get_batch(batch_id)
+    if record is None:
+        raise HTTPException(status_code=404, detail=f"no batch {batch_id!r}")
+    return record
+
+
+@reads.get("/batches/{batch_id}", tags=["batches"])
+def get_batch(batch_id: str, platform: PlatformDep) -> dict[str, Any]:
+    return _batch_view(_batch(platform, batch_id))
+
+
+@reads.get("/quality", tags=["quality"])
+def quality(batch_id: str, platform: PlatformDep) -> dict[str, Any]:
+    """Rows per validation rule for one batch, with its reconciliation."""
+    record = _batch(platform, batch_id)
+    reconciliation = asdict(record.reconciliation) if record.reconciliation else None
+    return {"batch_id": batch_id, "rule_counts": record.rule_counts, "reconciliation": reconciliation}
+
+
+@reads.get("/quarantine", tags=["quality"])
+def quarantine(batch_id: str, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+    """Rejected rows of one batch with rule, file, line and the raw record, paged."""
+    _batch(platform, batch_id)
+    return asdict(queries.quarantined_rows(platform.store, batch_id=batch_id, limit=limit, offset=offset))
+
+
+def _check_range(start: Any, end: Any) -> None:
+    if start > end:
+        raise HTTPException(status_code=422, detail="start must not be after end")
+
+
+@reads.get("/meters/{meter_id}/daily", tags=["gold"])
+def meter_daily(
+    meter_id: str, start: date, end: date, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    """Daily energy, peak demand and completeness of one meter, local days start..end inclusive."""
+    _check_range(start, end)
+    if not queries.meter_known(platform.store, meter_id):
+        raise HTTPException(status_code=404, detail=f"no meter {meter_id!r} in gold")
+    page = queries.meter_daily(platform.store, meter_id=meter_id, start=start, end=end, limit=limit, offset=offset)
+    return asdict(page)
+
+
+@reads.get("/portfolio/hourly", tags=["gold"])
+def portfolio_hourly(
+    start: datetime, end: datetime, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    """Portfolio load per UTC hour in [start, end); times without an offset are taken as UTC."""
+    start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
+    _check_range(start, end)
+    return asdict(queries.portfolio_hourly(platform.store, start=start, end=end, limit=limit, offset=offset))
+
+
+@reads.get("/metrics", response_class=PlainTextResponse, tags=["service"])
+def metrics(platform: PlatformDep) -> PlainTextResponse:
+    """Prometheus text format: runs by status, records processed and quarantined, last success per source."""
+    text = prometheus.render(platform.metadata.list_batches(limit=100_000))
+    return PlainTextResponse(text, media_type=prometheus.CONTENT_TYPE)
+
+
+router.include_router(reads)

@@ -64,6 +64,7 @@ def run_batch(
     force: bool = False,
     progress: Progress | None = None,
     now: datetime | None = None,
+    batch_id: str | None = None,
 ) -> BatchResult:
     """Run one batch of `source_name` over `input_path` (default: the source's declared path)."""
     sources = platform.sources(config_file)
@@ -79,4 +80,4 @@ def run_batch(
         logger=get_logger(),
         progress=progress,
     )
-    return pipeline.run(source, paths, force=force, now=now)
+    return pipeline.run(source, paths, force=force, now=now, batch_id=batch_id)

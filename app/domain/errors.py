@@ -36,3 +36,15 @@ class TableStoreError(PlatformError):
 
 class NotAvailableError(PlatformError):
     """A mode or feature that this version does not provide was requested."""
+
+
+class RunInProgressError(PlatformError):
+    """A batch run is already going on in this service."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} is in progress; start another when it has finished")
+
+
+class ForbiddenPathError(PlatformError):
+    """A user-supplied path points outside the directories it is confined to."""

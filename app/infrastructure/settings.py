@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     databricks_host: str | None = None
     databricks_token: SecretStr | None = None
+    api_key: SecretStr | None = Field(
+        default=None, description="Key for mutating HTTP endpoints (header X-API-Key); unset: they are refused."
+    )
+    api_protect_reads: bool = Field(default=False, description="Require the API key on read endpoints too.")
+    landing_dir: Path | None = Field(
+        default=None, description="Folder that POST /runs input paths must lie in; default DATA_DIR/landing."
+    )
     spark_master: str = Field(
         default="local[*]", description="Master of the Spark session started outside a Databricks cluster."
     )
@@ -65,6 +72,11 @@ class Settings(BaseSettings):
         if self.metadata_db_url:
             return self.metadata_db_url
         return f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    @property
+    def landing_root(self) -> Path:
+        """The landing directory, resolved (HTTP-started runs read only below it)."""
+        return (self.landing_dir or self.data_dir / "landing").resolve()
 
     def require_available(self) -> None:
         """Refuse modes this version does not run, before any work starts."""

@@ -1,15 +1,27 @@
-"""The HTTP service's health and run routes, over a real SQLite metadata file."""
+"""The HTTP service over a real SQLite metadata file and real Delta tables: every route and error path."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
+from app.api.dependencies import run_service
 from app.application.runner import open_platform, run_batch
 from app.infrastructure.settings import Settings, get_settings
 from app.main import app
 from tests.integration.conftest import NOW, write_csv
+
+KEY = "test-key-1234"
+ROWS = [
+    "M1,2025-06-10T00:00:00+01:00,0.5,kWh",
+    "M1,2025-06-10T00:30:00+01:00,0.7,kWh",
+    "M1,2025-06-10T01:00:00+01:00,abc,kWh",
+    "M2,2025-06-10T00:00:00+01:00,1.5,kWh",
+    "M2,2025-06-10T00:30:00+01:00,-1,kWh",
+]
 
 
 def _client(settings: Settings) -> TestClient:
@@ -17,32 +29,218 @@ def _client(settings: Settings) -> TestClient:
     return TestClient(app)
 
 
-def test_health_reports_a_database_round_trip(settings: Settings) -> None:
+@pytest.fixture
+def keyed(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "lake", api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def loaded(keyed: Settings, tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    """A lake with one batch of two meters, one of whose rows each rule rejects."""
+    with open_platform(keyed) as platform:
+        result = run_batch(platform, input_path=str(write_csv(tmp_path / "in.csv", ROWS)), now=NOW)
+    assert result.batch_id is not None
+    yield _client(keyed), result.batch_id
+    app.dependency_overrides.clear()
+
+
+# --- health --------------------------------------------------------------------------------------
+
+
+def test_health_reports_every_check(settings: Settings) -> None:
     response = _client(settings).get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["checks"]["metadata_database"]["status"] == "ok"
-    assert body["checks"]["execution_mode"] == "local"
+    assert body["status"] == "ok" and body["failed_checks"] == []
+    checks = body["checks"]
+    assert checks["metadata_database"]["status"] == "ok" and checks["metadata_database"]["latency_ms"] >= 0
+    assert checks["table_storage"]["status"] == "ok"
+    assert checks["execution_mode"]["value"] == "local" and checks["version"]["value"]
 
 
-def test_health_is_503_when_the_database_is_unreachable(tmp_path: Path) -> None:
-    blocked = tmp_path / "file"
-    blocked.write_text("not a folder", encoding="utf-8")
-    settings = Settings(data_dir=tmp_path, metadata_db_url=f"sqlite:///{blocked}/x/metadata.db", _env_file=None)  # type: ignore[call-arg]
+def test_health_is_503_naming_the_database_when_it_is_unreachable(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://energy:s3cret-pw@127.0.0.1:1/energy"
+    settings = Settings(data_dir=tmp_path, metadata_db_url=url, _env_file=None)  # type: ignore[call-arg]
     response = _client(settings).get("/health")
     assert response.status_code == 503
-    assert response.json()["checks"]["metadata_database"]["status"] == "failed"
+    assert response.json()["failed_checks"] == ["metadata_database"]
+    assert "s3cret-pw" not in response.text
 
 
-def test_runs_list_and_detail(settings: Settings, tmp_path: Path) -> None:
-    with open_platform(settings) as platform:
-        path = write_csv(tmp_path / "a.csv", ["M1,2025-06-10T00:00:00+01:00,0.5,kWh"])
-        result = run_batch(platform, input_path=str(path), now=NOW)
+def test_health_is_503_naming_storage_when_it_is_not_writable(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder", encoding="utf-8")
+    meta = f"sqlite:///{tmp_path / 'm.db'}"
+    settings = Settings(data_dir=blocked, metadata_db_url=meta, _env_file=None)  # type: ignore[call-arg]
+    response = _client(settings).get("/health")
+    assert response.status_code == 503 and response.json()["failed_checks"] == ["table_storage"]
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def _landing_file(settings: Settings) -> None:
+    write_csv(settings.landing_root / "meters" / "a.csv", ["M9,2025-06-10T00:00:00+01:00,0.5,kWh"])
+
+
+def test_post_runs_starts_a_run_in_the_background_and_reports_it(keyed: Settings) -> None:
+    _landing_file(keyed)
+    client = _client(keyed)
+    response = client.post("/runs", json={"input_path": "meters/*.csv"}, headers={"X-API-Key": KEY})
+    assert response.status_code == 202
+    run_id = response.json()["run_id"]
+    detail = client.get(f"/runs/{run_id}").json()
+    assert detail["status"] == "succeeded" and detail["record_count"] == 1
+    assert [m["layer"] for m in detail["layers"]] == ["bronze", "silver", "gold"]
+    assert detail["reconciliation"]["rows_accepted"] == 1
+    assert [r["run_id"] for r in client.get("/runs").json()] == [run_id]
+    assert run_service().running is None
+
+
+def test_a_failed_run_reports_its_error(keyed: Settings) -> None:
+    write_csv(keyed.landing_root / "bad.csv", [], header="meter_id;timestamp;value;unit")
+    client = _client(keyed)
+    run_id = client.post("/runs", json={"input_path": "bad.csv"}, headers={"X-API-Key": KEY}).json()["run_id"]
+    detail = client.get(f"/runs/{run_id}").json()
+    assert detail["status"] == "failed" and "wrong delimiter" in detail["error"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"), [({}, 401), ({"X-API-Key": "wrong"}, 401), ({"X-API-Key": KEY.upper()}, 401)]
+)
+def test_post_runs_needs_the_right_key(keyed: Settings, headers: dict[str, str], status: int) -> None:
+    assert _client(keyed).post("/runs", json={}, headers=headers).status_code == status
+
+
+def test_post_runs_is_refused_when_no_key_is_configured(settings: Settings) -> None:
+    response = _client(settings).post("/runs", json={}, headers={"X-API-Key": "anything"})
+    assert response.status_code == 403 and "API_KEY" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["../outside.csv", "/etc/passwd", "meters/../../x.csv", "link/*.csv"])
+def test_post_runs_confines_inputs_to_the_landing_directory(keyed: Settings, tmp_path: Path, path: str) -> None:
+    keyed.landing_root.mkdir(parents=True, exist_ok=True)
+    (keyed.landing_root / "link").symlink_to(tmp_path)  # a link that leads out of landing
+    response = _client(keyed).post("/runs", json={"input_path": path}, headers={"X-API-Key": KEY})
+    assert response.status_code == 422 and "landing directory" in response.json()["detail"]
+
+
+def test_a_second_run_while_one_runs_is_409_naming_it(keyed: Settings) -> None:
+    service = run_service()
+    held = service.submit(keyed, source="meter_readings", input_path=None)
+    try:
+        response = _client(keyed).post("/runs", json={}, headers={"X-API-Key": KEY})
+        assert response.status_code == 409 and held.run_id in response.json()["detail"]
+        assert _client(keyed).get(f"/runs/{held.run_id}").json()["status"] == "queued"
+    finally:
+        service.execute(keyed, held)  # runs the bundled sample and releases the service
+    assert service.running is None and service.runs[held.run_id].status == "succeeded"
+
+
+def test_unknown_run_is_404(settings: Settings) -> None:
+    assert _client(settings).get("/runs/nope").status_code == 404
+
+
+# --- batches, quality, quarantine ------------------------------------------------------------------
+
+
+def test_batches_list_and_detail(loaded: tuple[TestClient, str]) -> None:
+    client, batch_id = loaded
+    [batch] = client.get("/batches").json()
+    assert batch["batch_id"] == batch_id and batch["record_count"] == 5 and len(batch["checksum"]) == 64
+    assert batch["files"][0]["path"].endswith("in.csv") and batch["ingestion_time"]
+    assert client.get(f"/batches/{batch_id}").json() == batch
+    assert client.get("/batches/nope").status_code == 404
+    assert client.get("/batches", params={"limit": 0}).status_code == 422
+
+
+def test_quality_counts_rows_per_rule(loaded: tuple[TestClient, str]) -> None:
+    client, batch_id = loaded
+    body = client.get("/quality", params={"batch_id": batch_id}).json()
+    assert body["rule_counts"] == {"negative_import": 1, "value_unparseable": 1}
+    assert body["reconciliation"]["rows_read"] == 5
+    assert client.get("/quality").status_code == 422
+    assert client.get("/quality", params={"batch_id": "nope"}).status_code == 404
+
+
+def test_quarantine_is_paged(loaded: tuple[TestClient, str]) -> None:
+    client, batch_id = loaded
+    first = client.get("/quarantine", params={"batch_id": batch_id, "limit": 1}).json()
+    second = client.get("/quarantine", params={"batch_id": batch_id, "limit": 1, "offset": 1}).json()
+    assert first["total"] == second["total"] == 2
+    assert [first["items"][0]["line_number"], second["items"][0]["line_number"]] == [4, 6]
+    assert first["items"][0]["rule"] == "value_unparseable" and '"abc"' in first["items"][0]["raw_record"]
+    assert client.get("/quarantine", params={"batch_id": batch_id, "limit": 5000}).status_code == 422
+
+
+# --- gold ------------------------------------------------------------------------------------------
+
+
+def test_meter_daily_returns_gold_rows(loaded: tuple[TestClient, str]) -> None:
+    client, _ = loaded
+    body = client.get("/meters/M1/daily", params={"start": "2025-06-01", "end": "2025-06-30"}).json()
+    assert body["total"] == 1
+    [row] = body["items"]
+    assert row["local_date"] == "2025-06-10" and row["energy_kwh"] == pytest.approx(1.2)
+    assert row["interval_count"] == 2 and row["expected_interval_count"] == 48
+    empty = client.get("/meters/M1/daily", params={"start": "2025-07-01", "end": "2025-07-31"}).json()
+    assert empty["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status"),
+    [
+        ("/meters/NOPE/daily", {"start": "2025-06-01", "end": "2025-06-30"}, 404),
+        ("/meters/M1/daily", {"start": "2025-06-31", "end": "2025-06-30"}, 422),
+        ("/meters/M1/daily", {"start": "2025-06-30", "end": "2025-06-01"}, 422),
+        ("/meters/M1/daily", {"start": "2025-06-01"}, 422),
+        ("/portfolio/hourly", {"start": "yesterday", "end": "2025-06-11T00:00:00Z"}, 422),
+        ("/portfolio/hourly", {"start": "2025-06-11T00:00:00Z", "end": "2025-06-10T00:00:00Z"}, 422),
+    ],
+)
+def test_gold_routes_reject_bad_parameters(
+    loaded: tuple[TestClient, str], path: str, params: dict, status: int
+) -> None:
+    assert loaded[0].get(path, params=params).status_code == status
+
+
+def test_portfolio_hourly_sums_meters_per_hour(loaded: tuple[TestClient, str]) -> None:
+    client, _ = loaded
+    body = client.get(
+        "/portfolio/hourly", params={"start": "2025-06-09T00:00:00Z", "end": "2025-06-10T00:00:00"}
+    ).json()
+    assert body["total"] == 1
+    [row] = body["items"]
+    assert row["hour_utc"].startswith("2025-06-09T23:00") and row["meter_count"] == 2
+    assert row["energy_kwh"] == pytest.approx(0.5 + 0.7 + 1.5)
+
+
+# --- metrics, access, docs -------------------------------------------------------------------------
+
+
+def test_metrics_in_prometheus_text_format(loaded: tuple[TestClient, str]) -> None:
+    response = loaded[0].get("/metrics")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    lines = response.text.splitlines()
+    assert 'energy_platform_runs_total{status="succeeded"} 1' in lines
+    assert "energy_platform_records_processed_total 5" in lines
+    assert "energy_platform_records_quarantined_total 2" in lines
+    assert any(
+        line.startswith('energy_platform_last_success_timestamp_seconds{source="meter_readings"}') for line in lines
+    )
+
+
+def test_reads_can_be_closed_by_a_setting(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, api_key=KEY, api_protect_reads=True, _env_file=None)  # type: ignore[call-arg]
     client = _client(settings)
+    assert client.get("/runs").status_code == 401
+    assert client.get("/runs", headers={"X-API-Key": KEY}).status_code == 200
+    assert client.get("/health").status_code == 200  # health stays open for probes
 
-    runs = client.get("/runs").json()
-    assert [r["batch_id"] for r in runs] == [result.batch_id]
-    detail = client.get(f"/runs/{result.batch_id}").json()
-    assert detail["status"] == "succeeded" and [m["layer"] for m in detail["layers"]] == ["bronze", "silver", "gold"]
-    assert detail["reconciliation"]["rows_read"] == 1
-    assert client.get("/runs/nope").status_code == 404
+
+def test_openapi_docs_have_examples(settings: Settings) -> None:
+    client = _client(settings)
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert schema["components"]["schemas"]["RunRequest"]["properties"]["input_path"]["examples"]
+    assert "X-API-Key" in str(schema["components"]["securitySchemes"])

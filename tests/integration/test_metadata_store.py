@@ -1,4 +1,8 @@
-"""Contract tests for SqlMetadataStore against a real database (SQLite file by default)."""
+"""Contract tests for SqlMetadataStore against real databases: a SQLite file and a PostgreSQL server.
+
+The PostgreSQL runs need TEST_POSTGRES_URL (see tests/integration/postgres.py and
+scripts/postgres-test-server.sh); without it they skip, except in CI, where they fail.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +25,19 @@ from app.application.metrics import (
 )
 from app.domain.errors import MetadataStoreError
 from app.infrastructure.repositories.metadata import METADATA, SqlMetadataStore, files_checksum
+from tests.integration.postgres import fresh_database, server_url
 
 T0 = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)
 
 
-@pytest.fixture
-def metadata_url(tmp_path: Path) -> str:
-    """Name the database under test; parametrise this to run the contract on PostgreSQL."""
-    return f"sqlite:///{tmp_path / 'state' / 'metadata.db'}"
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Name an empty database: a new SQLite file, or a new database on the TEST_POSTGRES_URL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'metadata.db'}"
+        return
+    with fresh_database(server_url()) as url:
+        yield url
 
 
 @pytest.fixture
@@ -107,8 +116,8 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(
     assert checks == {"ck_batches_status"}
 
 
-def test_the_schema_exists_only_after_migrate(tmp_path: Path) -> None:
-    store = SqlMetadataStore(f"sqlite:///{tmp_path / 'fresh.db'}")
+def test_the_schema_exists_only_after_migrate(metadata_url: str) -> None:
+    store = SqlMetadataStore(metadata_url)
     try:
         with pytest.raises(MetadataStoreError, match="migrations"):
             store.list_batches()

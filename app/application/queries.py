@@ -1,0 +1,48 @@
+"""Read-side queries for the HTTP service: quarantined rows and gold tables, filtered and paged."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+import pyarrow as pa
+
+from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
+from app.infrastructure.repositories.base import RowFilter, TableStore
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows and the total the filter matched."""
+
+    items: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+
+
+def _page(store: TableStore, spec: TableSpec, where: RowFilter, order: list[str], limit: int, offset: int) -> Page:
+    table: pa.Table = store.to_arrow(store.read(spec, where=where))
+    table = table.sort_by([(c, "ascending") for c in order])
+    return Page(items=table.slice(offset, limit).to_pylist(), total=table.num_rows, limit=limit, offset=offset)
+
+
+def quarantined_rows(store: TableStore, *, batch_id: str, limit: int, offset: int) -> Page:
+    where = [("batch_id", "in", [batch_id])]
+    return _page(store, QUARANTINE_READINGS, where, ["source_file", "line_number"], limit, offset)
+
+
+def meter_daily(store: TableStore, *, meter_id: str, start: date, end: date, limit: int, offset: int) -> Page:
+    where = [("meter_id", "in", [meter_id]), ("local_date", ">=", start), ("local_date", "<=", end)]
+    return _page(store, GOLD_DAILY_METER_ENERGY, where, ["local_date", "direction"], limit, offset)
+
+
+def meter_known(store: TableStore, meter_id: str) -> bool:
+    rows = store.read(GOLD_DAILY_METER_ENERGY, where=[("meter_id", "in", [meter_id])])
+    return store.count_rows(rows) > 0
+
+
+def portfolio_hourly(store: TableStore, *, start: datetime, end: datetime, limit: int, offset: int) -> Page:
+    where = [("hour_utc", ">=", start), ("hour_utc", "<", end)]
+    return _page(store, GOLD_HOURLY_PORTFOLIO_LOAD, where, ["hour_utc", "direction"], limit, offset)
