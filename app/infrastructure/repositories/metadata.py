@@ -41,7 +41,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, NoSuchModuleError
 
 from app.application.metrics import (
     BatchRecord,
@@ -284,7 +284,7 @@ class SqlMetadataStore:
                     status=status,
                     finished_at=finished_at,
                     record_count=record_count,
-                    error=error,
+                    error=_storable_text(error),
                     **_reconciliation_values(reconciliation),
                 )
             )
@@ -369,7 +369,8 @@ class SqlMetadataStore:
         """Turn driver errors into MetadataStoreError that names the masked URL."""
         try:
             yield
-        except IntegrityError as exc:
+        except (IntegrityError, DataError) as exc:
+            # DataError: a value the column cannot hold, e.g. too long for PostgreSQL's VARCHAR(n).
             raise MetadataStoreError(
                 f"The metadata database at {self.url_for_display} refused to {action}: "
                 f"{self._reason(exc)}. Check that batch ids are unique and values are valid."
@@ -510,6 +511,12 @@ def _require_aware(value: datetime, name: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
     return value
+
+
+def _storable_text(value: str | None) -> str | None:
+    """Free text with NUL bytes made visible: PostgreSQL's text columns cannot hold them."""
+    # An error message can quote raw input bytes; refusing it would leave the batch "running".
+    return None if value is None else value.replace("\x00", "\\x00")
 
 
 def _file_row(batch_id: str, file: InputFile) -> dict[str, object]:
