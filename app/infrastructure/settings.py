@@ -54,6 +54,12 @@ class Settings(BaseSettings):
         description='Extra Spark settings as a JSON object, e.g. {"spark.sql.shuffle.partitions": "64"}.',
     )
 
+    @field_validator("api_key", "metadata_db_url", "databricks_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`API_KEY=` (as compose writes an unset variable) means no key, never an empty one."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("spark_conf", mode="before")
     @classmethod
     def _conf_values_as_text(cls, value: object) -> object:

@@ -244,3 +244,13 @@ def test_openapi_docs_have_examples(settings: Settings) -> None:
     schema = client.get("/openapi.json").json()
     assert schema["components"]["schemas"]["RunRequest"]["properties"]["input_path"]["examples"]
     assert "X-API-Key" in str(schema["components"]["securitySchemes"])
+
+
+def test_an_empty_api_key_setting_means_no_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_KEY", "")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    from app.infrastructure.settings import load_settings
+
+    settings = load_settings()
+    assert settings.api_key is None
+    assert _client(settings).post("/runs", json={}, headers={"X-API-Key": ""}).status_code == 403

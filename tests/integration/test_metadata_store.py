@@ -217,6 +217,36 @@ def test_finish_twice_replaces_metrics_and_records_the_error(
     assert stored.rule_counts == {"timestamp": 5}
 
 
+def test_an_error_quoting_nul_bytes_is_recorded_with_them_escaped(metadata_store: SqlMetadataStore) -> None:
+    # PostgreSQL's text columns refuse NUL, which would leave the batch "running" for ever.
+    record = _record()
+    metadata_store.start_batch(record)
+    metadata_store.finish_batch(
+        batch_id=record.batch_id,
+        status="failed",
+        finished_at=T0 + timedelta(minutes=1),
+        record_count=0,
+        reconciliation=None,
+        layers=[],
+        rule_counts={},
+        error="in/a.csv, line 1: header repeats column(s) x\x00",
+    )
+
+    stored = metadata_store.get_batch(record.batch_id)
+    assert stored is not None
+    assert stored.status == "failed"
+    assert stored.error == "in/a.csv, line 1: header repeats column(s) x\\x00"
+
+
+def test_a_value_too_long_for_its_column_is_refused(metadata_store: SqlMetadataStore, metadata_url: str) -> None:
+    if metadata_url.startswith("sqlite"):
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    record = _record(source="s" * 256)
+    with pytest.raises(MetadataStoreError, match=r"refused to start batch .*too long"):
+        metadata_store.start_batch(record)
+    assert metadata_store.get_batch(record.batch_id) is None
+
+
 def test_finishing_an_unknown_batch_is_refused(metadata_store: SqlMetadataStore) -> None:
     with pytest.raises(MetadataStoreError, match="never started"):
         _finish(metadata_store, _record())
