@@ -47,10 +47,10 @@ install_postgres() {
     fi
     say "installing PostgreSQL from Debian's packages"
     export DEBIAN_FRONTEND=noninteractive
-    if ! "${sudo[@]}" apt-get install -y -q postgresql >&2; then
+    if ! "${sudo[@]}" apt-get install -y -q --no-install-recommends postgresql >&2; then
         say "install failed; refreshing the package lists and trying again"
         "${sudo[@]}" apt-get update -q >&2
-        "${sudo[@]}" apt-get install -y -q postgresql >&2
+        "${sudo[@]}" apt-get install -y -q --no-install-recommends postgresql >&2
     fi
 }
 
@@ -109,6 +109,15 @@ full_page_writes = off
 EOF
 }
 
+# A server killed a moment ago may not have gone yet, and its lock file would stop this one.
+wait_for_old_server() {
+    local pid tries=0
+    pid=$(head -n 1 "$DATA_DIR/postmaster.pid" 2>/dev/null || true)
+    while [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null && ((tries++ < 20)); do
+        sleep 0.5
+    done
+}
+
 ensure_database() {
     local psql=("$BIN/psql" -h 127.0.0.1 -p "$PGTEST_PORT" -U "$ROLE" -w -X -q -v ON_ERROR_STOP=1)
     if [[ -z "$("${psql[@]}" -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DATABASE'")" ]]; then
@@ -120,8 +129,11 @@ ensure_database() {
 BIN=$(find_bin_dir)
 
 if [[ "${1:-start}" == "stop" ]]; then
-    [[ -n "$BIN" ]] || die "PostgreSQL is not installed, so no server can be running"
-    stop_server
+    if [[ -z "$BIN" ]]; then
+        say "PostgreSQL is not installed, so no server is running"
+    else
+        stop_server
+    fi
     exit 0
 elif [[ "${1:-start}" != "start" ]]; then
     die "unknown command '$1'; use start (the default) or stop"
@@ -144,6 +156,7 @@ fi
 
 init_cluster
 initialised=$(now)
+wait_for_old_server
 if ! (cd / && as_owner "$BIN/pg_ctl" -D "$DATA_DIR" -l "$LOG_FILE" -o "-p $PGTEST_PORT" -w -t 60 start >&2); then
     tail -n 20 "$LOG_FILE" >&2 || true
     die "the server did not start; see $LOG_FILE"
