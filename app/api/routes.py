@@ -16,7 +16,7 @@ from app import __version__
 from app.api.dependencies import PlatformDep, ReadAccess, RunServiceDep, SettingsDep, WriteAccess
 from app.application import prometheus, queries
 from app.application.metrics import BatchRecord
-from app.domain.errors import ForbiddenPathError, PlatformError, RunInProgressError
+from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 
 router = APIRouter()
@@ -87,7 +87,7 @@ def start_run(
         run = runs.submit(settings, source=request.source, input_path=request.input_path)
     except RunInProgressError as error:
         raise HTTPException(status_code=409, detail=str(error)) from None
-    except ForbiddenPathError as error:
+    except (ForbiddenPathError, ConfigurationError) as error:
         raise HTTPException(status_code=422, detail=str(error)) from None
     background.add_task(runs.execute, settings, run)
     return RunAccepted(run_id=run.run_id, status=run.status)

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from app.application.pipeline import new_batch_id
 from app.application.runner import open_platform, run_batch
-from app.domain.errors import ForbiddenPathError, PlatformError, RunInProgressError
+from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
 from app.infrastructure.logging import get_logger
 from app.infrastructure.settings import Settings
+from app.infrastructure.source_config import load_sources
 
 
 def confined_input(landing: Path, requested: str) -> str:
@@ -56,6 +57,9 @@ class RunService:
 
     def submit(self, settings: Settings, *, source: str, input_path: str | None) -> RunState:
         """Reserve the service for a new run (409 while one runs); the caller then calls `execute`."""
+        sources = load_sources(settings.sources_config)
+        if source not in sources:
+            raise ConfigurationError(f"unknown source {source!r}; declared sources: {', '.join(sorted(sources))}")
         path = confined_input(settings.landing_root, input_path) if input_path else None
         if not self._lock.acquire(blocking=False):
             raise RunInProgressError(self._running or "unknown")

@@ -137,6 +137,12 @@ def test_a_second_run_while_one_runs_is_409_naming_it(keyed: Settings) -> None:
     assert service.running is None and service.runs[held.run_id].status == "succeeded"
 
 
+def test_post_runs_with_an_unknown_source_is_422_listing_the_declared_ones(keyed: Settings) -> None:
+    response = _client(keyed).post("/runs", json={"source": "nope"}, headers={"X-API-Key": KEY})
+    assert response.status_code == 422 and "meter_readings" in response.json()["detail"]
+    assert run_service().running is None
+
+
 def test_unknown_run_is_404(settings: Settings) -> None:
     assert _client(settings).get("/runs/nope").status_code == 404
 
