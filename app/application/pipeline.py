@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -309,7 +309,11 @@ class BatchPipeline:
         written = store.append(QUARANTINE_READINGS, quarantine, batch_id=batch_id)
         if written != quarantined:
             raise ReconciliationError(f"batch {batch_id}: {quarantined} rows rejected but {written} quarantined")
-        counts = store.upsert(SILVER_READINGS, silver, compare=SILVER_COMPARED, batch_id=batch_id)
+        bounds = self._bounds(silver) if silver_rows else None
+        # A key's stored local day can differ from this batch's by a day at most (if the
+        # source's zone changed), so the merge looks one day either side and no further.
+        around = (bounds["first_day"] - timedelta(days=1), bounds["last_day"] + timedelta(days=1)) if bounds else None
+        counts = store.upsert(SILVER_READINGS, silver, compare=SILVER_COMPARED, batch_id=batch_id, local_days=around)
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
             rows_accepted=silver_rows,
@@ -331,17 +335,15 @@ class BatchPipeline:
 
         # Gold: recompute only the meter-days and hours this batch touched.
         clock = time.perf_counter()
-        gold_in, gold_out = self._gold(silver, silver_rows, batch_id)
+        gold_in, gold_out = self._gold(silver, bounds, batch_id) if bounds else (0, 0)
         for table in (GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD):
             result.tables[table.name] = store.location(table.name)
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
         result.status = "succeeded"
 
-    def _gold(self, silver: nw.LazyFrame[Any], silver_rows: int, batch_id: str) -> tuple[int, int]:
-        if silver_rows == 0:
-            return 0, 0
-        store = self.store
-        bounds = store.collect(
+    def _bounds(self, silver: nw.LazyFrame[Any]) -> dict[str, Any]:
+        """First and last local day and interval start of the batch's silver rows."""
+        return self.store.collect(
             silver.select(
                 nw.col("local_date").min().alias("first_day"),
                 nw.col("local_date").max().alias("last_day"),
@@ -349,15 +351,17 @@ class BatchPipeline:
                 nw.col("interval_start_utc").max().alias("last"),
             )
         ).to_pylist()[0]
+
+    def _gold(self, silver: nw.LazyFrame[Any], bounds: dict[str, Any], batch_id: str) -> tuple[int, int]:
+        store = self.store
+        days = (bounds["first_day"], bounds["last_day"])
         touched_keys = silver.select("meter_id", "local_date").unique()
-        days = store.read(
-            SILVER_READINGS, where=[("local_date", ">=", bounds["first_day"]), ("local_date", "<=", bounds["last_day"])]
-        )
-        touched = store.cache(days.join(touched_keys, on=["meter_id", "local_date"], how="semi"))
+        in_days = store.read(SILVER_READINGS, where=[("local_date", ">=", days[0]), ("local_date", "<=", days[1])])
+        touched = store.cache(in_days.join(touched_keys, on=["meter_id", "local_date"], how="semi"))
         zones = store.collect(touched.select("local_date", "timezone").unique()).to_pylist()
         calendar = local_day_minutes((z["local_date"], z["timezone"]) for z in zones)
         daily = gold_daily_meter_energy(touched, store.frame(calendar))
-        daily_counts = self._upsert(GOLD_DAILY_METER_ENERGY, daily, batch_id)
+        daily_counts = self._upsert(GOLD_DAILY_METER_ENERGY, daily, batch_id, local_days=days)
 
         first = bounds["first"].replace(minute=0, second=0, microsecond=0)
         last = bounds["last"] + timedelta(hours=1)
@@ -367,6 +371,8 @@ class BatchPipeline:
         hourly_counts = self._upsert(GOLD_HOURLY_PORTFOLIO_LOAD, gold_hourly_portfolio_load(hours), batch_id)
         return store.count_rows(touched), daily_counts + hourly_counts
 
-    def _upsert(self, spec: TableSpec, frame: nw.LazyFrame[Any], batch_id: str) -> int:
-        counts = self.store.upsert(spec, frame, compare=spec.value_columns, batch_id=batch_id)
+    def _upsert(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], batch_id: str, local_days: tuple[date, date] | None = None
+    ) -> int:
+        counts = self.store.upsert(spec, frame, compare=spec.value_columns, batch_id=batch_id, local_days=local_days)
         return counts.inserted + counts.updated + counts.unchanged

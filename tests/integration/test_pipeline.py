@@ -159,3 +159,24 @@ value = "wert"
     assert [(r["interval_start_utc"].isoformat(), r["energy_kwh"]) for r in silver] == [
         ("2025-10-25T23:00:00+00:00", 1.0)
     ]
+
+
+def test_a_changed_series_zone_updates_rows_whose_local_day_moves(platform: Platform, tmp_path: Path) -> None:
+    """Merges look only at the batch's local days (±1): a row whose stored day differs by one is still found."""
+    from app.application.pipeline import BatchPipeline
+    from app.domain.sources import builtin_meter_readings
+    from app.infrastructure.logging import get_logger
+
+    path = write_csv(tmp_path / "noon.csv", ["M1,2025-06-10T12:00:00Z,0.5,kWh"])
+    pipeline = BatchPipeline(
+        store=platform.store, metadata=platform.metadata, execution_mode="local", logger=get_logger()
+    )
+    results = []
+    for zone in ("UTC", "Pacific/Kiritimati"):  # UTC+14: noon UTC is 02:00 the next local day
+        source = builtin_meter_readings(str(path)).model_copy(update={"series_timezone": zone})
+        results.append(pipeline.run(source, [path], force=True, now=NOW))
+
+    assert [r.status for r in results] == ["succeeded", "succeeded"]
+    assert results[1].reconciliation is not None and results[1].reconciliation.silver_updated == 1
+    silver = read_table(platform, "silver_readings").to_pylist()
+    assert [(r["local_date"], r["timezone"]) for r in silver] == [(date(2025, 6, 11), "Pacific/Kiritimati")]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Protocol
 
 import narwhals as nw
@@ -76,8 +76,17 @@ class TableStore(Protocol):
     def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int: ...
 
     def upsert(
-        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, compare: Sequence[str], batch_id: str
-    ) -> UpsertCounts: ...
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        compare: Sequence[str],
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
+    ) -> UpsertCounts:
+        """Insert new keys, update changed rows; `local_days` bounds the target rows a match may
+        be found in (by `local_date`, inclusive), so the merge reads only those partitions."""
+        ...
 
     def head(self, table: str, *, limit: int) -> pa.Table: ...
 
@@ -110,3 +119,11 @@ class MetadataStore(Protocol):
     def list_batches(self, *, limit: int = 20, source: str | None = None) -> list[BatchRecord]: ...
 
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+
+def local_days_condition(local_days: tuple[date, date] | None) -> str:
+    """The merge condition that confines matches to target rows of `local_days` (empty: none)."""
+    if local_days is None:
+        return ""
+    first, last = (day.isoformat() for day in local_days)  # date objects, never user text
+    return f" AND t.local_date >= CAST('{first}' AS DATE) AND t.local_date <= CAST('{last}' AS DATE)"

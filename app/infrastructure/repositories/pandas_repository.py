@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
-from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts
+from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts, local_days_condition
 
 _COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
@@ -136,7 +137,13 @@ class PandasDeltaStore:
         return data.num_rows
 
     def upsert(
-        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, compare: Sequence[str], batch_id: str
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        compare: Sequence[str],
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
     ) -> UpsertCounts:
         data = self._conform(spec, frame)
         path = str(self._path(spec.name))
@@ -151,7 +158,7 @@ class PandasDeltaStore:
             return UpsertCounts(inserted=data.num_rows, updated=0, unchanged=0)
         if data.num_rows == 0:
             return UpsertCounts(0, 0, 0)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days)
         changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in compare)
         try:
             metrics = (

@@ -9,6 +9,7 @@ and only counts, keys and bounds come back.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from datetime import date
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ from app.domain.errors import TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
-from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts
+from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts, local_days_condition
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -207,14 +208,20 @@ class SparkDeltaStore:
         return self._create_or_append(spec, self._conform(spec, frame), batch_id)
 
     def upsert(
-        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, compare: Sequence[str], batch_id: str
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        compare: Sequence[str],
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
     ) -> UpsertCounts:
         from delta.tables import DeltaTable
 
         data = self._conform(spec, frame)
         if not self.exists(spec.name):
             return UpsertCounts(inserted=self._create_or_append(spec, data, batch_id), updated=0, unchanged=0)
-        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys) + local_days_condition(local_days)
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
         key = "spark.databricks.delta.commitInfo.userMetadata"
         self.spark.conf.set(key, batch_id)
