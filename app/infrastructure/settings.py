@@ -90,6 +90,19 @@ class Settings(BaseSettings):
             raise NotAvailableError("PROCESSING_MODE=streaming is not available yet; set PROCESSING_MODE=batch.")
 
 
+def environment_variable_names() -> set[str]:
+    """Every environment variable `Settings` reads: field names upper-cased, plus their aliases."""
+    names: set[str] = set()
+    for field_name, field in Settings.model_fields.items():
+        names.add(field_name.upper())
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+    return names
+
+
 def load_settings() -> Settings:
     """Read settings, turning validation errors into one message naming each variable."""
     try:

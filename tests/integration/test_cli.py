@@ -101,3 +101,16 @@ def test_settings_are_read_from_dotenv(tmp_path: Path) -> None:
 def test_unknown_source_lists_the_declared_ones(tmp_path: Path) -> None:
     run = cli(tmp_path, "run-batch", "--source", "prices")
     assert run.returncode == 1 and "unknown source 'prices'" in run.stderr and "meter_readings" in run.stderr
+
+
+def test_secrets_stay_out_of_output_and_logs(tmp_path: Path) -> None:
+    secrets = {
+        "API_KEY": "api-key-s3cret",
+        "DATABRICKS_TOKEN": "dapi-s3cret",
+        "METADATA_DB_URL": "postgresql+psycopg://energy:db-s3cret@127.0.0.1:1/energy",
+    }
+    result = cli(tmp_path, "run-batch", LOG_LEVEL="DEBUG", **secrets)
+    assert result.returncode == 1 and "127.0.0.1" in result.stderr  # it failed, naming the server
+    output = result.stdout + result.stderr
+    for secret in ("api-key-s3cret", "dapi-s3cret", "db-s3cret"):
+        assert secret not in output

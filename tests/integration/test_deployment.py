@@ -21,7 +21,7 @@ import typer.main
 import yaml
 
 import app.cli
-from app.infrastructure.settings import Settings
+from app.infrastructure.settings import Settings, environment_variable_names
 
 ROOT = Path(__file__).resolve().parents[2]
 JOB_JSON = ROOT / "databricks-job.json"
@@ -186,19 +186,6 @@ def _option_names(command: Any) -> set[str]:
     return {name for param in command.params for name in (*param.opts, *param.secondary_opts)}
 
 
-def _settings_env_names() -> set[str]:
-    """Every environment variable `Settings` reads: field names upper-cased plus validation aliases."""
-    names: set[str] = set()
-    for field_name, field in Settings.model_fields.items():
-        names.add(field_name.upper())
-        for alias in (field.alias, field.validation_alias):
-            if isinstance(alias, str):
-                names.add(alias.upper())
-            elif alias is not None and hasattr(alias, "choices"):
-                names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
-    return names
-
-
 # --- every deployment: the wheel task ---------------------------------------------------------
 
 
@@ -239,14 +226,14 @@ def test_task_parameters_are_accepted_by_the_cli(jobs: list[dict[str, Any]]) -> 
 
 
 def test_job_environment_names_are_settings(jobs: list[dict[str, Any]]) -> None:
-    known = _settings_env_names()
+    known = environment_variable_names()
     env = _env_vars(jobs)
     unknown = set(env) - known
     assert not unknown, f"Settings reads no {sorted(unknown)}; it reads {sorted(known)}"
 
 
 def test_job_environment_values_are_valid_settings(jobs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in _settings_env_names():
+    for name in environment_variable_names():
         monkeypatch.delenv(name, raising=False)
     for name, value in _env_vars(jobs).items():
         monkeypatch.setenv(name, str(value))

@@ -24,7 +24,7 @@ import yaml
 from sqlalchemy.engine import make_url
 
 import app.cli
-from app.infrastructure.settings import Settings
+from app.infrastructure.settings import Settings, environment_variable_names
 from app.main import app as api
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -507,7 +507,7 @@ def test_metadata_db_url_points_at_the_db_service(services: dict[str, dict[str, 
 
 @pytest.mark.parametrize("name", PLATFORM_SERVICES)
 def test_environment_names_are_settings(services: dict[str, dict[str, Any]], name: str) -> None:
-    known = _settings_env_names()
+    known = environment_variable_names()
     unknown = set(_environment(services[name])) - known
     assert not unknown, f"{name}: Settings reads no {sorted(unknown)}; it reads {sorted(known)}"
 
@@ -516,7 +516,7 @@ def test_environment_names_are_settings(services: dict[str, dict[str, Any]], nam
 def test_environment_values_are_valid_settings(
     services: dict[str, dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for variable in _settings_env_names():
+    for variable in environment_variable_names():
         monkeypatch.delenv(variable, raising=False)
     for variable, value in _environment(services[name]).items():
         monkeypatch.setenv(variable, interpolate(value, {}))
@@ -597,16 +597,3 @@ def test_docker_compose_config_is_valid() -> None:
 def _pyproject() -> dict[str, Any]:
     with (ROOT / "pyproject.toml").open("rb") as fh:
         return tomllib.load(fh)
-
-
-def _settings_env_names() -> set[str]:
-    """Every environment variable `Settings` reads: field names upper-cased plus validation aliases."""
-    names: set[str] = set()
-    for field_name, field in Settings.model_fields.items():
-        names.add(field_name.upper())
-        for alias in (field.alias, field.validation_alias):
-            if isinstance(alias, str):
-                names.add(alias.upper())
-            elif alias is not None and hasattr(alias, "choices"):
-                names.update(choice.upper() for choice in alias.choices if isinstance(choice, str))
-    return names

@@ -8,9 +8,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from app.domain.parsing import parsed_readings, with_local_time
+from app.domain.parsing import parsed_readings, parsed_schema, with_local_time
 from app.domain.rules import MALFORMED_ROW, RULE_NAMES, RuleParams, rule_checks, validated_readings
-from app.domain.schemas import UTC_TIMESTAMP
 from app.domain.sources import SourceConfig
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 
@@ -23,20 +22,8 @@ NOW = utc(2025, 7, 1, 12, 0)
 PARAMS = RuleParams(
     now_utc=NOW, interval_minutes=30, series_timezone="Europe/London", max_demand_kw=10.0, bidirectional=False
 )
-PARSED = pa.schema(
-    [
-        ("meter_id", pa.string()),
-        ("direction", pa.string()),
-        ("interval_start_utc", UTC_TIMESTAMP),
-        ("timestamp_status", pa.string()),
-        ("value", pa.float64()),
-        ("value_status", pa.string()),
-        ("unit", pa.string()),
-        ("source_file", pa.string()),
-        ("line_number", pa.int64()),
-        ("row_order", pa.int64()),
-    ]
-)
+#: The schema parsing produces (no raw columns); local time is derived from the instant below.
+PARSED = parsed_schema([])
 
 
 def _row(**overrides: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import narwhals as nw
 import pyarrow as pa
 import pytest
 
-from app.domain.parsing import with_local_time
+from app.domain.parsing import parsed_schema, with_local_time
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, SILVER_READINGS, UTC_TIMESTAMP
 from app.domain.transforms import (
     QUALITY_ACTUAL,
@@ -32,21 +32,9 @@ SPRING, AUTUMN, SUMMER = date(2025, 3, 30), date(2025, 10, 26), date(2025, 6, 1)
 
 # --- silver_readings --------------------------------------------------------------------------
 
-VALIDATED = pa.schema(
-    [
-        ("meter_id", pa.string()),
-        ("direction", pa.string()),
-        ("interval_start_utc", UTC_TIMESTAMP),
-        ("timestamp_status", pa.string()),
-        ("value", pa.float64()),
-        ("value_status", pa.string()),
-        ("unit", pa.string()),
-        ("source_file", pa.string()),
-        ("line_number", pa.int64()),
-        ("row_order", pa.int64()),
-        ("energy_kwh", pa.float64()),
-        ("rejection_rule", pa.string()),
-    ]
+#: What validation produces: the parsed schema plus energy and the rejecting rule.
+VALIDATED = (
+    parsed_schema([]).append(pa.field("energy_kwh", pa.float64())).append(pa.field("rejection_rule", pa.string()))
 )
 
 
