@@ -84,11 +84,14 @@ def _summary(result: BatchResult) -> None:
             f"reconciliation: {rec.rows_read:,} read = {rec.rows_accepted:,} accepted + "
             f"{rec.rows_quarantined:,} quarantined + {rec.duplicates_replaced:,} duplicates replaced"
             f"; silver {rec.silver_inserted:,} inserted, {rec.silver_updated:,} updated, "
-            f"{rec.silver_unchanged:,} unchanged"
+            f"{rec.silver_unchanged:,} unchanged; {rec.rows_estimated:,} intervals estimated"
         )
     if result.rule_counts:
         rules = ", ".join(f"{k}={v}" for k, v in sorted(result.rule_counts.items()))
-        console.print(f"quarantined by rule: {rules}")
+        console.print(f"rows per rule: {rules}")
+    if result.estimates:
+        methods = ", ".join(f"{k}={v}" for k, v in sorted(result.estimates.items()))
+        console.print(f"estimated by method: {methods}")
     for name, location in result.tables.items():
         console.print(f"  {name}: {location}")
     console.print(f"total {result.duration_seconds:.2f}s")

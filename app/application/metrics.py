@@ -34,7 +34,11 @@ class LayerMetrics:
 
 @dataclass(frozen=True)
 class Reconciliation:
-    """Proof that every row read is accounted for: read = accepted + quarantined + duplicates."""
+    """Proof that every row read is accounted for: read = accepted + quarantined + duplicates.
+
+    Silver receives the accepted rows plus the intervals estimation filled, so the merge's
+    counts add up to accepted + estimated.
+    """
 
     rows_read: int
     rows_accepted: int
@@ -43,12 +47,13 @@ class Reconciliation:
     silver_inserted: int = 0
     silver_updated: int = 0
     silver_unchanged: int = 0
+    rows_estimated: int = 0
 
     @property
     def balanced(self) -> bool:
         accounted = self.rows_accepted + self.rows_quarantined + self.duplicates_replaced
         written = self.silver_inserted + self.silver_updated + self.silver_unchanged
-        return self.rows_read == accounted and written == self.rows_accepted
+        return self.rows_read == accounted and written == self.rows_accepted + self.rows_estimated
 
 
 @dataclass

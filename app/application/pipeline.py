@@ -18,9 +18,9 @@ import narwhals as nw
 import pyarrow as pa
 
 from app.application.metrics import BatchRecord, InputFile, LayerMetrics, Reconciliation
-from app.domain.errors import InputFileError, PlatformError, ReconciliationError
+from app.domain.errors import InputFileError, PlatformError, ReconciliationError, ValidationFailedError
 from app.domain.parsing import parsed_readings, parsed_schema, raw_column
-from app.domain.rules import MALFORMED_ROW, RuleParams, validated_readings
+from app.domain.rules import MALFORMED_ROW, SERIES_RULES, RuleParams, validated_readings
 from app.domain.schemas import (
     BRONZE_LINEAGE,
     GOLD_DAILY_METER_ENERGY,
@@ -28,17 +28,21 @@ from app.domain.schemas import (
     QUARANTINE_READINGS,
     SILVER_COMPARED,
     SILVER_READINGS,
+    UTC_TIMESTAMP,
     TableSpec,
     bronze_spec,
 )
 from app.domain.sources import SourceConfig
 from app.domain.transforms import (
     SilverParams,
+    deduplicated_readings,
     gold_daily_meter_energy,
     gold_hourly_portfolio_load,
     local_day_minutes,
+    quality_rank,
     silver_readings,
 )
+from app.domain.vee import VeeParams, apply_vee, vee_schema
 from app.infrastructure.monitoring import peak_rss_mib
 from app.infrastructure.readers import KIND_ERROR, KIND_MALFORMED, KIND_ROW, read_head, read_header, sha256_of
 from app.infrastructure.repositories.base import MetadataStore, TableStore
@@ -63,6 +67,8 @@ class BatchResult:
     layers: list[LayerMetrics] = field(default_factory=list)
     reconciliation: Reconciliation | None = None
     rule_counts: dict[str, int] = field(default_factory=dict)
+    #: Intervals estimation filled, per method.
+    estimates: dict[str, int] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
     duration_seconds: float = 0.0
     error: str | None = None
@@ -108,6 +114,91 @@ def _quarantine_rows(
             "quarantined_at": pa.repeat(pa.scalar(at, QUARANTINE_READINGS.schema.field("quarantined_at").type), n),
         }
     ).cast(QUARANTINE_READINGS.schema)
+
+
+@dataclass(frozen=True)
+class _Counts:
+    rules: dict[str, int]
+    quarantined: int
+    duplicates: int
+    estimates: dict[str, int]
+
+
+#: Columns the VEE stage works on, besides the raw file columns carried for quarantine.
+_VEE_FIELDS = pa.schema(
+    [
+        ("meter_id", pa.string()),
+        ("direction", pa.string()),
+        ("interval_start_utc", UTC_TIMESTAMP),
+        ("interval_minutes", pa.int32()),
+        ("local_date", pa.date32()),
+        ("energy_kwh", pa.float64()),
+        ("reported_kwh", pa.float64()),
+        ("quality_flag", pa.string()),
+        ("quality_rank", pa.int32()),
+        ("rejection_rule", pa.string()),
+        ("validation_flags", pa.string()),
+        ("role", pa.string()),
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("row_order", pa.int64()),
+    ]
+)
+
+
+def vee_input_schema(header: list[str]) -> pa.Schema:
+    """Schema of the VEE stage's input: its fields, then the file's raw columns."""
+    return pa.schema([*_VEE_FIELDS, *((raw_column(i), pa.string()) for i in range(len(header)))])
+
+
+def _typed(name: str, schema: pa.Schema) -> Any:
+    return nw.col(name).cast(_NW_TYPES[schema.field(name).type])
+
+
+def _vee_columns(
+    frame: nw.LazyFrame[Any], schema: pa.Schema, *, reported: nw.Expr, energy: nw.Expr | None = None
+) -> nw.LazyFrame[Any]:
+    """Batch rows in the VEE input layout."""
+    derived = {
+        "energy_kwh": energy if energy is not None else nw.col("energy_kwh"),
+        "reported_kwh": reported,
+        "quality_flag": nw.col("quality"),
+        "role": nw.lit("batch"),
+    }
+    return frame.select(
+        *(
+            (derived[n] if n in derived else nw.col(n)).cast(_NW_TYPES[schema.field(n).type]).alias(n)
+            for n in schema.names
+        )
+    )
+
+
+def _history_columns(frame: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFrame[Any]:
+    """Stored silver rows in the VEE input layout, as context."""
+    columns = []
+    for name in schema.names:
+        dtype = _NW_TYPES[schema.field(name).type]
+        if name == "role":
+            columns.append(nw.lit("history", nw.String()).alias(name))
+        elif name == "validation_flags":
+            columns.append(nw.lit("", nw.String()).alias(name))
+        elif name in SILVER_READINGS.schema.names and name != "reported_kwh":
+            columns.append(nw.col(name).cast(dtype).alias(name))
+        elif name == "row_order":  # not null: pandas cannot cast a null literal to an integer
+            columns.append(nw.lit(-1, dtype).alias(name))
+        else:  # reported value, rejection, read order and raw columns: none for stored rows
+            columns.append(nw.lit(None, dtype).alias(name))
+    return frame.select(*columns)
+
+
+_NW_TYPES: dict[pa.DataType, Any] = {
+    pa.string(): nw.String(),
+    pa.int32(): nw.Int32(),
+    pa.int64(): nw.Int64(),
+    pa.float64(): nw.Float64(),
+    pa.date32(): nw.Date(),
+    UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
+}
 
 
 def parse_rows(raw: pa.Table, *, source: SourceConfig, header: list[str]) -> pa.Table:
@@ -253,7 +344,8 @@ class BatchPipeline:
         batch_id = result.batch_id
         store = self.store
 
-        # Bronze: every row as received, with lineage.
+        # Read, type and validate everything first: a rule of severity `fail` stops the
+        # batch before any table is written.
         clock = time.perf_counter()
         self.progress("bronze", f"reading {len(result.files)} file(s)")
         read, header, rows_read = self._read(source, result)
@@ -268,60 +360,88 @@ class BatchPipeline:
             "line_number",
             nw.lit(started, nw.Datetime("us", "UTC")).alias("ingested_at"),
         )
+        bronze_seconds = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), parsed_schema(header))
+        params = RuleParams.for_source(source, now_utc=started)
+        validated = store.cache(validated_readings(parsed, params))
+        vee = store.cache(self._vee(source, validated, header))
+        counts = self._rule_counts(source, validated, vee, malformed)
+        result.rule_counts = counts.rules
+        result.estimates = counts.estimates
+        failures = {r: n for r, n in counts.rules.items() if n and source.severity(r) == "fail"}
+        if failures:
+            raise ValidationFailedError(failures)
+
+        # Bronze: every row as received, with lineage.
+        write_clock = time.perf_counter()
         spec = bronze_spec(source.name, names)
         bronze_rows = store.append(spec, bronze, batch_id=batch_id)
         result.tables[spec.name] = store.location(spec.name)
         malformed_rows = rows_read - bronze_rows
         self._layer_done(
-            result, LayerMetrics("bronze", rows_read, bronze_rows, malformed_rows, time.perf_counter() - clock), log
+            result,
+            LayerMetrics(
+                "bronze", rows_read, bronze_rows, malformed_rows, bronze_seconds + time.perf_counter() - write_clock
+            ),
+            log,
         )
 
-        # Silver: type in Arrow batches, validate and de-duplicate on the engine, then upsert.
-        clock = time.perf_counter()
-        parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), parsed_schema(header))
-        params = RuleParams.for_source(source, now_utc=started)
-        validated = store.cache(validated_readings(parsed, params))
-        rejected = validated.filter(~nw.col("rejection_rule").is_null())
+        # Silver: accepted reads and estimates upserted; rejected rows to quarantine.
         lineage: dict[str, Any] = {"source": source.name, "batch_id": batch_id, "at": started}
-        quarantine = nw.concat(
-            [
-                store.map_arrow(
-                    rejected, partial(rejected_records, header=header, **lineage), QUARANTINE_READINGS.schema
-                ),
-                store.map_arrow(malformed, partial(malformed_records, **lineage), QUARANTINE_READINGS.schema),
-            ]
-        )
+        series_rejected = vee.filter((nw.col("role") == "batch") & nw.col("rejection_rule").is_in(SERIES_RULES))
+        quarantine_parts = [
+            store.map_arrow(
+                validated.filter(~nw.col("rejection_rule").is_null()),
+                partial(rejected_records, header=header, **lineage),
+                QUARANTINE_READINGS.schema,
+            ),
+            store.map_arrow(
+                series_rejected, partial(rejected_records, header=header, **lineage), QUARANTINE_READINGS.schema
+            ),
+            store.map_arrow(malformed, partial(malformed_records, **lineage), QUARANTINE_READINGS.schema),
+        ]
+        quarantine = nw.concat(quarantine_parts)
         silver_params = SilverParams(source.name, batch_id, source.interval_minutes, source.series_timezone)
-        silver = store.cache(silver_readings(validated, silver_params))
-        rule_counts = store.collect(quarantine.group_by("rule").agg(nw.len().alias("rows"))).to_pylist()
-        result.rule_counts = {r["rule"]: int(r["rows"]) for r in sorted(rule_counts, key=lambda r: r["rule"])}
-        quarantined = sum(result.rule_counts.values())
-        silver_rows = store.count_rows(silver)
-        duplicates = bronze_rows - (quarantined - malformed_rows) - silver_rows
+        silver = store.cache(silver_readings(vee, silver_params))
+        quarantined = counts.quarantined
+        estimated = sum(counts.estimates.values())
+        silver_rows = store.count_rows(silver) - estimated
+        duplicates = counts.duplicates
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
             rows_accepted=silver_rows,
             rows_quarantined=quarantined,
             duplicates_replaced=duplicates,
+            rows_estimated=estimated,
         )
         if rows_read != silver_rows + quarantined + duplicates:
             raise ReconciliationError(f"batch {batch_id}: {result.reconciliation}")
         written = store.append(QUARANTINE_READINGS, quarantine, batch_id=batch_id)
         if written != quarantined:
             raise ReconciliationError(f"batch {batch_id}: {quarantined} rows rejected but {written} quarantined")
-        bounds = self._bounds(silver) if silver_rows else None
+        bounds = self._bounds(silver) if silver_rows + estimated else None
         # A key's stored local day can differ from this batch's by a day at most (if the
         # source's zone changed), so the merge looks one day either side and no further.
         around = (bounds["first_day"] - timedelta(days=1), bounds["last_day"] + timedelta(days=1)) if bounds else None
-        counts = store.upsert(SILVER_READINGS, silver, compare=SILVER_COMPARED, batch_id=batch_id, local_days=around)
+        merged = store.upsert(
+            SILVER_READINGS,
+            silver,
+            compare=SILVER_COMPARED,
+            batch_id=batch_id,
+            local_days=around,
+            rank="quality_rank",
+        )
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
             rows_accepted=silver_rows,
             rows_quarantined=quarantined,
             duplicates_replaced=duplicates,
-            silver_inserted=counts.inserted,
-            silver_updated=counts.updated,
-            silver_unchanged=counts.unchanged,
+            silver_inserted=merged.inserted,
+            silver_updated=merged.updated,
+            silver_unchanged=merged.unchanged,
+            rows_estimated=estimated,
         )
         if not result.reconciliation.balanced:
             raise ReconciliationError(f"batch {batch_id}: rows do not reconcile: {result.reconciliation}")
@@ -329,7 +449,13 @@ class BatchPipeline:
             result.tables[table.name] = store.location(table.name)
         self._layer_done(
             result,
-            LayerMetrics("silver", bronze_rows, silver_rows, quarantined - malformed_rows, time.perf_counter() - clock),
+            LayerMetrics(
+                "silver",
+                bronze_rows,
+                silver_rows + estimated,
+                quarantined - malformed_rows,
+                time.perf_counter() - clock,
+            ),
             log,
         )
 
@@ -340,6 +466,104 @@ class BatchPipeline:
             result.tables[table.name] = store.location(table.name)
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
         result.status = "succeeded"
+
+    def _vee(self, source: SourceConfig, validated: nw.LazyFrame[Any], header: list[str]) -> nw.LazyFrame[Any]:
+        """Series rules and estimation over the batch's readings, with stored silver as context."""
+        store = self.store
+        schema = vee_input_schema(header)
+        deduped = deduplicated_readings(validated)
+        placeable = (
+            ~nw.col("rejection_rule").is_null()
+            & (nw.col("meter_id") != "")
+            & ~nw.col("interval_start_utc").is_null()
+            & ~nw.col("interval_minutes").is_null()
+            & nw.col("direction").is_in(["import", "export"])
+        )
+        rejected = validated.filter(placeable.fill_null(value=False)).with_columns(quality_rank=quality_rank())
+        batch = nw.concat(
+            [
+                _vee_columns(deduped, schema, reported=nw.col("energy_kwh")),
+                _vee_columns(rejected, schema, reported=nw.col("energy_kwh"), energy=nw.lit(None, nw.Float64())),
+            ]
+        )
+        batch = store.cache(batch)
+        days = store.collect(
+            batch.select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
+        ).to_pylist()[0]
+        parts = [batch]
+        if days["first"] is not None:
+            look_back = max(source.validation.lookback_days, source.estimation.like_day_weeks * 7)
+            reach = source.estimation.max_gap_days + 1
+            stored = store.read(
+                SILVER_READINGS,
+                where=[
+                    ("local_date", ">=", days["first"] - timedelta(days=look_back + reach)),
+                    ("local_date", "<=", days["last"] + timedelta(days=reach)),
+                ],
+            )
+            series = batch.select("meter_id", "direction").unique()
+            history = stored.filter(nw.col("estimation_method").is_null()).join(
+                series, on=["meter_id", "direction"], how="semi"
+            )
+            parts.append(_history_columns(history, schema))
+        params = VeeParams(
+            series_timezone=source.series_timezone,
+            validation=source.validation,
+            estimation=source.estimation,
+            severities={rule: source.severity(rule) for rule in ("spike", "high_low", "zero_run")},
+        )
+        return store.map_groups(
+            nw.concat(parts), ["meter_id", "direction"], partial(apply_vee, params=params), vee_schema(schema)
+        )
+
+    def _rule_counts(
+        self,
+        source: SourceConfig,
+        validated: nw.LazyFrame[Any],
+        vee: nw.LazyFrame[Any],
+        malformed: nw.LazyFrame[Any],
+    ) -> _Counts:
+        """Rows per rule (rejected or flagged), duplicates, and intervals estimated per method."""
+        store = self.store
+        counts: dict[str, int] = {}
+        quarantined = 0
+        row_rejections = store.collect(
+            validated.filter(~nw.col("rejection_rule").is_null()).group_by("rejection_rule").agg(nw.len().alias("rows"))
+        ).to_pylist()
+        for r in row_rejections:
+            counts[r["rejection_rule"]] = counts.get(r["rejection_rule"], 0) + int(r["rows"])
+            quarantined += int(r["rows"])
+        malformed_rows = store.count_rows(malformed)
+        if malformed_rows:
+            counts[MALFORMED_ROW] = malformed_rows
+            quarantined += malformed_rows
+        batch_rows = vee.filter(nw.col("role") == "batch")
+        judged = store.collect(
+            batch_rows.group_by("rejection_rule", "validation_flags").agg(nw.len().alias("rows"))
+        ).to_pylist()
+        for r in judged:
+            rule, n = r["rejection_rule"], int(r["rows"])
+            if rule in SERIES_RULES:
+                counts[rule] = counts.get(rule, 0) + n
+                quarantined += n
+            for flag in filter(None, (r["validation_flags"] or "").split(";")):
+                counts[flag] = counts.get(flag, 0) + n
+        accepted = store.count_rows(validated.filter(nw.col("rejection_rule").is_null()))
+        kept = store.count_rows(batch_rows.filter(nw.col("rejection_rule").is_null()))
+        series_rejected = sum(counts.get(rule, 0) for rule in SERIES_RULES if rule in ("spike", "high_low", "zero_run"))
+        duplicates = accepted - kept - series_rejected
+        if duplicates:
+            counts["duplicate_replaced"] = duplicates
+        by_role = store.collect(
+            vee.filter(nw.col("role") != "batch").group_by("role", "estimation_method").agg(nw.len().alias("rows"))
+        ).to_pylist()
+        estimates = {r["estimation_method"]: int(r["rows"]) for r in by_role if r["role"] == "estimate"}
+        missing = sum(int(r["rows"]) for r in by_role)
+        if missing:
+            counts["missing_intervals"] = missing
+        return _Counts(
+            rules=dict(sorted(counts.items())), quarantined=quarantined, duplicates=duplicates, estimates=estimates
+        )
 
     def _bounds(self, silver: nw.LazyFrame[Any]) -> dict[str, Any]:
         """First and last local day and interval start of the batch's silver rows."""

@@ -72,7 +72,7 @@ def run_batch(
         known = ", ".join(sorted(sources))
         raise ConfigurationError(f"unknown source {source_name!r}; declared sources: {known}")
     source = sources[source_name]
-    paths = resolve_inputs(input_path or source.path)
+    paths = resolve_inputs(input_path or source.path, source.format)
     pipeline = BatchPipeline(
         store=platform.store,
         metadata=platform.metadata,

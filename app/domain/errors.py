@@ -48,3 +48,12 @@ class RunInProgressError(PlatformError):
 
 class ForbiddenPathError(PlatformError):
     """A user-supplied path points outside the directories it is confined to."""
+
+
+class ValidationFailedError(PlatformError):
+    """A rule of severity `fail` found failing rows: the batch stops and commits nothing."""
+
+    def __init__(self, failures: dict[str, int]) -> None:
+        self.failures = dict(failures)
+        listed = ", ".join(f"{rule} ({count:,} row(s))" for rule, count in sorted(failures.items()))
+        super().__init__(f"rule(s) of severity 'fail' failed: {listed}; nothing was written")

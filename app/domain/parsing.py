@@ -4,9 +4,15 @@ Vectorised over whole columns with pyarrow.compute, so it runs per Arrow batch i
 local mode and unchanged inside Spark's `mapInArrow`. It never drops a row: a
 field that cannot be typed becomes null and its status column says why, and the
 validation rules turn statuses into quarantine decisions.
+
+Every row is typed on its own: whatever needs file order (fill-down, register
+differences, the occurrence of a repeated wall time) is done by the reader, per whole
+file, and reaches parsing as columns of the raw row.
 """
 
 from __future__ import annotations
+
+from pathlib import PurePath
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,14 +23,31 @@ from app.domain.sources import SourceConfig
 RAW_PREFIX = "raw_"
 
 _ISO = (
-    r"^\s*(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<hm>\d{2}:\d{2})(?P<sec>:\d{2})?"
-    r"(?P<frac>\.\d{1,6})?\s*(?P<off>Z|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?\s*$"
+    r"^\s*(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<hm>\d{2}:\d{2})(?P<sec>:\d{2})?"
+    r"(?P<frac>\.\d{1,6})?\s*(?P<off>[Zz]|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?\s*$"
 )
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _WALL_FORMAT = "%Y-%m-%dT%H:%M:%S"
+_DATE_FORMAT = "%Y-%m-%d"
+#: Excel's way of keeping a number as text: `="123456"`.
+_EXCEL_ESCAPED = r'^="(.*)"$'
+#: "Hour ending 24": a time of 24:00 (or 24:00:00, 24:00:00.000) is midnight of the next day.
+_HOUR_24 = r"(^|[\sTt])24:00(:00(\.0+)?)?([^0-9:.]|$)"
+#: Thousands separators removed when the source's decimal mark is a comma.
+_THOUSANDS = r"[.\s\x{00a0}\x{202f}]"
+_INTEGER = r"^\+?\d{1,6}$"
+
+_US_PER_MINUTE = 60_000_000
+_US_PER_DAY = 86_400_000_000
 
 TS_OK, TS_UNPARSEABLE, TS_DST_GAP, TS_AMBIGUOUS = "ok", "unparseable", "dst_gap", "ambiguous"
 VALUE_OK, VALUE_MISSING, VALUE_UNPARSEABLE = "ok", "missing", "unparseable"
+VALUE_REGISTER_START, VALUE_REGISTER_RESET = "register_start", "register_reset"
+
+#: Values the reader writes for register (cumulative) sources in place of a difference:
+#: the first read of a series in a file, and a read below the one before (meter reset).
+REGISTER_START = "\x00register_start"
+REGISTER_RESET = "\x00register_reset"
 
 
 def raw_column(index: int) -> str:
@@ -36,8 +59,22 @@ def _is_iana(zone: str) -> bool:
     return zone[0] not in "+-" and zone not in ("UTC", "Etc/UTC", "GMT")
 
 
+def _chunked(column: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    return column if isinstance(column, pa.ChunkedArray) else pa.chunked_array([column], column.type)
+
+
 def _strip(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(column)
+
+
+def clean_text(raw: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
+    """Raw field -> text to type: null as "", surrounding blanks and Excel's `="..."` removed."""
+    text = _strip(pc.fill_null(_chunked(raw).cast(pa.string()), ""))
+    return _strip(pc.replace_substring_regex(text, _EXCEL_ESCAPED, r"\1"))
+
+
+def _repeat(value: str | int, n: int, type_: pa.DataType) -> pa.ChunkedArray:
+    return pa.chunked_array([pa.repeat(pa.scalar(value, type_), n)], type_)
 
 
 def _localize(
@@ -58,9 +95,9 @@ def _offset_minutes(offset: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(pc.starts_with(offset, "-"), pc.negate(total), total)
 
 
-def _parse_iso(raw: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+def _parse_iso(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
     """ISO 8601 -> (naive wall time, has explicit offset, offset minutes); null when invalid."""
-    parts = pc.extract_regex(pc.fill_null(raw, ""), _ISO)
+    parts = pc.extract_regex(text, _ISO)
 
     def part(name: str) -> pa.ChunkedArray:
         return pc.fill_null(pc.struct_field(parts, name), "")
@@ -76,17 +113,19 @@ def _parse_iso(raw: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray, 
     frac = pc.utf8_slice_codeunits(part("frac"), 1)
     micros = pc.cast(pc.if_else(pc.equal(frac, ""), "0", pc.utf8_rpad(frac, 6, "0")), pa.int64())
     wall = pc.add(wall, pc.cast(micros, pa.duration("us")))
-    offset = part("off")
+    offset = pc.utf8_upper(part("off"))
     return wall, pc.not_equal(offset, ""), _offset_minutes(offset)
 
 
-def parse_timestamps(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """Raw timestamps -> (interval start in UTC, status) following the source's conventions."""
-    zone = source.timestamp_timezone
+def _parse_wall(
+    text: pa.ChunkedArray, source: SourceConfig
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+    """Clean text -> (naive wall time, has explicit offset, offset minutes), hour 24 resolved."""
+    is_24 = pc.match_substring_regex(text, _HOUR_24)
+    text = pc.if_else(is_24, pc.replace_substring_regex(text, r"(^|[\sTt])24:00", r"\100:00"), text)
     if source.timestamp_format == "iso8601":
-        wall, has_offset, offset_minutes = _parse_iso(raw)
+        wall, has_offset, offset_minutes = _parse_iso(text)
     else:
-        text = _strip(pc.fill_null(raw, ""))
         parsed = pc.strptime(text, format=source.timestamp_format, unit="us", error_is_null=True)
         # With %z in the format Arrow returns UTC instants; treat them as UTC wall times
         # carrying an explicit offset of zero.
@@ -94,9 +133,38 @@ def parse_timestamps(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chu
         wall = pc.cast(parsed, pa.timestamp("us")) if is_instant else parsed
         has_offset = pc.fill_null(pc.is_valid(parsed), False) if is_instant else pc.equal(text, "\x00")
         offset_minutes = pc.multiply(pc.cast(pc.is_valid(parsed), pa.int64()), 0)
+    next_day = pc.add(wall, pa.scalar(_US_PER_DAY, pa.duration("us")))
+    return pc.if_else(is_24, next_day, wall), has_offset, offset_minutes
+
+
+def _interval_us(interval_minutes: pa.ChunkedArray | None, source: SourceConfig, n: int) -> pa.ChunkedArray:
+    """Each row's interval in microseconds: its own where valid, else the source's."""
+    if interval_minutes is None:
+        return _repeat(source.interval_minutes * _US_PER_MINUTE, n, pa.int64())
+    minutes = pc.fill_null(pc.cast(interval_minutes, pa.int64()), source.interval_minutes)
+    return pc.multiply(minutes, _US_PER_MINUTE)
+
+
+def parse_timestamps(
+    raw: pa.ChunkedArray,
+    source: SourceConfig,
+    *,
+    occurrence: pa.ChunkedArray | None = None,
+    interval_minutes: pa.ChunkedArray | None = None,
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Raw timestamps -> (interval start in UTC, status) following the source's conventions.
+
+    `occurrence` (ambiguous_time "order") says which copy of a repeated wall time a row
+    is: 0 the earlier instant, 1 or more the later. `interval_minutes` is each row's
+    interval (null: the source's), by which end labels are shifted back.
+    """
+    text = clean_text(raw)
+    n = len(text)
+    zone = source.timestamp_timezone
+    wall, has_offset, offset_minutes = _parse_wall(text, source)
 
     from_offset = pc.subtract(
-        _localize(wall, "UTC"), pc.cast(pc.multiply(offset_minutes, 60_000_000), pa.duration("us"))
+        _localize(wall, "UTC"), pc.cast(pc.multiply(offset_minutes, _US_PER_MINUTE), pa.duration("us"))
     )
     status = pc.if_else(pc.is_null(wall), TS_UNPARSEABLE, TS_OK)
     if _is_iana(zone):
@@ -105,8 +173,13 @@ def parse_timestamps(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chu
         late = _localize(wall, zone, "latest", "latest")
         in_gap = pc.not_equal(early, late_gap)
         is_ambiguous = pc.not_equal(late_gap, late)
-        chosen = late if source.ambiguous_time == "latest" else late_gap
-        from_wall = chosen
+        if source.ambiguous_time == "latest":
+            from_wall = late
+        elif source.ambiguous_time == "order":
+            occurrences = _repeat(0, n, pa.int32()) if occurrence is None else pc.fill_null(occurrence, 0)
+            from_wall = pc.if_else(pc.greater_equal(occurrences, 1), late, late_gap)
+        else:
+            from_wall = late_gap
         # A written offset is authoritative, but a non-UTC one on a wall time that cannot
         # exist in the source's zone marks a mislabelled feed, not an instant to trust.
         explicit_local = pc.and_(has_offset, pc.not_equal(offset_minutes, 0))
@@ -120,8 +193,86 @@ def parse_timestamps(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chu
     instant = pc.if_else(has_offset, from_offset, from_wall)
     instant = pc.if_else(pc.equal(status, TS_OK), instant, pa.scalar(None, UTC_TIMESTAMP))
     if source.timestamp_label == "end":
-        instant = pc.subtract(instant, pa.scalar(source.interval_minutes * 60_000_000, pa.duration("us")))
+        shift = pc.cast(_interval_us(interval_minutes, source, n), pa.duration("us"))
+        instant = pc.subtract(instant, shift)
     return pc.cast(instant, UTC_TIMESTAMP), status
+
+
+def parse_positions(
+    dates: pa.ChunkedArray,
+    positions: pa.ChunkedArray,
+    source: SourceConfig,
+    *,
+    interval_minutes: pa.ChunkedArray | None = None,
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """(local date, 1-based interval number within that day) -> (interval start in UTC, status).
+
+    Position p starts (p-1) intervals of elapsed time after local midnight, so a 25-hour
+    day runs to 100 quarter-hours. On a short (spring-forward) day positions count wall
+    clock intervals instead, the hour that does not exist being zero-filled placeholders:
+    there p starts at the wall time midnight + (p-1) intervals, and positions inside the
+    missing hour are `dst_gap`. A position beyond the day's count is unparseable.
+    """
+    text = clean_text(dates)
+    n = len(text)
+    zone = source.timestamp_timezone
+    fmt = _DATE_FORMAT if source.timestamp_format == "iso8601" else source.timestamp_format
+    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    if parsed.type.tz is not None:
+        parsed = pc.cast(parsed, pa.timestamp("us"))
+    if fmt == _DATE_FORMAT:  # the round trip catches impossible dates, as for ISO 8601
+        exact = pc.equal(pc.strftime(pc.cast(parsed, pa.timestamp("s")), format=_DATE_FORMAT), text)
+        parsed = pc.if_else(pc.fill_null(exact, False), parsed, pa.scalar(None, parsed.type))
+    midnight = pc.floor_temporal(parsed, unit="day")
+
+    position_text = clean_text(positions)
+    is_integer = pc.match_substring_regex(position_text, _INTEGER)
+    position = pc.cast(pc.if_else(is_integer, position_text, "0"), pa.int64())
+    step = _interval_us(interval_minutes, source, n)
+    offset_us = pc.multiply(pc.subtract(position, 1), step)
+    offset = pc.cast(offset_us, pa.duration("us"))
+
+    if _is_iana(zone):
+        start = _localize(midnight, zone, "earliest", "latest")
+        end = _localize(pc.add(midnight, pa.scalar(_US_PER_DAY, pa.duration("us"))), zone, "earliest", "latest")
+        day_us = pc.cast(pc.subtract(end, start), pa.int64())
+        wall = pc.add(midnight, offset)
+        early = _localize(wall, zone, "earliest", "earliest")
+        by_wall = _localize(wall, zone, "earliest", "latest")
+        in_gap = pc.not_equal(early, by_wall)
+    else:
+        start = _localize(midnight, zone)
+        day_us = _repeat(_US_PER_DAY, n, pa.int64())
+        by_wall = start
+        in_gap = _repeat(False, n, pa.bool_())
+    short = pc.less(day_us, _US_PER_DAY)
+    count = pc.divide(pc.if_else(short, _US_PER_DAY, day_us), step)
+    in_range = pc.and_(is_integer, pc.and_(pc.greater_equal(position, 1), pc.less_equal(position, count)))
+    instant = pc.if_else(short, by_wall, pc.add(start, offset))
+    status = pc.if_else(pc.fill_null(in_range, False), TS_OK, TS_UNPARSEABLE)
+    status = pc.if_else(pc.is_null(midnight), TS_UNPARSEABLE, status)
+    gap = pc.and_(pc.equal(status, TS_OK), pc.and_(short, in_gap))
+    status = pc.if_else(pc.fill_null(gap, False), TS_DST_GAP, status)
+    instant = pc.if_else(pc.equal(status, TS_OK), instant, pa.scalar(None, UTC_TIMESTAMP))
+    return pc.cast(instant, UTC_TIMESTAMP), status
+
+
+def parse_intervals(raw: pa.ChunkedArray | None, source: SourceConfig, n: int) -> pa.ChunkedArray:
+    """Interval length per row (int32): the column's integer, blank -> the source's; null when invalid.
+
+    Valid lengths are positive whole minutes that divide a 24-hour day.
+    """
+    if raw is None:
+        return _repeat(source.interval_minutes, n, pa.int32())
+    text = clean_text(raw)
+    text = pc.if_else(pc.equal(text, ""), str(source.interval_minutes), text)
+    is_integer = pc.match_substring_regex(text, _INTEGER)
+    minutes = pc.cast(pc.if_else(is_integer, text, "0"), pa.int64())
+    positive = pc.greater(minutes, 0)
+    divisor = pc.if_else(positive, minutes, 1)
+    divides = pc.equal(pc.multiply(pc.divide(1440, divisor), divisor), 1440)
+    valid = pc.and_(is_integer, pc.and_(positive, divides))
+    return pc.cast(pc.if_else(valid, minutes, pa.scalar(None, pa.int64())), pa.int32())
 
 
 def local_time(instants: pa.ChunkedArray | pa.Array, zone: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
@@ -145,80 +296,150 @@ def with_local_time(table: pa.Table, zone: str) -> pa.Table:
     return table
 
 
+def number_text(raw: pa.ChunkedArray | pa.Array, source: SourceConfig) -> pa.ChunkedArray:
+    """Raw number -> clean text with "." as the decimal mark (thousands separators removed)."""
+    text = clean_text(raw)
+    if source.decimal == ",":
+        text = pc.replace_substring(pc.replace_substring_regex(text, _THOUSANDS, ""), ",", ".")
+    return text
+
+
 def parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
-    """Raw numbers -> (float64, status); missing markers are told apart from junk."""
-    text = _strip(pc.fill_null(raw, ""))
+    """Raw numbers -> (float64, status); missing markers are told apart from junk.
+
+    With `decimal = ","`, "." and blanks are thousands separators: "1.234,5" is 1234.5.
+    The reader's register markers become the statuses `register_start` / `register_reset`.
+    """
+    text = clean_text(raw)
     missing = pc.is_in(text, value_set=pa.array(list(source.missing_values), pa.string()))
-    numeric = pc.match_substring_regex(text, _NUMBER)
-    value = pc.cast(pc.if_else(numeric, text, "0"), pa.float64())
+    number = number_text(text, source)
+    numeric = pc.match_substring_regex(number, _NUMBER)
+    value = pc.cast(pc.if_else(numeric, number, "0"), pa.float64())
     finite = pc.is_finite(value)
-    status = pc.if_else(missing, VALUE_MISSING, pc.if_else(pc.and_(numeric, finite), VALUE_OK, VALUE_UNPARSEABLE))
+    status = pc.if_else(pc.and_(numeric, finite), VALUE_OK, VALUE_UNPARSEABLE)
+    status = pc.if_else(pc.equal(text, REGISTER_RESET), VALUE_REGISTER_RESET, status)
+    status = pc.if_else(pc.equal(text, REGISTER_START), VALUE_REGISTER_START, status)
+    status = pc.if_else(missing, VALUE_MISSING, status)
     value = pc.if_else(pc.equal(status, VALUE_OK), value, pa.scalar(None, pa.float64()))
     return value, status
 
 
-def _text_or_fixed(raw: pa.Table, column: str | None, fixed: str) -> pa.ChunkedArray:
-    if column is None:
-        return pa.chunked_array([pa.repeat(fixed, raw.num_rows)], pa.string())
-    return pc.utf8_lower(_strip(pc.fill_null(raw[column], "")))
+def _mapped(text: pa.ChunkedArray, mapping: dict[str, str]) -> pa.ChunkedArray:
+    """Clean text -> its mapped value (exact match first, then case-insensitive), else lower-cased."""
+    lowered = pc.utf8_lower(text)
+    if not mapping:
+        return lowered
+    exact_keys = pa.array(list(mapping), pa.string())
+    exact = pc.take(pa.array(list(mapping.values()), pa.string()), pc.index_in(text, value_set=exact_keys))
+    folded: dict[str, str] = {}
+    for key, value in mapping.items():
+        folded.setdefault(key.strip().lower(), value)
+    folded_keys = pa.array(list(folded), pa.string())
+    loose = pc.take(pa.array(list(folded.values()), pa.string()), pc.index_in(lowered, value_set=folded_keys))
+    return pc.coalesce(exact, loose, lowered)
+
+
+def _fixed_meter(raw: pa.Table, template: str) -> pa.ChunkedArray:
+    """The fixed meter id, `{file_stem}` replaced by the stem of each row's source file."""
+    if "{file_stem}" not in template:
+        return _repeat(template, raw.num_rows, pa.string())
+    files = pc.fill_null(_chunked(raw["source_file"]).cast(pa.string()), "")
+    names = pc.unique(files)
+    ids = [template.replace("{file_stem}", PurePath(name).stem) for name in names.to_pylist()]
+    return _chunked(pc.take(pa.array(ids, pa.string()), pc.index_in(files, value_set=names)))
 
 
 #: Columns a raw read carries besides the file's own; never part of the raw record.
-_LINEAGE_COLUMNS = ("file_index", "source_file", "line_number", "row_order", "kind", "detail")
+_LINEAGE_COLUMNS = ("file_index", "source_file", "line_number", "row_order", "occurrence", "kind", "detail")
 
 
 def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | None = None) -> pa.Table:
     """Raw rows (file columns as strings plus lineage) -> typed columns with statuses.
 
-    Keeps every raw column (`header`, in order; by default every non-lineage column),
-    renamed `raw_<i>`, so a rejected row can be quarantined exactly as received. Rows are
-    typed independently of each other, so any split of the rows into batches gives the
-    same result.
+    Reads the columns of `source.reading_columns()` (the canonical ones for the wide
+    layout and non-delimited formats). Keeps every raw column (`header`, in order; by
+    default every non-lineage column), renamed `raw_<i>`, so a rejected row can be
+    quarantined exactly as received. Rows are typed independently of each other, so any
+    split of the rows into batches gives the same result.
     """
-    cols = source.columns
-    meter = _strip(pc.fill_null(raw[cols.meter_id], ""))
-    interval_start, ts_status = parse_timestamps(raw[cols.timestamp], source)
+    cols = source.reading_columns()
+    n = raw.num_rows
+
+    def field(name: str) -> pa.ChunkedArray:
+        return clean_text(raw[name])
+
+    meter = field(cols.meter_id) if cols.meter_id else _fixed_meter(raw, source.meter_id or "")
+    stamp_columns = [field(c) for c in cols.timestamp_columns()]
+    stamps = stamp_columns[0] if len(stamp_columns) == 1 else pc.binary_join_element_wise(*stamp_columns, " ")
+    interval = parse_intervals(raw[cols.interval_minutes] if cols.interval_minutes else None, source, n)
+    if "occurrence" in raw.column_names:
+        occurrence = pc.fill_null(_chunked(raw["occurrence"]).cast(pa.int32()), 0)
+    else:
+        occurrence = _repeat(0, n, pa.int32())
+    if cols.position:
+        interval_start, ts_status = parse_positions(stamps, field(cols.position), source, interval_minutes=interval)
+    else:
+        interval_start, ts_status = parse_timestamps(stamps, source, occurrence=occurrence, interval_minutes=interval)
     value, value_status = parse_values(raw[cols.value], source)
-    unit = _text_or_fixed(raw, cols.unit, (source.unit or "").lower())
-    direction = _text_or_fixed(raw, cols.direction, source.direction)
+    if cols.unit:
+        unit = pc.utf8_lower(field(cols.unit))
+    else:
+        unit = _repeat((source.unit or "").strip().lower(), n, pa.string())
+    if cols.direction:
+        direction = _mapped(field(cols.direction), dict(source.direction_values))
+    else:
+        direction = _repeat(source.direction, n, pa.string())
+    if cols.quality:
+        quality_text = field(cols.quality)
+        quality = _mapped(quality_text, dict(source.quality_values))
+        if "" not in source.quality_values:
+            quality = pc.if_else(pc.equal(quality_text, ""), "actual", quality)
+    else:
+        quality = _repeat("actual", n, pa.string())
     local_date, local_seconds = local_time(interval_start, source.series_timezone)
     typed = {
         "meter_id": meter,
         "direction": direction,
         "interval_start_utc": interval_start,
+        "interval_minutes": interval,
         "local_date": local_date,
         "local_seconds": local_seconds,
         "timestamp_status": ts_status,
         "value": value,
         "value_status": value_status,
         "unit": unit,
+        "quality": quality,
         "source_file": raw["source_file"],
         "line_number": raw["line_number"],
     }
-    if "row_order" in raw.column_names:
+    if "row_order" in raw.column_names:  # always there in a pipeline read
         typed["row_order"] = raw["row_order"]
-    file_columns = header if header is not None else [n for n in raw.column_names if n not in _LINEAGE_COLUMNS]
+    typed["occurrence"] = occurrence
+    file_columns = header if header is not None else [c for c in raw.column_names if c not in _LINEAGE_COLUMNS]
     for index, name in enumerate(file_columns):
         typed[raw_column(index)] = raw[name]
     return pa.table(typed)
 
 
 def parsed_schema(header: list[str]) -> pa.Schema:
-    """Schema of `parsed_readings` over a raw read with `header` (row_order included)."""
+    """Schema of `parsed_readings` over a raw read with `header`."""
     return pa.schema(
         [
             ("meter_id", pa.string()),
             ("direction", pa.string()),
             ("interval_start_utc", UTC_TIMESTAMP),
+            ("interval_minutes", pa.int32()),
             ("local_date", pa.date32()),
             ("local_seconds", pa.int64()),
             ("timestamp_status", pa.string()),
             ("value", pa.float64()),
             ("value_status", pa.string()),
             ("unit", pa.string()),
+            ("quality", pa.string()),
             ("source_file", pa.string()),
             ("line_number", pa.int64()),
             ("row_order", pa.int64()),
+            ("occurrence", pa.int32()),
             *((raw_column(i), pa.string()) for i in range(len(header))),
         ]
     )

@@ -1,18 +1,31 @@
-"""Validation rules, first set: each is a name and a narwhals expression that is true on failure.
+"""Row validation rules: each is a name and a narwhals expression that is true on failure.
 
-Rules run on any narwhals backend. A row takes the name of the first rule it fails;
-rows that fail one go to quarantine with that name, never silently away.
+Rules run on any narwhals backend. Each has a severity (per source, see
+`sources.DEFAULT_SEVERITIES`): `warn` flags the row and keeps it, `quarantine` moves it
+to quarantine under the rule's name, `fail` stops the batch before anything is written.
+Series rules (spike, zero run, ...) need a meter's whole day and live in `vee`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import narwhals as nw
 
-from app.domain.parsing import TS_AMBIGUOUS, TS_DST_GAP, TS_UNPARSEABLE, VALUE_MISSING, VALUE_UNPARSEABLE
-from app.domain.sources import UNITS, SourceConfig
+from app.domain.parsing import (
+    TS_AMBIGUOUS,
+    TS_DST_GAP,
+    TS_UNPARSEABLE,
+    VALUE_MISSING,
+    VALUE_UNPARSEABLE,
+)
+from app.domain.sources import DEFAULT_SEVERITIES, QUALITY_RANK, UNITS, Severity, SourceConfig
+
+#: Value statuses of register reads that give no interval energy (set by the reader).
+VALUE_REGISTER_START, VALUE_REGISTER_RESET = "register_start", "register_reset"
 
 #: Rejected by the reader before typing: the line does not have the header's field count.
 MALFORMED_ROW = "malformed_row"
@@ -27,6 +40,8 @@ class RuleParams:
     series_timezone: str
     max_demand_kw: float
     bidirectional: bool
+    #: Rule name -> severity where it differs from DEFAULT_SEVERITIES.
+    severities: Mapping[str, Severity] = field(default_factory=dict)
 
     @classmethod
     def for_source(cls, source: SourceConfig, *, now_utc: datetime) -> RuleParams:
@@ -36,26 +51,31 @@ class RuleParams:
             series_timezone=source.series_timezone,
             max_demand_kw=source.max_demand_kw,
             bidirectional=source.bidirectional,
+            severities={name: setting.severity for name, setting in source.rules.items()},
         )
 
+    def severity(self, rule: str) -> Severity:
+        return self.severities.get(rule, DEFAULT_SEVERITIES[rule])
 
-def energy_kwh(interval_minutes: int) -> nw.Expr:
-    """`value` in its `unit` -> kWh over the interval (null for an unknown unit)."""
-    hours = interval_minutes / 60
+
+def energy_kwh() -> nw.Expr:
+    """`value` in its `unit` -> kWh over the row's interval (null for an unknown unit)."""
+    hours = nw.col("interval_minutes").cast(nw.Float64()) / 60
     value, unit = nw.col("value"), nw.col("unit")
     expr = None
     for name, (quantity, factor) in UNITS.items():
-        scale = factor * hours if quantity == "power" else factor
-        expr = (nw.when(unit == name) if expr is None else expr.when(unit == name)).then(value * scale)
+        scaled = value * factor * hours if quantity == "power" else value * factor
+        expr = (nw.when(unit == name) if expr is None else expr.when(unit == name)).then(scaled)
     assert expr is not None
     return expr.otherwise(nw.lit(None, nw.Float64()))
 
 
 def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
-    """The first-set rules in the order they are tried; expressions are true where a row fails."""
-    interval_seconds = params.interval_minutes * 60
+    """The row rules in the order they are tried; expressions are true where a row fails."""
+    interval_seconds = nw.col("interval_minutes").cast(nw.Int64()) * 60
+    # An interval is in the future until it has ended (by the source's declared length).
     latest_start = params.now_utc - timedelta(minutes=params.interval_minutes)
-    demand_kw = nw.col("energy_kwh").abs() * (60 / params.interval_minutes)
+    demand_kw = nw.col("energy_kwh").abs() * 60 / nw.col("interval_minutes").cast(nw.Float64())
     seconds_of_day = nw.col("local_seconds")  # in the series' zone, from parsing
     negative = nw.col("energy_kwh") < 0
     if not params.bidirectional:
@@ -67,6 +87,7 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
         ("timestamp_unparseable", nw.col("timestamp_status") == TS_UNPARSEABLE),
         ("timestamp_in_dst_gap", nw.col("timestamp_status") == TS_DST_GAP),
         ("timestamp_ambiguous", nw.col("timestamp_status") == TS_AMBIGUOUS),
+        ("interval_invalid", nw.col("interval_minutes").is_null()),
         (
             "timestamp_off_grid",
             # a // b * b instead of %: modulo is missing on some Arrow-backed pandas dtypes.
@@ -76,8 +97,11 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
         ("timestamp_in_future", nw.col("interval_start_utc") > nw.lit(latest_start)),
         ("value_missing", nw.col("value_status") == VALUE_MISSING),
         ("value_unparseable", nw.col("value_status") == VALUE_UNPARSEABLE),
+        ("register_start", nw.col("value_status") == VALUE_REGISTER_START),
+        ("register_reset", nw.col("value_status") == VALUE_REGISTER_RESET),
         ("unit_unknown", nw.col("energy_kwh").is_null()),
         ("direction_unknown", ~nw.col("direction").is_in(["import", "export"])),
+        ("quality_unknown", ~nw.col("quality").is_in(list(QUALITY_RANK))),
         ("negative_import", negative),
         ("above_physical_max", demand_kw > params.max_demand_kw),
     ]
@@ -88,13 +112,31 @@ RULE_NAMES: tuple[str, ...] = (
     *(name for name, _ in rule_checks(RuleParams(datetime(2000, 1, 1), 30, "UTC", 1.0, False))),
 )
 
+#: Series (VEE) rules, judged per meter and day after the row rules.
+SERIES_RULES: tuple[str, ...] = ("duplicate_replaced", "missing_intervals", "spike", "high_low", "zero_run")
+
 
 def validated_readings(parsed: nw.LazyFrame, params: RuleParams) -> nw.LazyFrame:
-    """Parsed rows + `energy_kwh` and `rejection_rule` (null where every rule passes)."""
-    with_energy = parsed.with_columns(energy_kwh=energy_kwh(params.interval_minutes))
-    checks = rule_checks(params)
-    first_name, first_check = checks[0]
-    chain = nw.when(first_check.fill_null(value=False)).then(nw.lit(first_name))
-    for name, check in checks[1:]:
-        chain = chain.when(check.fill_null(value=False)).then(nw.lit(name))
-    return with_energy.with_columns(rejection_rule=chain.otherwise(nw.lit(None, nw.String())))
+    """Parsed rows + `energy_kwh`, `rejection_rule` and `validation_flags`.
+
+    A row takes the name of the first rule of severity `quarantine` or `fail` it fails
+    (null where it fails none); rules of severity `warn` add their names to
+    `validation_flags` (";"-joined, "" when none) and keep the row.
+    """
+    with_energy = parsed.with_columns(energy_kwh=energy_kwh())
+    checks = [(name, check.fill_null(value=False)) for name, check in rule_checks(params)]
+    rejecting = [(n, c) for n, c in checks if params.severity(n) != "warn"]
+    warning = [(n, c) for n, c in checks if params.severity(n) == "warn"]
+    chain: Any = None
+    for name, check in rejecting:
+        chain = nw.when(check).then(nw.lit(name)) if chain is None else chain.when(check).then(nw.lit(name))
+    rule = chain.otherwise(nw.lit(None, nw.String())) if chain is not None else nw.lit(None, nw.String())
+    if warning:
+        flags = nw.concat_str(
+            [nw.when(check).then(nw.lit(name)).otherwise(nw.lit("")) for name, check in warning], separator=";"
+        )
+        # Squeeze the separators of rules that did not fire.
+        flags = flags.str.replace_all(";+", ";").str.strip_chars(";")
+    else:
+        flags = nw.lit("")
+    return with_energy.with_columns(rejection_rule=rule, validation_flags=flags)

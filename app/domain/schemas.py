@@ -49,13 +49,24 @@ SILVER_READINGS = TableSpec(
             pa.field("interval_start_utc", UTC_TIMESTAMP, nullable=False),
             pa.field("interval_minutes", pa.int32(), nullable=False),
             pa.field("energy_kwh", pa.float64(), nullable=False),
+            # actual | substituted | estimated (by the source, or by this platform's estimation)
             pa.field("quality_flag", pa.string(), nullable=False),
+            # linear | like_day | flat where this platform estimated the interval, else null
+            pa.field("estimation_method", pa.string(), nullable=True),
+            # What the meter reported for an estimated interval whose read was rejected (kWh)
+            pa.field("reported_kwh", pa.float64(), nullable=True),
+            # Names of `warn` rules the reading failed, ";"-joined, "" when none
+            pa.field("validation_flags", pa.string(), nullable=False),
+            # 3 actual, 2 substituted, 1 estimated by the source, 0 estimated here: a later read
+            # replaces a stored one only with an equal or higher rank
+            pa.field("quality_rank", pa.int32(), nullable=False),
             pa.field("local_date", pa.date32(), nullable=False),
             pa.field("timezone", pa.string(), nullable=False),
             pa.field("source", pa.string(), nullable=False),
             pa.field("batch_id", pa.string(), nullable=False),
-            pa.field("source_file", pa.string(), nullable=False),
-            pa.field("line_number", pa.int64(), nullable=False),
+            # Where the reading was read; null on intervals this platform estimated
+            pa.field("source_file", pa.string(), nullable=True),
+            pa.field("line_number", pa.int64(), nullable=True),
         ]
     ),
     keys=("meter_id", "interval_start_utc", "direction"),
@@ -63,7 +74,17 @@ SILVER_READINGS = TableSpec(
 )
 
 #: Silver columns whose change makes a re-read a replacement (lineage alone does not).
-SILVER_COMPARED = ("interval_minutes", "energy_kwh", "quality_flag", "local_date", "timezone")
+SILVER_COMPARED = (
+    "interval_minutes",
+    "energy_kwh",
+    "quality_flag",
+    "estimation_method",
+    "reported_kwh",
+    "validation_flags",
+    "quality_rank",
+    "local_date",
+    "timezone",
+)
 
 QUARANTINE_READINGS = TableSpec(
     name="quarantine_readings",
@@ -92,9 +113,17 @@ GOLD_DAILY_METER_ENERGY = TableSpec(
             pa.field("timezone", pa.string(), nullable=False),
             pa.field("energy_kwh", pa.float64(), nullable=False),
             pa.field("peak_demand_kw", pa.float64(), nullable=False),
+            # Silver intervals of the day: read (actual or substituted) + estimated
             pa.field("interval_count", pa.int64(), nullable=False),
+            pa.field("actual_interval_count", pa.int64(), nullable=False),
+            pa.field("estimated_interval_count", pa.int64(), nullable=False),
+            # DST-aware: 92/96/100 quarter-hours, 46/48/50 half-hours
             pa.field("expected_interval_count", pa.int64(), nullable=False),
+            # Share of the local day covered by read (not estimated) intervals
             pa.field("completeness", pa.float64(), nullable=False),
+            # Share of the day's intervals that are estimated
+            pa.field("estimated_share", pa.float64(), nullable=False),
+            pa.field("estimated_kwh", pa.float64(), nullable=False),
         ]
     ),
     keys=("meter_id", "direction", "local_date"),

@@ -16,6 +16,7 @@ UNITS: dict[str, tuple[Literal["energy", "power"], float]] = {
     "kwh": ("energy", 1.0),
     "mwh": ("energy", 1000.0),
     "gwh": ("energy", 1_000_000.0),
+    "therm": ("energy", 29.3071),  # US therm, 100,000 BTU (Green Button gas)
     "w": ("power", 0.001),
     "kw": ("power", 1.0),
     "mw": ("power", 1000.0),
@@ -100,7 +101,9 @@ class SeriesColumn(BaseModel):
         default=None,
         description="Series id; default the column name. `{file_stem}` and `{column}` are replaced.",
     )
-    unit: str | None = Field(default=None, description="Default: from `unit_pattern` on the column name, else the source's unit.")
+    unit: str | None = Field(
+        default=None, description="Default: from `unit_pattern` on the column name, else the source's unit."
+    )
     direction: Direction | None = None
 
 
@@ -153,6 +156,8 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
     "unit_unknown": "quarantine",
     "direction_unknown": "quarantine",
     "quality_unknown": "quarantine",
+    "interval_invalid": "quarantine",
+    "register_start": "quarantine",
     "register_reset": "quarantine",
     "negative_import": "quarantine",
     "above_physical_max": "quarantine",
@@ -166,7 +171,12 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
 #: Rules that judge a reading the source did not keep: they can warn or fail, not quarantine.
 NO_QUARANTINE = ("duplicate_replaced", "missing_intervals")
 #: Rules whose failure cannot be kept as a row: they can quarantine or fail, not warn.
-NO_WARN = tuple(name for name in DEFAULT_SEVERITIES if name not in NO_QUARANTINE and name not in ("spike", "high_low", "zero_run", "negative_import", "above_physical_max", "timestamp_in_future"))
+NO_WARN = tuple(
+    name
+    for name in DEFAULT_SEVERITIES
+    if name not in NO_QUARANTINE
+    and name not in ("spike", "high_low", "zero_run", "negative_import", "above_physical_max", "timestamp_in_future")
+)
 
 
 class SourceConfig(BaseModel):
@@ -236,7 +246,7 @@ class SourceConfig(BaseModel):
     @classmethod
     def _known_unit(cls, value: str | None) -> str | None:
         if value is not None and value.strip().lower() not in UNITS:
-            raise ValueError(f"unknown unit {value!r}; known: Wh, kWh, MWh, GWh, W, kW, MW")
+            raise ValueError(f"unknown unit {value!r}; known: Wh, kWh, MWh, GWh, therm, W, kW, MW")
         return value.strip() if value is not None else None
 
     @field_validator("unit_pattern")
@@ -281,7 +291,9 @@ class SourceConfig(BaseModel):
                 raise ValueError("layout 'wide' needs 'series': the value columns")
             for series in self.series:
                 if series.unit is None and self.unit is None and self.unit_pattern is None:
-                    raise ValueError(f"series {series.column!r}: no unit (set its unit, the source's unit or unit_pattern)")
+                    raise ValueError(
+                        f"series {series.column!r}: no unit (set its unit, the source's unit or unit_pattern)"
+                    )
         return self
 
     def severity(self, rule: str) -> Severity:
@@ -291,8 +303,11 @@ class SourceConfig(BaseModel):
 
     def reading_columns(self) -> ColumnMapping:
         """Column mapping of the rows the reader hands to parsing."""
-        if self.format != "csv" or self.layout == "wide":
+        if self.format != "csv":
             return CANONICAL_MAPPING
+        if self.layout == "wide":
+            position = "position" if self.columns.position else None
+            return CANONICAL_MAPPING.model_copy(update={"position": position})
         return self.columns
 
 

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import narwhals as nw
 import pyarrow as pa
 
-from app.domain.schemas import SILVER_READINGS
+from app.domain.schemas import GOLD_DAILY_METER_ENERGY, SILVER_READINGS
+from app.domain.sources import QUALITY_RANK
 
-QUALITY_ACTUAL = "actual"
+QUALITY_ESTIMATED = "estimated"
+#: Rank of an interval this platform estimated: any reading replaces it.
+RANK_PLATFORM_ESTIMATE = 0
 
 
 @dataclass(frozen=True)
@@ -25,18 +29,56 @@ class SilverParams:
     series_timezone: str
 
 
-def silver_readings(validated: nw.LazyFrame, params: SilverParams) -> nw.LazyFrame:
-    """Accepted rows, one per meter, interval and direction: the latest row read wins.
+def quality_rank() -> nw.Expr:
+    """`quality_flag` -> rank (3 actual, 2 substituted, 1 estimated by the source)."""
+    expr: Any = None
+    for name, rank in QUALITY_RANK.items():
+        then = nw.lit(rank, nw.Int32())
+        expr = (
+            nw.when(nw.col("quality") == name).then(then)
+            if expr is None
+            else expr.when(nw.col("quality") == name).then(then)
+        )
+    return expr.otherwise(nw.lit(0, nw.Int32()))
 
-    `row_order` increases through the batch's files in order, so a correction later in
-    a file (or in a later file) replaces an earlier read deterministically.
+
+def ranked_readings(validated: nw.LazyFrame) -> nw.LazyFrame:
+    """Accepted rows with `quality_rank` and `replaces`: how many earlier reads of the same key they beat."""
+    keys = list(SILVER_READINGS.keys)
+    accepted = validated.filter(nw.col("rejection_rule").is_null()).with_columns(quality_rank=quality_rank())
+    return accepted.with_columns(
+        best_rank=nw.col("quality_rank").max().over(*keys),
+        reads=nw.len().over(*keys),
+    )
+
+
+def deduplicated_readings(validated: nw.LazyFrame) -> nw.LazyFrame:
+    """Accepted rows, one per meter, interval and direction.
+
+    Among a key's reads the best quality wins, and among equals the latest read
+    (`row_order` increases through the batch's files in order), so a correction later in
+    a file, or in a later file, replaces an earlier read of equal or worse quality.
     """
     keys = list(SILVER_READINGS.keys)
-    accepted = validated.filter(nw.col("rejection_rule").is_null())
-    latest = accepted.filter(nw.col("row_order") == nw.col("row_order").max().over(*keys))
-    return latest.with_columns(
-        interval_minutes=nw.lit(params.interval_minutes, nw.Int32()),
-        quality_flag=nw.lit(QUALITY_ACTUAL),
+    ranked = ranked_readings(validated)
+    best = ranked.filter(nw.col("quality_rank") == nw.col("best_rank"))
+    return best.filter(nw.col("row_order") == nw.col("row_order").max().over(*keys)).drop("best_rank")
+
+
+def silver_readings(vee_rows: nw.LazyFrame, params: SilverParams) -> nw.LazyFrame:
+    """VEE output (accepted reads and estimates) -> silver rows."""
+    kept = vee_rows.filter(
+        (nw.col("role") == "estimate") | ((nw.col("role") == "batch") & nw.col("rejection_rule").is_null())
+    )
+    estimated_here = nw.col("role") == "estimate"
+    return kept.with_columns(
+        quality_flag=nw.when(estimated_here).then(nw.lit(QUALITY_ESTIMATED)).otherwise(nw.col("quality_flag")),
+        quality_rank=nw.when(estimated_here)
+        .then(nw.lit(RANK_PLATFORM_ESTIMATE, nw.Int32()))
+        .otherwise(nw.col("quality_rank").cast(nw.Int32())),
+        reported_kwh=nw.when(estimated_here).then(nw.col("reported_kwh")).otherwise(nw.lit(None, nw.Float64())),
+        validation_flags=nw.col("validation_flags").fill_null(""),
+        interval_minutes=nw.col("interval_minutes").cast(nw.Int32()),
         timezone=nw.lit(params.series_timezone),
         source=nw.lit(params.source),
         batch_id=nw.lit(params.batch_id),
@@ -62,39 +104,43 @@ def local_day_minutes(days: Iterable[tuple[date, str]]) -> pa.Table:
 
 
 def gold_daily_meter_energy(silver: nw.LazyFrame, calendar: nw.LazyFrame) -> nw.LazyFrame:
-    """Energy, peak demand and DST-aware completeness per meter and local day."""
+    """Energy, peak demand, DST-aware completeness and estimated share per meter and local day.
+
+    Completeness counts read intervals only (actual or substituted by the source), so a
+    data-sufficiency rule such as "90% daily coverage" can be applied to it directly.
+    """
+    estimated = nw.col("quality_flag") == QUALITY_ESTIMATED
     daily = (
         silver.with_columns(
             demand_kw=nw.col("energy_kwh") * 60 / nw.col("interval_minutes"),
-            covered_minutes=nw.col("interval_minutes").cast(nw.Int64()),
+            is_estimated=nw.when(estimated).then(nw.lit(1, nw.Int64())).otherwise(nw.lit(0, nw.Int64())),
+            estimated_kwh=nw.when(estimated).then(nw.col("energy_kwh")).otherwise(nw.lit(0.0, nw.Float64())),
+            read_minutes=nw.when(estimated)
+            .then(nw.lit(0, nw.Int64()))
+            .otherwise(nw.col("interval_minutes").cast(nw.Int64())),
         )
         .group_by("meter_id", "direction", "local_date", "timezone")
         .agg(
             nw.col("energy_kwh").sum(),
             nw.col("demand_kw").max().alias("peak_demand_kw"),
             nw.len().alias("interval_count"),
+            nw.col("is_estimated").sum().alias("estimated_interval_count"),
+            nw.col("estimated_kwh").sum(),
             nw.col("interval_minutes").min().alias("interval_minutes"),
-            nw.col("covered_minutes").sum(),
+            nw.col("read_minutes").sum(),
         )
     )
     return (
         daily.join(calendar, on=["local_date", "timezone"], how="left")
         .with_columns(
             expected_interval_count=(nw.col("day_minutes") // nw.col("interval_minutes")).cast(nw.Int64()),
-            completeness=nw.col("covered_minutes") / nw.col("day_minutes"),
+            completeness=nw.col("read_minutes") / nw.col("day_minutes"),
             interval_count=nw.col("interval_count").cast(nw.Int64()),
+            estimated_interval_count=nw.col("estimated_interval_count").cast(nw.Int64()),
+            actual_interval_count=(nw.col("interval_count") - nw.col("estimated_interval_count")).cast(nw.Int64()),
+            estimated_share=nw.col("estimated_interval_count") / nw.col("interval_count"),
         )
-        .select(
-            "meter_id",
-            "direction",
-            "local_date",
-            "timezone",
-            "energy_kwh",
-            "peak_demand_kw",
-            "interval_count",
-            "expected_interval_count",
-            "completeness",
-        )
+        .select(GOLD_DAILY_METER_ENERGY.schema.names)
     )
 
 

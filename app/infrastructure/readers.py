@@ -1,4 +1,15 @@
-"""Reading input files into raw Arrow tables: every field a string, every row its line number."""
+"""Reading input files into raw Arrow tables: every field a string, every row its line number.
+
+Everything that depends on a file's row order happens here, per whole file, so that
+parsing can type rows independently of how they are split into batches:
+
+- `fill_down` columns repeat the last non-empty value above;
+- the wide layout is melted into canonical rows (one per line and series);
+- register (cumulative) reads become interval differences;
+- with `ambiguous_time = "order"`, each row's `occurrence` counts the earlier rows of the
+  file with the same series and timestamp, so a repeated fall-back wall time can be told
+  apart (0: the earlier instant, 1 or more: the later).
+"""
 
 from __future__ import annotations
 
@@ -7,17 +18,28 @@ import glob
 import hashlib
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 
 from app.domain.errors import InputFileError
-from app.domain.sources import SourceConfig
+from app.domain.parsing import REGISTER_RESET, REGISTER_START, VALUE_OK, parse_values
+from app.domain.sources import CANONICAL_COLUMNS, ColumnMapping, SourceConfig
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _OTHER_DELIMITERS = (",", ";", "\t", "|")
+_XML_FEED = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:feed|entry)[\s>/]")
+
+#: File name patterns a folder is searched for, per source format.
+FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "csv": ("*.csv", "*.txt"),
+    "nem12": ("*.csv", "*.nem12", "*.txt"),
+    "greenbutton": ("*.xml",),
+}
 
 
 @dataclass
@@ -34,8 +56,8 @@ class RawFile:
         return self.table.num_rows + len(self.malformed)
 
 
-def resolve_inputs(pattern: str) -> list[Path]:
-    """A file, a folder (its *.csv files) or a glob -> the files to read, sorted."""
+def resolve_inputs(pattern: str, source_format: str = "csv") -> list[Path]:
+    """A file, a folder (its files with the format's extensions) or a glob -> the files to read, sorted."""
     if _GLOB_CHARS.search(pattern):
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not matches:
@@ -43,9 +65,10 @@ def resolve_inputs(pattern: str) -> list[Path]:
         return matches
     path = Path(pattern)
     if path.is_dir():
-        files = sorted(p for p in path.glob("*.csv") if p.is_file())
+        patterns = FORMAT_EXTENSIONS.get(source_format, FORMAT_EXTENSIONS["csv"])
+        files = sorted({p for ext in patterns for p in path.glob(ext) if p.is_file()})
         if not files:
-            raise InputFileError(pattern, "this folder holds no *.csv file")
+            raise InputFileError(pattern, f"this folder holds no {' or '.join(patterns)} file")
         return files
     if not path.exists():
         raise InputFileError(pattern, "no such file or folder")
@@ -73,6 +96,7 @@ READ_LINEAGE = pa.schema(
         ("row_order", pa.int64()),
         ("kind", pa.string()),
         ("detail", pa.string()),
+        ("occurrence", pa.int32()),
     ]
 )
 KIND_ROW, KIND_MALFORMED, KIND_ERROR = "row", "malformed", "error"
@@ -105,16 +129,59 @@ def _decode_check(path: str, data: bytes, encoding: str) -> None:
         ) from None
 
 
-def read_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
-    """The header of a file from its first bytes, checked against the source's columns."""
+# --- Headers ----------------------------------------------------------------------------------
+
+
+def canonical_header(source: SourceConfig) -> list[str]:
+    """The batch header of sources read as canonical rows (wide layout, NEM12, Green Button)."""
+    position = ["position"] if source.format == "csv" and source.columns.position else []
+    return list(CANONICAL_COLUMNS) + position
+
+
+def _header_line(path: str, head: bytes, source: SourceConfig) -> tuple[str, int]:
+    """(text of the header row, its physical line number), after `skip_lines` preamble lines."""
+    lines = head.split(b"\n", source.skip_lines + 1)
+    if len(lines) <= source.skip_lines:
+        raise InputFileError(
+            path,
+            f"has {len(lines)} line(s) but the source expects {source.skip_lines} preamble line(s) "
+            "before the header (rule: skip_lines)",
+            line=len(lines),
+        )
+    text = lines[source.skip_lines].decode(source.encoding, errors="replace").lstrip("\ufeff").rstrip("\r")
+    return text, source.skip_lines + 1
+
+
+def _split_line(text: str, source: SourceConfig) -> list[str]:
+    if source.quote_char is None:
+        return next(csv.reader([text], delimiter=source.delimiter, quoting=csv.QUOTE_NONE))
+    return next(csv.reader([text], delimiter=source.delimiter, quotechar=source.quote_char))
+
+
+def _wanted_columns(source: SourceConfig) -> list[str]:
+    """File columns the source names: they must be in the file's header."""
+    cols = source.columns
+    if source.layout == "wide":
+        named = [*cols.timestamp_columns(), cols.position, cols.quality, cols.interval_minutes]
+        named += [s.column for s in source.series]
+    else:
+        named = list(cols.required())
+    named += list(source.fill_down)
+    return list(dict.fromkeys(c for c in named if c))
+
+
+def _file_header(path: str, head: bytes, source: SourceConfig) -> tuple[list[str], int]:
+    """A delimited file's own header and its line, checked against the columns the source names."""
     _empty_check(path, head)
-    text = head.split(b"\n", 1)[0].decode(source.encoding, errors="replace").lstrip("\ufeff").rstrip("\r")
-    header = next(csv.reader([text], delimiter=source.delimiter))
-    required = source.columns.required()
-    missing = [c for c in required if c not in header]
+    text, line = _header_line(path, head, source)
+    header = _split_line(text, source) if text else []
+    if source.trim_trailing_delimiters:
+        while header and header[-1] == "":
+            header.pop()
+    missing = [c for c in _wanted_columns(source) if c not in header]
     if missing:
         hint = ""
-        if len(header) == 1:
+        if len(header) <= 1:
             found = [d for d in _OTHER_DELIMITERS if d != source.delimiter and d in text]
             if found:
                 hint = (
@@ -124,12 +191,41 @@ def read_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
         raise InputFileError(
             path,
             f"missing required column(s) {', '.join(missing)}; header has {header}{hint}",
-            line=1,
+            line=line,
         )
     duplicated = sorted({c for c in header if header.count(c) > 1})
     if duplicated:
-        raise InputFileError(path, f"header repeats column(s) {', '.join(duplicated)}", line=1)
-    return header
+        raise InputFileError(path, f"header repeats column(s) {', '.join(duplicated)}", line=line)
+    return header, line
+
+
+def _format_check(path: str, head: bytes, source: SourceConfig) -> None:
+    """A cheap look at the first bytes: is this the declared non-delimited format at all?"""
+    _empty_check(path, head)
+    if source.format == "nem12":
+        text = head.decode(source.encoding, errors="replace").lstrip("\ufeff")
+        first = next((line.strip() for line in text.splitlines() if line.strip()), "")
+        if not first.startswith(("100,", "200,")):
+            raise InputFileError(
+                path, "is not a NEM12 file (rule: format): its first record is not a 100 or 200 record", line=1
+            )
+    elif source.format == "greenbutton" and not _XML_FEED.search(head):
+        raise InputFileError(
+            path, "is not a Green Button (ESPI) XML file (rule: format): no Atom <feed> or <entry>", line=1
+        )
+
+
+def read_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
+    """The batch header contributed by a file, from its first bytes, checked against the source.
+
+    Delimited long files: the file's own header. Wide files and non-delimited formats:
+    the canonical columns the reader turns them into.
+    """
+    if source.format != "csv":
+        _format_check(path, head, source)
+        return canonical_header(source)
+    header, _ = _file_header(path, head, source)
+    return canonical_header(source) if source.layout == "wide" else header
 
 
 def read_head(path: Path) -> bytes:
@@ -141,55 +237,272 @@ def read_head(path: Path) -> bytes:
         raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
 
 
-def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
-    """One delimited file's bytes as strings, with physical line numbers.
+# --- Delimited text ---------------------------------------------------------------------------
 
-    File-level problems raise InputFileError naming the file and line; rows whose field
-    count does not match the header are returned as `malformed` for quarantine.
+
+def _body_offset(data: bytes, header_line: int) -> int:
+    """Byte offset just past the header row (`header_line` is 1-based)."""
+    offset = 0
+    for _ in range(header_line):
+        end = data.find(b"\n", offset)
+        if end < 0:
+            return len(data)
+        offset = end + 1
+    return offset
+
+
+def _trim_trailing(body: bytes, source: SourceConfig, width: int) -> bytes:
+    """Drop empty fields at the end of each line, down to the header's width.
+
+    A row whose last real field is empty keeps it, so it is not mistaken for a short row.
     """
+    delimiter = source.delimiter.encode(source.encoding)
+    quote = source.quote_char.encode(source.encoding) if source.quote_char else None
+    lines = body.split(b"\n")
+    for i, line in enumerate(lines):
+        core = line[:-1] if line.endswith(b"\r") else line
+        if not core.endswith(delimiter):
+            continue
+        if quote is not None and quote in core:
+            text = core.decode("latin-1")  # byte-faithful; the delimiter and quote are ASCII here
+            fields = len(_split_line(text, source))
+        else:
+            fields = core.count(delimiter) + 1
+        cut = 0
+        step = len(delimiter)
+        while fields - cut > width and core[: len(core) - cut * step].endswith(delimiter):
+            cut += 1
+        if cut:
+            lines[i] = core[: len(core) - cut * step] + line[len(core) :]
+    return b"\n".join(lines)
+
+
+def _read_delimited(path: str, data: bytes, source: SourceConfig) -> RawFile:
+    """One delimited file's bytes as strings under its own header, with physical line numbers."""
     _empty_check(path, data)
-    header = read_header(path, data[:HEAD_BYTES], source)
+    header, header_line = _file_header(path, data[:HEAD_BYTES], source)
     _decode_check(path, data, source.encoding)
+    body = data[_body_offset(data, header_line) :]
+    if source.trim_trailing_delimiters:
+        body = _trim_trailing(body, source, len(header))
     malformed: list[tuple[int, str]] = []
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
-        malformed.append((row.number or -1, row.text))
+        malformed.append((header_line + row.number if row.number else -1, row.text))
         return "skip"
 
-    table = pcsv.read_csv(
-        pa.BufferReader(data),
-        read_options=pcsv.ReadOptions(
-            use_threads=False,
-            encoding=source.encoding,
-            column_names=header,
-            skip_rows=1,
-            block_size=1 << 24,
-        ),
-        parse_options=pcsv.ParseOptions(
-            delimiter=source.delimiter, invalid_row_handler=on_invalid, ignore_empty_lines=False
-        ),
-        convert_options=pcsv.ConvertOptions(
-            column_types={c: pa.string() for c in header},
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
+    if body.strip():
+        try:
+            table = pcsv.read_csv(
+                pa.BufferReader(body),
+                read_options=pcsv.ReadOptions(
+                    use_threads=False, encoding=source.encoding, column_names=header, block_size=1 << 24
+                ),
+                parse_options=pcsv.ParseOptions(
+                    delimiter=source.delimiter,
+                    quote_char=source.quote_char if source.quote_char is not None else False,
+                    invalid_row_handler=on_invalid,
+                    ignore_empty_lines=False,
+                ),
+                convert_options=pcsv.ConvertOptions(
+                    column_types={c: pa.string() for c in header},
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+        except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+            raise InputFileError(path, f"cannot be read as delimited text: {error}", line=header_line) from None
+    else:
+        table = pa.schema([pa.field(c, pa.string()) for c in header]).empty_table()
     # Line numbers: physical lines after the header, less those reported malformed
     # (the invalid-row handler reports physical line numbers).
-    total_lines = data.count(b"\n") + (0 if data.endswith(b"\n") else 1)
+    body_lines = body.count(b"\n") + (0 if not body or body.endswith(b"\n") else 1)
     bad = np.array(sorted(n for n, _ in malformed if n > 0), dtype=np.int64)
-    lines = np.setdiff1d(np.arange(2, total_lines + 1, dtype=np.int64), bad, assume_unique=True)
+    first = header_line + 1
+    lines = np.setdiff1d(np.arange(first, first + body_lines, dtype=np.int64), bad, assume_unique=True)
     if len(lines) != table.num_rows:  # quoted newlines or bare CR line ends: count rows instead
-        lines = np.arange(2, table.num_rows + 2, dtype=np.int64)
+        lines = np.arange(first, first + table.num_rows, dtype=np.int64)
     table = table.append_column("line_number", pa.array(lines, pa.int64()))
     blank = np.ones(table.num_rows, dtype=bool)
     for name in header:
-        blank &= np.asarray(pa.compute.equal(table[name], "").to_numpy(zero_copy_only=False), dtype=bool)
+        blank &= np.asarray(pc.equal(table[name], "").to_numpy(zero_copy_only=False), dtype=bool)
     if blank.any():  # blank lines are not rows
         table = table.filter(pa.array(~blank))
     if table.num_rows == 0 and not malformed:
-        raise InputFileError(path, "has a header but no data rows", line=1)
+        raise InputFileError(path, "has a header but no data rows", line=header_line)
     return RawFile(path=Path(path), header=header, table=table, malformed=malformed)
+
+
+def _fill_down(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
+    """Empty cells of `columns` repeat the last non-empty value above (in file order)."""
+    for name in columns:
+        column = table[name].combine_chunks()
+        blank = pc.equal(pc.utf8_trim_whitespace(column), "")
+        filled = pc.fill_null(pc.fill_null_forward(pc.if_else(blank, pa.scalar(None, pa.string()), column)), "")
+        table = table.set_column(table.column_names.index(name), name, filled)
+    return table
+
+
+def _strip(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.utf8_trim_whitespace(pc.fill_null(column, ""))
+
+
+def _melt_wide(raw: RawFile, source: SourceConfig) -> RawFile:
+    """A wide file's rows -> canonical rows, one per (line, series), line-major in file order."""
+    table, cols, series = raw.table, source.columns, source.series
+    n, s = table.num_rows, len(series)
+    per_line = pa.array(np.repeat(np.arange(n, dtype=np.int64), s))
+    stamps = [_strip(table[c]) for c in cols.timestamp_columns()]
+    timestamp = stamps[0] if len(stamps) == 1 else pc.binary_join_element_wise(*stamps, " ")
+    values = pa.chunked_array([chunk for spec in series for chunk in table[spec.column].chunks], pa.string())
+    series_major = (np.arange(n, dtype=np.int64)[:, None] + np.arange(s, dtype=np.int64)[None, :] * n).ravel()
+    stem = raw.path.stem
+    pattern = re.compile(source.unit_pattern) if source.unit_pattern else None
+    meter_ids: list[str] = []
+    units: list[str] = []
+    directions: list[str] = []
+    for spec in series:
+        template = spec.meter_id if spec.meter_id is not None else spec.column
+        meter_ids.append(template.replace("{file_stem}", stem).replace("{column}", spec.column))
+        match = pattern.search(spec.column) if pattern else None
+        units.append(spec.unit or (match.group("unit") if match else None) or source.unit or "")
+        directions.append(spec.direction or source.direction)
+
+    def constant(per_series: list[str]) -> pa.Array:
+        return pa.array(np.tile(np.array(per_series, dtype=object), n), pa.string())
+
+    def optional(name: str | None) -> pa.ChunkedArray | pa.Array:
+        if name is None:
+            return pa.repeat(pa.scalar("", pa.string()), n * s)
+        return pc.take(table[name], per_line)
+
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {
+        "meter_id": constant(meter_ids),
+        "timestamp": pc.take(timestamp, per_line),
+        "value": pc.take(values, pa.array(series_major)),
+        "unit": constant(units),
+        "direction": constant(directions),
+        "quality": optional(cols.quality),
+        "interval_minutes": optional(cols.interval_minutes),
+    }
+    if cols.position:
+        columns["position"] = pc.take(table[cols.position], per_line)
+    columns["line_number"] = pc.take(table["line_number"], per_line)
+    return RawFile(path=raw.path, header=canonical_header(source), table=pa.table(columns), malformed=raw.malformed)
+
+
+# --- Per-file order: registers, occurrences ---------------------------------------------------
+
+
+def _series_columns(mapping: ColumnMapping) -> list[str]:
+    """Columns that tell a file's series apart (meter, direction, unit)."""
+    return [c for c in (mapping.meter_id, mapping.direction, mapping.unit) if c]
+
+
+def _group_codes(table: pa.Table, columns: list[str]) -> np.ndarray:
+    """Per row, a small integer equal for rows with equal (stripped) values in `columns`."""
+    if not columns or table.num_rows == 0:
+        return np.zeros(table.num_rows, dtype=np.int64)
+    parts = [_strip(table[c]) for c in columns]
+    key = parts[0] if len(parts) == 1 else pc.binary_join_element_wise(*parts, "\x1f")
+    encoded = pc.dictionary_encode(key).combine_chunks()
+    return np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def occurrences(table: pa.Table, mapping: ColumnMapping) -> np.ndarray:
+    """Per row, how many earlier rows of the file have the same series, timestamp and position."""
+    key = _series_columns(mapping) + list(mapping.timestamp_columns())
+    if mapping.position:
+        key.append(mapping.position)
+    codes = _group_codes(table, list(dict.fromkeys(key)))
+    n = len(codes)
+    order = np.argsort(codes, kind="stable")
+    ranked = codes[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]]) if n else np.array([], dtype=np.int64)
+    sizes = np.diff(np.r_[starts, n])
+    rank = np.arange(n) - np.repeat(starts, sizes)
+    result = np.empty(n, dtype=np.int32)
+    result[order] = rank
+    return result
+
+
+def _decimal_text(number: Decimal, source: SourceConfig) -> str:
+    text = format(number, "f")
+    return text.replace(".", ",") if source.decimal == "," else text
+
+
+def register_differences(table: pa.Table, source: SourceConfig, mapping: ColumnMapping) -> pa.Table:
+    """Cumulative register reads -> interval energy, per series in file order.
+
+    Each good read becomes its difference to the series' previous good read, written in
+    the source's decimal convention; the first read of a series is `REGISTER_START`, a
+    read below the previous one (meter reset or rollover) `REGISTER_RESET`. A missing or
+    unparseable read keeps its text, and the next read is taken against the last good one.
+    """
+    values, status = parse_values(table[mapping.value], source)
+    good = np.asarray(pc.equal(status, VALUE_OK).to_numpy(zero_copy_only=False), dtype=bool)
+    numbers = values.to_pylist()
+    texts = table[mapping.value].to_pylist()
+    codes = _group_codes(table, _series_columns(mapping))
+    last: dict[int, Decimal] = {}
+    out: list[str | None] = []
+    for i, text in enumerate(texts):
+        if not good[i]:
+            out.append(text)
+            continue
+        reading = Decimal(repr(numbers[i]))
+        previous = last.get(int(codes[i]))
+        if previous is None:
+            out.append(REGISTER_START)
+        elif reading < previous:
+            out.append(REGISTER_RESET)
+        else:
+            out.append(_decimal_text(reading - previous, source))
+        last[int(codes[i])] = reading
+    index = table.column_names.index(mapping.value)
+    return table.set_column(index, mapping.value, pa.array(out, pa.string()))
+
+
+# --- Files ------------------------------------------------------------------------------------
+
+
+def _read_format(path: str, data: bytes, source: SourceConfig) -> RawFile:
+    """A non-delimited file -> canonical rows, by the format's reader."""
+    _format_check(path, data[:HEAD_BYTES], source)
+    if source.format == "nem12":
+        from app.infrastructure.formats.nem12 import read_nem12
+
+        return read_nem12(path, data, source)
+    from app.infrastructure.formats.greenbutton import read_greenbutton
+
+    return read_greenbutton(path, data, source)
+
+
+def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
+    """One file's bytes as string rows with physical line numbers, in file order.
+
+    Delimited long files keep their own columns; wide files and other formats become
+    canonical rows. The table ends with `line_number` and `occurrence`. File-level
+    problems raise InputFileError naming the file and line; rows whose field count does
+    not match the header are returned as `malformed` for quarantine.
+    """
+    if source.format != "csv":
+        raw = _read_format(path, data, source)
+    else:
+        raw = _read_delimited(path, data, source)
+        if source.fill_down:
+            raw.table = _fill_down(raw.table, source.fill_down)
+        if source.layout == "wide":
+            raw = _melt_wide(raw, source)
+    mapping = source.reading_columns()
+    if source.value_kind == "register":
+        raw.table = register_differences(raw.table, source, mapping)
+    if source.ambiguous_time == "order":
+        occurrence = pa.array(occurrences(raw.table, mapping), pa.int32())
+    else:
+        occurrence = pa.repeat(pa.scalar(0, pa.int32()), raw.table.num_rows)
+    raw.table = raw.table.append_column("occurrence", occurrence)
+    return raw
 
 
 def read_schema(header: list[str]) -> pa.Schema:
@@ -216,6 +529,7 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
                     "row_order": row_order(file_index, error.line or 0),
                     "kind": KIND_ERROR,
                     "detail": error.message,
+                    "occurrence": 0,
                     **dict.fromkeys(header, ""),
                 }
             ],
@@ -233,6 +547,7 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
             "row_order": pa.array(row_order(file_index, lines), pa.int64()),
             "kind": pa.repeat(KIND_ROW, n).cast(pa.string()),
             "detail": pa.nulls(n, pa.string()),
+            "occurrence": raw.table["occurrence"],
         },
         schema=schema,
     )
@@ -247,6 +562,7 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
                 "row_order": row_order(file_index, line),
                 "kind": KIND_MALFORMED,
                 "detail": text,
+                "occurrence": 0,
                 **dict.fromkeys(header, ""),
             }
             for line, text in raw.malformed

@@ -36,6 +36,8 @@ def _row(**overrides: Any) -> dict[str, Any]:
         "value": 0.5,
         "value_status": "ok",
         "unit": "kwh",
+        "interval_minutes": 30,
+        "quality": "actual",
         "source_file": "in.csv",
         "line_number": 2,
         "row_order": 0,

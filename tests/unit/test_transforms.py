@@ -14,8 +14,8 @@ import pytest
 from app.domain.parsing import parsed_schema, with_local_time
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, SILVER_READINGS, UTC_TIMESTAMP
 from app.domain.transforms import (
-    QUALITY_ACTUAL,
     SilverParams,
+    deduplicated_readings,
     gold_daily_meter_energy,
     gold_hourly_portfolio_load,
     local_day_minutes,
@@ -34,7 +34,10 @@ SPRING, AUTUMN, SUMMER = date(2025, 3, 30), date(2025, 10, 26), date(2025, 6, 1)
 
 #: What validation produces: the parsed schema plus energy and the rejecting rule.
 VALIDATED = (
-    parsed_schema([]).append(pa.field("energy_kwh", pa.float64())).append(pa.field("rejection_rule", pa.string()))
+    parsed_schema([])
+    .append(pa.field("energy_kwh", pa.float64()))
+    .append(pa.field("rejection_rule", pa.string()))
+    .append(pa.field("validation_flags", pa.string()))
 )
 
 
@@ -50,22 +53,35 @@ def _validated(*rows: dict[str, Any]) -> pa.Table:
             "value": 0.5,
             "value_status": "ok",
             "unit": "kwh",
+            "interval_minutes": 30,
+            "quality": "actual",
             "source_file": "in.csv",
             "line_number": i + 2,
             "row_order": i,
             "energy_kwh": 0.5,
             "rejection_rule": None,
+            "validation_flags": "",
         }
         row.update(overrides)
         full.append(row)
     return pa.Table.from_pylist(full, schema=VALIDATED)
 
 
+def _as_vee_output(frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+    """De-duplicated batch rows as the VEE stage passes them on (no series rule fired)."""
+    return deduplicated_readings(frame).with_columns(
+        role=nw.lit("batch"),
+        quality_flag=nw.col("quality"),
+        reported_kwh=nw.lit(None, nw.Float64()),
+        estimation_method=nw.lit(None, nw.String()),
+    )
+
+
 def _silver(
     engine: PandasDeltaStore, table: pa.Table, zone: str = "Europe/London", minutes: int = 30
 ) -> list[dict[str, Any]]:
     frame = silver_readings(
-        engine.frame(with_local_time(table, zone)), SilverParams("meters", "batch-1", minutes, zone)
+        _as_vee_output(engine.frame(with_local_time(table, zone))), SilverParams("meters", "batch-1", minutes, zone)
     )
     data = engine.to_arrow(frame)
     return data.select(SILVER_READINGS.schema.names).cast(SILVER_READINGS.schema).to_pylist()
@@ -103,7 +119,7 @@ def test_silver_drops_rejected_rows_and_a_rejected_correction_does_not_win(engin
 
 def test_silver_stamps_batch_values_and_has_exactly_the_silver_columns(engine: PandasDeltaStore) -> None:
     table = with_local_time(_validated({}), "Europe/Berlin")
-    frame = silver_readings(engine.frame(table), SilverParams("meters", "batch-1", 30, "Europe/Berlin"))
+    frame = silver_readings(_as_vee_output(engine.frame(table)), SilverParams("meters", "batch-1", 30, "Europe/Berlin"))
     assert frame.collect_schema().names() == SILVER_READINGS.schema.names
     (row,) = _silver(engine, _validated({}), zone="Europe/Berlin")
     assert row == {
@@ -112,7 +128,11 @@ def test_silver_stamps_batch_values_and_has_exactly_the_silver_columns(engine: P
         "interval_start_utc": utc(2025, 6, 1, 10),
         "interval_minutes": 30,
         "energy_kwh": 0.5,
-        "quality_flag": QUALITY_ACTUAL,
+        "quality_flag": "actual",
+        "estimation_method": None,
+        "reported_kwh": None,
+        "validation_flags": "",
+        "quality_rank": 3,
         "local_date": SUMMER,
         "timezone": "Europe/Berlin",
         "source": "meters",
@@ -207,6 +227,7 @@ def _silver_table(rows: list[tuple[str, str, datetime, float, date]], zone: str,
             "interval_start_utc": pa.array([r[2] for r in rows], UTC_TIMESTAMP),
             "interval_minutes": pa.array([minutes] * len(rows), pa.int32()),
             "energy_kwh": pa.array([r[3] for r in rows], pa.float64()),
+            "quality_flag": pa.array(["actual"] * len(rows), pa.string()),
             "local_date": pa.array([r[4] for r in rows], pa.date32()),
             "timezone": pa.array([zone] * len(rows), pa.string()),
         }
@@ -359,7 +380,7 @@ def test_hourly_load_truncates_quarter_hours(engine: PandasDeltaStore) -> None:
 def test_pandas_store_collects_silver_with_exactly_its_columns(tmp_path: Path) -> None:
     store = PandasDeltaStore(tmp_path)
     table = with_local_time(_validated({"rejection_rule": "value_missing"}, {}), "UTC")
-    frame = silver_readings(store.frame(table), SilverParams("meters", "batch-1", 30, "UTC"))
+    frame = silver_readings(_as_vee_output(store.frame(table)), SilverParams("meters", "batch-1", 30, "UTC"))
     assert frame.collect_schema().names() == SILVER_READINGS.schema.names
     assert store.to_arrow(frame).column_names == SILVER_READINGS.schema.names
     assert (

@@ -61,6 +61,13 @@ class TableStore(Protocol):
         """`function` over the frame's rows in Arrow batches; the result has `schema`."""
         ...
 
+    def map_groups(
+        self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
+    ) -> nw.LazyFrame[Any]:
+        """`function` over the frame's rows, each call seeing every row of the `keys` groups it gets
+        (one group per call on Spark, all rows at once locally); the result has `schema`."""
+        ...
+
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]: ...
 
     def release(self) -> None:
@@ -83,9 +90,11 @@ class TableStore(Protocol):
         compare: Sequence[str],
         batch_id: str,
         local_days: tuple[date, date] | None = None,
+        rank: str | None = None,
     ) -> UpsertCounts:
         """Insert new keys, update changed rows; `local_days` bounds the target rows a match may
-        be found in (by `local_date`, inclusive), so the merge reads only those partitions."""
+        be found in (by `local_date`, inclusive), so the merge reads only those partitions.
+        With `rank`, a row replaces a stored one only if its `rank` column is equal or higher."""
         ...
 
     def head(self, table: str, *, limit: int) -> pa.Table: ...

@@ -69,6 +69,7 @@ _RECONCILIATION_FIELDS = (
     "silver_inserted",
     "silver_updated",
     "silver_unchanged",
+    "rows_estimated",
 )
 
 _T = TypeVar("_T")

@@ -72,6 +72,11 @@ class PandasDeltaStore:
     def map_arrow(self, frame: nw.LazyFrame[Any], function: ArrowBatchFunction, schema: pa.Schema) -> nw.LazyFrame[Any]:
         return self.frame(function(self.to_arrow(frame)).select(schema.names).cast(schema))
 
+    def map_groups(
+        self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
+    ) -> nw.LazyFrame[Any]:
+        return self.map_arrow(frame, function, schema)  # one call over all groups
+
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
         return frame  # pandas frames are already computed
 
@@ -144,6 +149,7 @@ class PandasDeltaStore:
         compare: Sequence[str],
         batch_id: str,
         local_days: tuple[date, date] | None = None,
+        rank: str | None = None,
     ) -> UpsertCounts:
         data = self._conform(spec, frame)
         path = str(self._path(spec.name))
@@ -160,6 +166,8 @@ class PandasDeltaStore:
             return UpsertCounts(0, 0, 0)
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days)
         changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in compare)
+        if rank is not None:
+            changed = f"({changed}) AND s.{rank} >= t.{rank}"
         try:
             metrics = (
                 DeltaTable(path)

@@ -66,6 +66,11 @@ def _map_batches(
             yield from function(pa.Table.from_batches([batch])).select(schema.names).cast(schema).to_batches()
 
 
+def _map_group(table: pa.Table, *, function: ArrowBatchFunction, schema: pa.Schema) -> pa.Table:
+    """Executor side of `map_groups`: one group's rows."""
+    return function(table).select(schema.names).cast(schema)
+
+
 class SparkDeltaStore:
     """Tables under `root/<layer>/<table>` (a local path or a cluster URI), written by Delta on Spark."""
 
@@ -110,6 +115,15 @@ class SparkDeltaStore:
         native: DataFrame = frame.to_native()
         mapped = native.mapInArrow(partial(_map_batches, function=function, schema=schema), _spark_schema(schema))
         return nw.from_native(mapped)
+
+    def map_groups(
+        self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
+    ) -> nw.LazyFrame[Any]:
+        native: DataFrame = frame.to_native()
+        grouped = native.groupBy(*keys).applyInArrow(
+            partial(_map_group, function=function, schema=schema), _spark_schema(schema)
+        )
+        return nw.from_native(grouped)
 
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
         from pyspark import StorageLevel
@@ -215,6 +229,7 @@ class SparkDeltaStore:
         compare: Sequence[str],
         batch_id: str,
         local_days: tuple[date, date] | None = None,
+        rank: str | None = None,
     ) -> UpsertCounts:
         from delta.tables import DeltaTable
 
@@ -223,6 +238,8 @@ class SparkDeltaStore:
             return UpsertCounts(inserted=self._create_or_append(spec, data, batch_id), updated=0, unchanged=0)
         on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys) + local_days_condition(local_days)
         changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
+        if rank is not None:
+            changed = f"({changed}) AND s.`{rank}` >= t.`{rank}`"
         key = "spark.databricks.delta.commitInfo.userMetadata"
         self.spark.conf.set(key, batch_id)
         try:

@@ -1,0 +1,684 @@
+"""Series-level validation and estimation (VEE) over Arrow tables: pyarrow + numpy + zoneinfo only.
+
+`apply_vee` takes the batch's rows of one or many series (`meter_id`, `direction`) together
+with stored silver rows as context (`role` "history"), judges the local days the batch
+touches against the series rules (spike, high/low, zero run), and fills the gaps of those
+days by linear interpolation, like-day or flat fill. It runs unchanged over a whole table
+(local mode) or per group (Spark `applyInArrow`): series are processed independently, and
+the result does not depend on the order of the input rows (the output is sorted).
+
+Documented choices (see also `VeeParams`):
+
+- **Grid.** A series' expected intervals of a local day run from local midnight to the next
+  local midnight in UTC steps of its interval length, so a day has 92/96/100 quarter-hours
+  across DST. A daily series (1440 minutes or more) has one interval per local day, at
+  local midnight. The interval length of a series is its most common `interval_minutes`;
+  rows of another length are passed through as given and take no part in VEE.
+- **Placed rows.** A rejected batch row marks its interval (as a judged day, and as the
+  meter's reported value beside an estimate) only if its rule judged the value, not the
+  key: rows rejected by `KEY_RULES` (unparseable, off-grid, future timestamps, missing meter
+  or unknown direction) are passed through and otherwise ignored.
+- **A rejected batch row over a stored value.** By default (`rejected_replaces_history`
+  False) a rejected batch read never removes a stored, validated value: the history row
+  keeps the interval present and nothing is estimated there; the rejected row still goes to
+  quarantine. This holds for series rules too: a quarantined batch row over a stored value
+  leaves the stored value in place. With `rejected_replaces_history` True the interval
+  becomes a gap to estimate (the estimate carries the rejected read's reported value).
+- **Gaps and neighbours.** A gap is a maximal run of non-present intervals on the series'
+  grid that touches a judged day; its neighbours are the present intervals just before and
+  after the run, on any day. The search reaches `max_gap_days` (+1 day) beyond the judged
+  days; present rows further away only tell that the series' data continues, so the gap is
+  then longer than `max_gap_days` and left missing. A side with no present row at all is
+  the start or end of the series' known data: the gap is flat-filled from the other side if
+  the intervals to fill lie within `max_gap_days` of that neighbour, else left missing.
+- **Rules.** All three rules judge the present values before any rejection (history and
+  batch alike), simultaneously; only accepted batch rows are flagged or rejected. A spike
+  flags every interval that equals the day's highest value (ties are all "the highest").
+  A row failing several quarantining rules takes the first of spike, high_low, zero_run.
+  Severity "fail" both flags and rejects the row, so the pipeline can count it either way.
+- **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
+  and `reported_kwh`: the value of a rejected batch row at that interval (a row quarantined
+  by a series rule first, else the largest reported value among row-rule rejections). Missing
+  rows keep it too, so the meter's value is never lost. `quality_flag` is "estimated" on
+  estimates and null on missing rows; `validation_flags` is "" on both.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from app.domain.parsing import local_time
+from app.domain.sources import DEFAULT_SEVERITIES, Estimation, Validation
+
+ROLE_BATCH, ROLE_HISTORY, ROLE_ESTIMATE, ROLE_MISSING = "batch", "history", "estimate", "missing"
+#: Series rules in the order a row takes its rejection rule.
+VEE_RULES: tuple[str, ...] = ("spike", "high_low", "zero_run")
+METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT = "linear", "like_day", "flat"
+_METHODS: tuple[str | None, ...] = (None, METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT)
+_MISSING, _LINEAR, _LIKE_DAY, _FLAT = range(4)
+#: Row rules that say the row's key (meter, direction or interval) cannot be trusted.
+KEY_RULES = frozenset(
+    {
+        "malformed_row",
+        "meter_id_missing",
+        "timestamp_unparseable",
+        "timestamp_in_dst_gap",
+        "timestamp_ambiguous",
+        "timestamp_off_grid",
+        "timestamp_in_future",
+        "direction_unknown",
+    }
+)
+#: Qualities a like-day estimate may be built from.
+LIKE_DAY_QUALITIES = ("actual", "substituted")
+
+REQUIRED_COLUMNS = (
+    "meter_id",
+    "direction",
+    "interval_start_utc",
+    "interval_minutes",
+    "energy_kwh",
+    "reported_kwh",
+    "quality_flag",
+    "rejection_rule",
+    "role",
+    "local_date",
+    "validation_flags",
+)
+#: Columns VEE appends when the input lacks them.
+_APPENDED = (("validation_flags", pa.string()), ("estimation_method", pa.string()), ("reported_kwh", pa.float64()))
+#: Columns set on every generated row; the others become nullable.
+_KEY_COLUMNS = ("meter_id", "direction", "interval_start_utc", "interval_minutes", "local_date", "role")
+
+_US_PER_MINUTE = 60_000_000
+_US_PER_DAY = 1440 * _US_PER_MINUTE
+_SECONDS_PER_WEEK = 7 * 86_400
+_FLAG_SEP = "\x1f"
+
+
+@dataclass(frozen=True)
+class VeeParams:
+    """What VEE needs to know about the source's series."""
+
+    series_timezone: str
+    validation: Validation
+    estimation: Estimation
+    #: Rule -> "warn" | "quarantine" | "fail"; rules not named take DEFAULT_SEVERITIES.
+    severities: dict[str, str] = field(default_factory=dict)
+    #: True: a rejected batch read at an interval hides the stored value, making a gap.
+    rejected_replaces_history: bool = False
+
+    def severity(self, rule: str) -> str:
+        return self.severities.get(rule, DEFAULT_SEVERITIES[rule])
+
+    def zero_limit(self, interval_minutes: int) -> int:
+        """Longest allowed run of zero intervals."""
+        return self.validation.max_zero_intervals or max(1440 // interval_minutes, 1)
+
+
+def vee_schema(input_schema: pa.Schema) -> pa.Schema:
+    """The input schema (non-key columns made nullable) plus the columns VEE adds."""
+    fields = [f if f.name in _KEY_COLUMNS else f.with_nullable(True) for f in input_schema]
+    fields += [pa.field(name, kind) for name, kind in _APPENDED if name not in input_schema.names]
+    return pa.schema(fields, metadata=input_schema.metadata)
+
+
+# --- rows as numpy arrays ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """The input's columns VEE works on, one numpy array each, in input order."""
+
+    t: np.ndarray  # interval start, int64 microseconds since the epoch (0 where null)
+    batch: np.ndarray  # bool
+    accepted: np.ndarray  # bool: not rejected and has a value
+    placed: np.ndarray  # bool: the row's key can be trusted
+    energy: np.ndarray  # float64, NaN where null
+    reported: np.ndarray  # float64, NaN where null
+    like_day_usable: np.ndarray  # bool: quality actual or substituted
+    minutes: np.ndarray  # int64 interval length, 0 where null
+    day: np.ndarray  # int64 local date, days since the epoch
+    series: np.ndarray  # int64 series code
+
+
+def _bools(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(column, False).to_numpy(), dtype=bool)
+
+
+def _floats(column: pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.cast(column, pa.float64()), math.nan).to_numpy(), dtype=np.float64)
+
+
+def _ints(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(), dtype=np.int64)
+
+
+def _series_codes(table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+    """One int code per (meter_id, direction), and whether both are set and non-empty."""
+    codes = np.zeros(table.num_rows, dtype=np.int64)
+    valid = np.ones(table.num_rows, dtype=bool)
+    for name in ("meter_id", "direction"):
+        column = table[name]
+        values = pc.unique(column)
+        codes = codes * len(values) + _ints(pc.index_in(column, value_set=values))
+        valid &= _bools(pc.not_equal(column, ""))
+    return codes, valid
+
+
+def _rows(table: pa.Table, zone: str) -> _Rows:
+    start = table["interval_start_utc"]
+    if start.type != pa.timestamp("us", tz="UTC"):
+        start = pc.cast(start, pa.timestamp("us", tz="UTC"))
+    has_start = _bools(pc.is_valid(start))
+    local_date, _ = local_time(start, zone)
+    rule = table["rejection_rule"]
+    energy = _floats(table["energy_kwh"])
+    minutes = _ints(table["interval_minutes"])
+    accepted = _bools(pc.is_null(rule)) & ~np.isnan(energy)
+    judged_value = ~_bools(pc.is_in(rule, value_set=pa.array(sorted(KEY_RULES), pa.string())))
+    series, keyed = _series_codes(table)
+    return _Rows(
+        t=_ints(pc.cast(start, pa.int64())),
+        batch=_bools(pc.equal(table["role"], ROLE_BATCH)),
+        accepted=accepted,
+        placed=has_start & keyed & (minutes > 0) & (accepted | judged_value),
+        energy=energy,
+        reported=_floats(table["reported_kwh"]),
+        like_day_usable=_bools(pc.is_in(table["quality_flag"], value_set=pa.array(LIKE_DAY_QUALITIES))),
+        minutes=minutes,
+        day=_ints(pc.cast(local_date, pa.int32())),
+        series=series,
+    )
+
+
+# --- the grid of expected intervals ---------------------------------------------------------------
+
+
+class _DayStarts:
+    """UTC start (microseconds) of each local day of a zone, for a range of days."""
+
+    def __init__(self, zone: str, first_day: int, last_day: int) -> None:
+        ZoneInfo(zone)  # raises on an unknown zone
+        self.first_day = first_day
+        midnights = np.arange(first_day, last_day + 2, dtype=np.int64) * _US_PER_DAY
+        naive = pa.array(midnights, pa.int64()).cast(pa.timestamp("us"))
+        # Like zoneinfo's fold=0: a midnight in a DST gap starts the day at the transition.
+        local = pc.assume_timezone(naive, timezone=zone, ambiguous="earliest", nonexistent="latest")
+        self.starts = _ints(pc.cast(local, pa.int64()))
+
+    def between(self, first_day: int, last_day: int) -> np.ndarray:
+        """Starts of days first..last and the start of the day after."""
+        return self.starts[first_day - self.first_day : last_day - self.first_day + 2]
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The expected intervals of a series over a window of local days, in time order."""
+
+    first_day: int
+    minutes: int
+    times: np.ndarray  # int64 UTC microseconds
+    day: np.ndarray  # int64 window day index of each interval
+    expected: np.ndarray  # int64 expected intervals per window day
+    end: int  # UTC microseconds at which the window ends
+
+    @classmethod
+    def build(cls, starts: _DayStarts, first_day: int, last_day: int, minutes: int) -> _Grid:
+        bounds = starts.between(first_day, last_day)
+        step = minutes * _US_PER_MINUTE
+        # Ceiling division: a day's last interval may be cut short by the next midnight.
+        counts = np.ones(len(bounds) - 1, dtype=np.int64) if minutes >= 1440 else -(-np.diff(bounds) // step)
+        offsets = np.cumsum(counts) - counts
+        days = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        position = np.arange(int(counts.sum()), dtype=np.int64) - offsets[days]
+        times = bounds[:-1][days] + position * step
+        return cls(first_day, minutes, times, days, counts, int(bounds[-1]))
+
+    @property
+    def size(self) -> int:
+        return len(self.times)
+
+    def locate(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Grid index of each instant, and whether it lies on the grid."""
+        index = np.searchsorted(self.times, t)
+        clipped = np.minimum(index, max(self.size - 1, 0))
+        on = (index < self.size) & (self.times[clipped] == t) if self.size else np.zeros(len(t), bool)
+        return clipped, on
+
+    def wall_seconds(self, points: np.ndarray, zone: str) -> np.ndarray:
+        """Local wall-clock time of grid points as seconds since the epoch (repeated hours repeat)."""
+        instants = pa.array(self.times[points], pa.int64()).cast(pa.timestamp("us", tz=zone))
+        return _ints(pc.cast(pc.local_timestamp(instants), pa.int64())) // 1_000_000
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Starts and (exclusive) ends of the runs of True in `mask`."""
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+
+
+def _expand(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every index of the runs [start, end), and the run each belongs to."""
+    lengths = ends - starts
+    run = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+    return starts[run] + np.arange(int(lengths.sum()), dtype=np.int64) - (np.cumsum(lengths) - lengths)[run], run
+
+
+def _pick(size: int, points: np.ndarray, rows: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+    """Per grid point, the row (of `rows` at `points`) with the smallest `prefer`; -1 if none."""
+    out = np.full(size, -1, dtype=np.int64)
+    if len(rows) and np.bincount(points, minlength=size).max() == 1:
+        out[points] = rows  # the usual case: one row per point
+    elif len(rows):
+        order = np.lexsort((prefer, points))
+        sorted_points = points[order]
+        first = np.concatenate(([True], sorted_points[1:] != sorted_points[:-1]))
+        out[sorted_points[first]] = rows[order][first]
+    return out
+
+
+# --- series rules ---------------------------------------------------------------------------------
+
+
+def _spike(present: np.ndarray, value: np.ndarray, judged: np.ndarray, grid: _Grid, v: Validation) -> np.ndarray:
+    """Intervals equal to their day's highest, where highest / third-highest > spike_ratio."""
+    points = np.flatnonzero(present & judged)
+    day_high = np.full(len(grid.expected), math.nan)
+    if len(points) >= 3:
+        order = points[np.lexsort((-value[points], grid.day[points]))]
+        days = grid.day[order]
+        first = np.flatnonzero(np.concatenate(([True], days[1:] != days[:-1])))
+        counts = np.diff(np.concatenate((first, [len(order)])))
+        first = first[counts >= 3]
+        high, third = value[order[first]], value[order[first + 2]]
+        ratio = np.divide(high, third, out=np.zeros_like(high), where=third > 0)
+        spiked = (third > 0) & (high > v.spike_min_kwh) & (ratio > v.spike_ratio)
+        day_high[days[first][spiked]] = high[spiked]
+    return present & judged & (value == day_high[grid.day])
+
+
+def _high_low(present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, grid: _Grid, v: Validation) -> np.ndarray:
+    """Every interval of a complete judged day whose total is far from the look-back mean."""
+    days = len(grid.expected)
+    have = np.bincount(grid.day[present], minlength=days)
+    total = np.bincount(grid.day[present], weights=value[present], minlength=days)
+    complete = (have == grid.expected) & (grid.expected > 0)
+    count_before = np.concatenate(([0], np.cumsum(complete)))
+    total_before = np.concatenate(([0.0], np.cumsum(np.where(complete, total, 0.0))))
+    day = np.arange(days)
+    since = np.maximum(day - v.lookback_days, 0)
+    n = count_before[day] - count_before[since]
+    mean = np.divide(total_before[day] - total_before[since], n, out=np.zeros(days), where=n > 0)
+    judgeable = judged_day & complete & (n >= v.min_lookback_days) & (mean > 0)
+    hit = judgeable & ((total > v.high_ratio * mean) | (total < v.low_ratio * mean))
+    return present & hit[grid.day]
+
+
+def _zero_run(present: np.ndarray, value: np.ndarray, limit: int) -> np.ndarray:
+    """Intervals of runs of consecutive present zeros longer than `limit`."""
+    starts, ends = _runs(present & (value == 0))
+    long_runs = (ends - starts) > limit
+    hit = np.zeros(len(value), dtype=bool)
+    hit[_expand(starts[long_runs], ends[long_runs])[0]] = True
+    return hit
+
+
+# --- one series -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Output:
+    """What VEE decided, gathered over all series."""
+
+    flag_rows: list[np.ndarray] = field(default_factory=list)
+    flag_bits: list[np.ndarray] = field(default_factory=list)
+    reject_rows: list[np.ndarray] = field(default_factory=list)
+    reject_codes: list[np.ndarray] = field(default_factory=list)
+    # generated rows
+    series_row: list[np.ndarray] = field(default_factory=list)  # a row of the series, for its keys
+    times: list[np.ndarray] = field(default_factory=list)
+    days: list[np.ndarray] = field(default_factory=list)
+    minutes: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    methods: list[np.ndarray] = field(default_factory=list)
+    reported: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _State:
+    """A series' grid points: which row supplies each, and what is present."""
+
+    batch: np.ndarray  # accepted batch row per point, -1 if none
+    history: np.ndarray  # accepted history row per point, -1 if none
+    rejected: np.ndarray  # rejected batch row per point (largest reported value), -1 if none
+
+
+def _present(
+    rows: _Rows, state: _State, quarantined: np.ndarray, replaces: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Present mask, the row supplying each point (-1 if none) and its value."""
+    batch = np.where(quarantined, -1, state.batch)
+    hidden = (state.rejected >= 0) | quarantined if replaces else np.zeros(len(batch), dtype=bool)
+    from_history = (state.history >= 0) & (batch < 0) & ~hidden
+    source = np.where(batch >= 0, batch, np.where(from_history, state.history, -1))
+    present = source >= 0
+    return present, source, np.where(present, rows.energy[source], math.nan)
+
+
+def _judge(
+    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Series rules over present values -> (flag bits, rejecting rule code) per grid point."""
+    present, _, value = _present(rows, state, np.zeros(grid.size, dtype=bool), params.rejected_replaces_history)
+    judged = judged_day[grid.day]
+    hits = (
+        _spike(present, value, judged, grid, params.validation),
+        _high_low(present, value, judged_day, grid, params.validation),
+        _zero_run(present, value, params.zero_limit(grid.minutes)),
+    )
+    from_batch = state.batch >= 0
+    bits = np.zeros(grid.size, dtype=np.int64)
+    codes = np.zeros(grid.size, dtype=np.int64)
+    for number, (rule, hit) in enumerate(zip(VEE_RULES, hits, strict=True)):
+        severity = params.severity(rule)
+        mine = hit & from_batch
+        if severity in ("warn", "fail"):
+            bits |= mine.astype(np.int64) << number
+        if severity in ("quarantine", "fail"):
+            codes = np.where((codes == 0) & mine, number + 1, codes)
+    return bits, codes
+
+
+@dataclass(frozen=True)
+class _Gaps:
+    """Maximal runs of non-present points that touch a judged day, and how each is filled."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    method: np.ndarray  # per run: _MISSING, _LINEAR, _LIKE_DAY or _FLAT
+    flat_from: np.ndarray  # per run: the neighbour a flat fill copies
+
+
+def _gaps(present: np.ndarray, judged: np.ndarray, outside: tuple[bool, bool], grid: _Grid, e: Estimation) -> _Gaps:
+    size = grid.size
+    starts, ends = _runs(~present)
+    judged_at = np.flatnonzero(judged)
+    touches = np.searchsorted(judged_at, ends) > np.searchsorted(judged_at, starts)
+    starts, ends = starts[touches], ends[touches]
+    first_judged = judged_at[np.searchsorted(judged_at, starts)] if len(starts) else starts
+    last_judged = judged_at[np.searchsorted(judged_at, ends) - 1] if len(starts) else ends
+    prev_here, next_here = starts > 0, ends < size
+    has_prev, has_next = prev_here | outside[0], next_here | outside[1]
+    reach = e.max_gap_days * 1440
+    length = (ends - starts) * grid.minutes
+    method = np.full(len(starts), _MISSING, dtype=np.int64)
+    if e.enabled:
+        between = prev_here & next_here & (length <= reach)
+        method[between] = np.where(length[between] <= e.max_linear_minutes, _LINEAR, _LIKE_DAY)
+        flat_prev = prev_here & ~has_next & ((last_judged - starts + 1) * grid.minutes <= reach)
+        flat_next = next_here & ~has_prev & ((ends - first_judged) * grid.minutes <= reach)
+        method[flat_prev | flat_next] = _FLAT
+        flat_from = np.where(flat_prev, starts - 1, ends)
+    else:
+        flat_from = ends
+    return _Gaps(starts, ends, method, np.minimum(flat_from, max(size - 1, 0)))
+
+
+def _like_day(
+    targets: np.ndarray, usable: np.ndarray, value: np.ndarray, grid: _Grid, weeks: int, zone: str
+) -> np.ndarray:
+    """Mean over the previous weeks of the reads at the same local wall clock time; NaN if none."""
+    candidates = np.flatnonzero(usable)
+    wall = grid.wall_seconds(np.concatenate((candidates, targets)), zone)
+    keys, target_keys = wall[: len(candidates)], wall[len(candidates) :]
+    order = np.argsort(keys, kind="stable")
+    keys, values = keys[order], value[candidates][order]
+    last = max(len(keys) - 1, 0)
+    total = np.zeros(len(targets))
+    found = np.zeros(len(targets))
+    for week in range(1, weeks + 1):
+        wanted = target_keys - week * _SECONDS_PER_WEEK
+        low = np.searchsorted(keys, wanted, side="left")
+        count = np.searchsorted(keys, wanted, side="right") - low
+        week_sum = np.zeros(len(targets))
+        for k in range(int(count.max(initial=0))):  # two reads at most: a repeated hour
+            week_sum += np.where(count > k, values[np.minimum(low + k, last)], 0.0)
+        has = count > 0
+        total[has] += week_sum[has] / count[has]
+        found += has
+    return np.divide(total, found, out=np.full(len(targets), math.nan), where=found > 0)
+
+
+def _estimate(
+    gaps: _Gaps,
+    points: np.ndarray,
+    run: np.ndarray,
+    value: np.ndarray,
+    usable: np.ndarray,
+    grid: _Grid,
+    params: VeeParams,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Estimated value (NaN: missing) and method code of each gap point."""
+    method = gaps.method[run]
+    estimate = np.full(len(points), math.nan)
+    last = max(grid.size - 1, 0)
+    linear = method == _LINEAR
+    if linear.any():
+        start, end = gaps.starts[run[linear]], gaps.ends[run[linear]]
+        before, after = value[np.maximum(start - 1, 0)], value[np.minimum(end, last)]
+        k, n = points[linear] - start + 1, end - start
+        estimate[linear] = before + (after - before) * k / (n + 1)
+    flat = method == _FLAT
+    estimate[flat] = value[gaps.flat_from[run[flat]]]
+    like = method == _LIKE_DAY
+    if like.any():
+        weeks = params.estimation.like_day_weeks
+        estimate[like] = _like_day(points[like], usable, value, grid, weeks, params.series_timezone)
+    method = np.where(np.isnan(estimate), _MISSING, method)
+    return estimate, method
+
+
+def _series(rows: _Rows, selected: np.ndarray, starts: _DayStarts, params: VeeParams, out: _Output) -> None:
+    """Judge and fill one series; `selected` are its placed rows."""
+    lengths, counts = np.unique(rows.minutes[selected], return_counts=True)
+    minutes = int(lengths[counts.argmax()])
+    series_row = int(selected[0])
+    selected = selected[rows.minutes[selected] == minutes]
+    judged_days = np.unique(rows.day[selected[rows.batch[selected]]])
+    if not len(judged_days):
+        return
+    before, after = _margins(params, minutes)
+    first_day = int(judged_days[0]) - before
+    grid = _Grid.build(starts, first_day, int(judged_days[-1]) + after, minutes)
+    t = rows.t[selected]
+    accepted = rows.accepted[selected]
+    outside = (bool((accepted & (t < grid.times[0])).any()), bool((accepted & (t >= grid.end)).any()))
+    index, on = grid.locate(t)
+    selected, index = selected[on], index[on]
+    batch, accepted = rows.batch[selected], rows.accepted[selected]
+    reported = rows.reported[selected]
+    largest_reported = np.where(np.isnan(reported), math.inf, -reported)
+
+    def pick(mask: np.ndarray, prefer: np.ndarray) -> np.ndarray:
+        return _pick(grid.size, index[mask], selected[mask], prefer[mask])
+
+    state = _State(
+        batch=pick(batch & accepted, rows.energy[selected]),
+        history=pick(~batch & accepted, rows.energy[selected]),
+        rejected=pick(batch & ~accepted, largest_reported),
+    )
+    judged_day = np.zeros(len(grid.expected), dtype=bool)
+    judged_day[judged_days - first_day] = True
+    bits, codes = _judge(rows, state, grid, judged_day, params)
+    out.flag_rows.append(state.batch[bits > 0])
+    out.flag_bits.append(bits[bits > 0])
+    out.reject_rows.append(state.batch[codes > 0])
+    out.reject_codes.append(codes[codes > 0])
+    _fill(rows, state, grid, (judged_day, codes > 0, outside), series_row, params, out)
+
+
+def _margins(params: VeeParams, minutes: int) -> tuple[int, int]:
+    """Days of context a series' grid needs before and after its judged days."""
+    zero_days = math.ceil(params.zero_limit(minutes) * minutes / 1440) + 1
+    reach = max(params.estimation.max_gap_days + 1, zero_days)
+    look_back = max(params.validation.lookback_days, 7 * params.estimation.like_day_weeks)
+    return max(reach, look_back) + 1, reach + 1
+
+
+def _fill(
+    rows: _Rows,
+    state: _State,
+    grid: _Grid,
+    judgement: tuple[np.ndarray, np.ndarray, tuple[bool, bool]],
+    series_row: int,
+    params: VeeParams,
+    out: _Output,
+) -> None:
+    """Estimate or mark missing every gap interval of the judged days.
+
+    `judgement`: judged window days, points quarantined by a series rule, and whether present
+    reads exist before and after the window.
+    """
+    judged_day, quarantined, outside = judgement
+    present, source, value = _present(rows, state, quarantined, params.rejected_replaces_history)
+    judged = judged_day[grid.day]
+    gaps = _gaps(present, judged, outside, grid, params.estimation)
+    points, run = _expand(gaps.starts, gaps.ends)
+    keep = judged[points]
+    points, run = points[keep], run[keep]
+    usable = present & rows.like_day_usable[source]
+    estimate, method = _estimate(gaps, points, run, value, usable, grid, params)
+    # The meter's value beside the estimate: a series-quarantined read first, else a rejected one.
+    series_read = np.where(quarantined, state.batch, -1)[points]
+    rejected_read = state.rejected[points]
+    reported = np.where(
+        series_read >= 0,
+        np.where(np.isnan(rows.reported[series_read]), rows.energy[series_read], rows.reported[series_read]),
+        np.where(rejected_read >= 0, rows.reported[rejected_read], math.nan),
+    )
+    out.series_row.append(np.full(len(points), series_row, dtype=np.int64))
+    out.times.append(grid.times[points])
+    out.days.append(grid.first_day + grid.day[points])
+    out.minutes.append(np.full(len(points), grid.minutes, dtype=np.int64))
+    out.values.append(estimate)
+    out.methods.append(method)
+    out.reported.append(reported)
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+
+def _check_columns(table: pa.Table) -> None:
+    absent = [name for name in REQUIRED_COLUMNS if name not in table.column_names]
+    if absent:
+        raise ValueError(f"VEE input lacks columns: {', '.join(absent)}")
+
+
+def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+    return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype=dtype)
+
+
+def _merged_flags(existing: str, bits: int) -> str:
+    if not bits:
+        return existing
+    names = {name for name in existing.split(";") if name}
+    names.update(rule for number, rule in enumerate(VEE_RULES) if bits >> number & 1)
+    return ";".join(sorted(names))
+
+
+def _nullable(values: np.ndarray, kind: pa.DataType) -> pa.Array:
+    return pa.array(values, pa.float64(), mask=np.isnan(values)).cast(kind)
+
+
+def _batch_part(table: pa.Table, rows: _Rows, out: _Output, schema: pa.Schema) -> pa.Table:
+    """Batch rows with series flags and rejections applied."""
+    bits = np.zeros(table.num_rows, dtype=np.int64)
+    bits[_cat(out.flag_rows, np.int64)] = _cat(out.flag_bits, np.int64)
+    codes = np.zeros(table.num_rows, dtype=np.int64)
+    codes[_cat(out.reject_rows, np.int64)] = _cat(out.reject_codes, np.int64)
+    keep = np.flatnonzero(rows.batch)
+    part = table.take(pa.array(keep, pa.int64()))
+    bits, codes = bits[keep], codes[keep]
+    columns = {name: part[name] for name in part.column_names}
+    # Flags: merged once per distinct (existing flags, new bits), not per row.
+    existing = pc.fill_null(part["validation_flags"].cast(pa.string()), "")
+    key = pc.binary_join_element_wise(existing, pc.cast(pa.array(bits, pa.int64()), pa.string()), _FLAG_SEP)
+    distinct = pc.unique(key)
+    merged = [_merged_flags(*_split_key(k)) for k in distinct.to_pylist()]
+    columns["validation_flags"] = pc.take(pa.array(merged, pa.string()), pc.index_in(key, value_set=distinct))
+    rejected = pa.array(codes > 0)
+    names = pa.array([None, *VEE_RULES], pa.string())
+    rule = pc.take(names, pa.array(codes, pa.int64()))
+    columns["rejection_rule"] = pc.if_else(rejected, rule, part["rejection_rule"].cast(pa.string()))
+    energy = part["energy_kwh"]
+    columns["energy_kwh"] = pc.if_else(rejected, pa.scalar(None, energy.type), energy)
+    reported = part["reported_kwh"]
+    columns["reported_kwh"] = pc.if_else(pc.and_(rejected, pc.is_null(reported)), energy, reported)
+    columns["estimation_method"] = pa.nulls(part.num_rows, pa.string())
+    return _as_schema(columns, part.num_rows, schema)
+
+
+def _split_key(key: str) -> tuple[str, int]:
+    existing, bits = key.rsplit(_FLAG_SEP, 1)
+    return existing, int(bits)
+
+
+def _generated_part(table: pa.Table, out: _Output, schema: pa.Schema) -> pa.Table:
+    """Estimate and missing rows."""
+    series_row = _cat(out.series_row, np.int64)
+    n = len(series_row)
+    method = _cat(out.methods, np.int64)
+    estimated = pa.array(method > 0)
+    take = pa.array(series_row, pa.int64())
+    columns = {
+        "meter_id": pc.take(table["meter_id"], take),
+        "direction": pc.take(table["direction"], take),
+        "interval_start_utc": pa.array(_cat(out.times, np.int64), pa.int64()).cast(pa.timestamp("us", tz="UTC")),
+        "interval_minutes": pa.array(_cat(out.minutes, np.int64), pa.int64()),
+        "local_date": pa.array(_cat(out.days, np.int64), pa.int64()).cast(pa.int32()).cast(pa.date32()),
+        "energy_kwh": _nullable(_cat(out.values, np.float64), pa.float64()),
+        "reported_kwh": _nullable(_cat(out.reported, np.float64), pa.float64()),
+        "quality_flag": pc.if_else(estimated, "estimated", pa.scalar(None, pa.string())),
+        "estimation_method": pc.take(pa.array(list(_METHODS), pa.string()), pa.array(method, pa.int64())),
+        "rejection_rule": pa.nulls(n, pa.string()),
+        "validation_flags": pa.array([""] * n, pa.string()),
+        "role": pc.if_else(estimated, ROLE_ESTIMATE, ROLE_MISSING),
+    }
+    return _as_schema(columns, n, schema)
+
+
+def _as_schema(columns: dict[str, pa.Array | pa.ChunkedArray], n: int, schema: pa.Schema) -> pa.Table:
+    arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def apply_vee(table: pa.Table, params: VeeParams) -> pa.Table:
+    """Series rules and estimation over one or many series; see the module docstring."""
+    _check_columns(table)
+    schema = vee_schema(table.schema)
+    rows = _rows(table, params.series_timezone)
+    out = _Output()
+    placed = np.flatnonzero(rows.placed)
+    judged = placed[rows.batch[placed]]
+    if len(judged):
+        longest = int(rows.minutes[placed].max())
+        before, after = _margins(params, longest)
+        starts = _DayStarts(
+            params.series_timezone, int(rows.day[judged].min()) - before, int(rows.day[judged].max()) + after
+        )
+        order = placed[np.argsort(rows.series[placed], kind="stable")]
+        boundaries = np.flatnonzero(np.diff(rows.series[order])) + 1
+        for selected in np.split(order, boundaries):
+            if rows.batch[selected].any():
+                _series(rows, selected, starts, params, out)
+    result = pa.concat_tables([_batch_part(table, rows, out, schema), _generated_part(table, out, schema)])
+    keys = ["meter_id", "direction", "interval_start_utc", "role", "rejection_rule", "reported_kwh", "energy_kwh"]
+    # Nulls sort last (Arrow's default).
+    return result.take(pc.sort_indices(result, sort_keys=[(name, "ascending") for name in keys]))
