@@ -201,6 +201,11 @@ _NW_TYPES: dict[pa.DataType, Any] = {
 }
 
 
+def _apply_vee(table: pa.Table, *, params: VeeParams, schema: pa.Schema) -> pa.Table:
+    """`apply_vee` on rows typed as declared (an engine may hand over all-null columns untyped)."""
+    return apply_vee(table.select(schema.names).cast(schema), params)
+
+
 def parse_rows(raw: pa.Table, *, source: SourceConfig, header: list[str]) -> pa.Table:
     """Raw-read rows -> typed rows; runs per Arrow batch on either engine."""
     return parsed_readings(raw, source, header).cast(parsed_schema(header))
@@ -513,7 +518,10 @@ class BatchPipeline:
             severities={rule: source.severity(rule) for rule in ("spike", "high_low", "zero_run")},
         )
         return store.map_groups(
-            nw.concat(parts), ["meter_id", "direction"], partial(apply_vee, params=params), vee_schema(schema)
+            nw.concat(parts),
+            ["meter_id", "direction"],
+            partial(_apply_vee, params=params, schema=schema),
+            vee_schema(schema),
         )
 
     def _rule_counts(
@@ -537,6 +545,7 @@ class BatchPipeline:
         if malformed_rows:
             counts[MALFORMED_ROW] = malformed_rows
             quarantined += malformed_rows
+        series_rejected = 0
         batch_rows = vee.filter(nw.col("role") == "batch")
         judged = store.collect(
             batch_rows.group_by("rejection_rule", "validation_flags").agg(nw.len().alias("rows"))
@@ -546,11 +555,11 @@ class BatchPipeline:
             if rule in SERIES_RULES:
                 counts[rule] = counts.get(rule, 0) + n
                 quarantined += n
+                series_rejected += n
             for flag in filter(None, (r["validation_flags"] or "").split(";")):
                 counts[flag] = counts.get(flag, 0) + n
         accepted = store.count_rows(validated.filter(nw.col("rejection_rule").is_null()))
         kept = store.count_rows(batch_rows.filter(nw.col("rejection_rule").is_null()))
-        series_rejected = sum(counts.get(rule, 0) for rule in SERIES_RULES if rule in ("spike", "high_low", "zero_run"))
         duplicates = accepted - kept - series_rejected
         if duplicates:
             counts["duplicate_replaced"] = duplicates

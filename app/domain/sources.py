@@ -139,6 +139,9 @@ class Estimation(BaseModel):
     enabled: bool = True
     max_linear_minutes: int = Field(default=180, ge=0, description="Gaps up to this long: linear interpolation.")
     like_day_weeks: int = Field(default=4, ge=1, le=52, description="Look-back for like-day, in weeks.")
+    max_flat_minutes: int = Field(
+        default=180, ge=0, description="One-sided gaps (start or end of the data) up to this long: flat fill."
+    )
     max_gap_days: int = Field(default=7, ge=1, description="Gaps longer than this are left missing.")
 
 

@@ -30,7 +30,8 @@ Documented choices (see also `VeeParams`):
   days; present rows further away only tell that the series' data continues, so the gap is
   then longer than `max_gap_days` and left missing. A side with no present row at all is
   the start or end of the series' known data: the gap is flat-filled from the other side if
-  the intervals to fill lie within `max_gap_days` of that neighbour, else left missing.
+  it is at most `max_flat_minutes` long, filled like-day if longer (missing where no
+  like-day exists), and left missing beyond `max_gap_days` of that neighbour.
 - **Rules.** All three rules judge the present values before any rejection (history and
   batch alike), simultaneously; only accepted batch rows are flagged or rejected. A spike
   flags every interval that equals the day's highest value (ties are all "the highest").
@@ -422,9 +423,17 @@ def _gaps(present: np.ndarray, judged: np.ndarray, outside: tuple[bool, bool], g
     if e.enabled:
         between = prev_here & next_here & (length <= reach)
         method[between] = np.where(length[between] <= e.max_linear_minutes, _LINEAR, _LIKE_DAY)
-        flat_prev = prev_here & ~has_next & ((last_judged - starts + 1) * grid.minutes <= reach)
-        flat_next = next_here & ~has_prev & ((ends - first_judged) * grid.minutes <= reach)
-        method[flat_prev | flat_next] = _FLAT
+        # The part of a one-sided gap to fill: from its neighbour to the far judged interval.
+        fill_prev = (last_judged - starts + 1) * grid.minutes
+        fill_next = (ends - first_judged) * grid.minutes
+        flat_prev = prev_here & ~has_next & (fill_prev <= reach)
+        flat_next = next_here & ~has_prev & (fill_next <= reach)
+        one_sided = flat_prev | flat_next
+        # A long one-sided gap is not one value repeated for hours: like-day where the
+        # series has history, else it stays missing.
+        short = np.where(flat_prev, fill_prev, fill_next) <= e.max_flat_minutes
+        method[one_sided & short] = _FLAT
+        method[one_sided & ~short] = _LIKE_DAY
         flat_from = np.where(flat_prev, starts - 1, ends)
     else:
         flat_from = ends

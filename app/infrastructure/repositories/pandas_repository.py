@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from app.domain.errors import InputFileError, TableStoreError
@@ -23,6 +23,7 @@ from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts, local_days_condition
 
 _COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
+_SQL_COMPARISONS = (">=", "<=", "<")
 
 
 def _commit(batch_id: str) -> CommitProperties:
@@ -97,19 +98,33 @@ class PandasDeltaStore:
     def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
         if not self.exists(spec.name):
             return self.frame(spec.schema.empty_table())
+        pushed: list[str] = []
         expression = None
         for column, op, value in where or ():
+            if column not in spec.schema.names:
+                raise ValueError(f"{spec.name} has no column {column!r}")
+            if op in _SQL_COMPARISONS and isinstance(value, date):
+                # Typed date and timestamp bounds go into the scan, so Delta prunes partitions
+                # and files; the literal is the value's ISO form, never caller text.
+                literal = (
+                    f"TIMESTAMP '{value.astimezone(UTC).replace(tzinfo=None).isoformat()}'"
+                    if isinstance(value, datetime)
+                    else f"DATE '{value.isoformat()}'"
+                )
+                pushed.append(f'"{column}" {op} {literal}')
+                continue
             field = ds.field(column)
             term = field.isin(value) if op == "in" else _COMPARISONS[op](field, value)
             expression = term if expression is None else expression & term
-        dataset = self._table(spec.name).to_pyarrow_dataset()
-        # Filter batch by batch after the scan: pushing the filter into the scan trips over
-        # string_view statistics in the files deltalake writes.
-        parts = [pa.Table.from_batches([b]) for b in dataset.to_batches()]
+        condition = f" WHERE {' AND '.join(pushed)}" if pushed else ""
+        query = QueryBuilder().register("t", self._table(spec.name))
+        data = pa.table(query.execute(f"SELECT * FROM t{condition}").read_all())
+        if data.num_rows == 0:
+            data = spec.schema.empty_table()
+        data = data.select(spec.schema.names).cast(spec.schema)
         if expression is not None:
-            parts = [part.filter(expression) for part in parts]
-        data = pa.concat_tables(parts) if parts else spec.schema.empty_table()
-        return self.frame(data.select(spec.schema.names).cast(spec.schema))
+            data = data.filter(expression)
+        return self.frame(data)
 
     def count(self, table: str) -> int:
         if not self.exists(table):
