@@ -163,7 +163,8 @@ def test_batches_list_and_detail(loaded: tuple[TestClient, str]) -> None:
 def test_quality_counts_rows_per_rule(loaded: tuple[TestClient, str]) -> None:
     client, batch_id = loaded
     body = client.get("/quality", params={"batch_id": batch_id}).json()
-    assert body["rule_counts"] == {"negative_import": 1, "value_unparseable": 1}
+    # Two local days of 48 half-hours hold the 3 accepted reads: 93 intervals without a read.
+    assert body["rule_counts"] == {"negative_import": 1, "value_unparseable": 1, "missing_intervals": 93}
     assert body["reconciliation"]["rows_read"] == 5
     assert client.get("/quality").status_code == 422
     assert client.get("/quality", params={"batch_id": "nope"}).status_code == 404

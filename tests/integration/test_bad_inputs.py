@@ -104,7 +104,7 @@ def test_ragged_and_blank_lines_are_quarantined_or_skipped_with_their_line(platf
     result = run_batch(platform, input_path=str(path), now=NOW)
 
     assert result.status == "succeeded"
-    assert result.rule_counts == {"malformed_row": 2}
+    assert result.rule_counts == {"malformed_row": 2, "missing_intervals": 46}  # 48 half-hours, 2 read
     rec = result.reconciliation
     assert rec is not None and (rec.rows_read, rec.rows_accepted, rec.rows_quarantined) == (4, 2, 2)
     quarantine = read_table(platform, "quarantine_readings").to_pylist()

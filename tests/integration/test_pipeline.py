@@ -11,7 +11,7 @@ import pytest
 from deltalake import DeltaTable
 
 from app.application.runner import Platform, run_batch
-from app.domain.rules import RULE_NAMES
+from app.domain.rules import RULE_NAMES, SERIES_RULES
 from tests.integration.conftest import NOW, read_table, write_csv
 
 GOLD = ("gold_daily_meter_energy", "gold_hourly_portfolio_load")
@@ -41,10 +41,13 @@ def test_bundled_sample_reconciles_and_quarantines_every_bad_row(platform: Platf
     assert rec.rows_read == rec.rows_accepted + rec.rows_quarantined + rec.duplicates_replaced
     assert rec.duplicates_replaced > 0
     silver = read_table(platform, "silver_readings")
-    assert silver.num_rows == rec.rows_accepted == rec.silver_inserted
+    assert silver.num_rows == rec.rows_accepted + rec.rows_estimated == rec.silver_inserted
+    estimated = silver.filter(pc.is_valid(silver["estimation_method"]))
+    assert estimated.num_rows == rec.rows_estimated == sum(result.estimates.values()) > 0
+    assert set(estimated["quality_flag"].to_pylist()) == {"estimated"}
     quarantine = read_table(platform, "quarantine_readings")
     assert quarantine.num_rows == rec.rows_quarantined
-    assert set(result.rule_counts) <= set(RULE_NAMES)
+    assert set(result.rule_counts) <= set(RULE_NAMES) | set(SERIES_RULES)
     assert {"timestamp_in_dst_gap", "unit_unknown", "negative_import", "value_unparseable"} <= set(result.rule_counts)
     # Every quarantined row points at the line of the file it came from, as received.
     for row in quarantine.to_pylist():
@@ -85,7 +88,10 @@ def test_rerun_skips_ingested_files_and_forced_rerun_changes_nothing(platform: P
     forced = run_batch(platform, force=True, now=NOW)
     assert forced.status == "succeeded"
     assert forced.reconciliation is not None and first.reconciliation is not None
-    assert forced.reconciliation.silver_unchanged == first.reconciliation.rows_accepted
+    assert (
+        forced.reconciliation.silver_unchanged
+        == first.reconciliation.rows_accepted + first.reconciliation.rows_estimated
+    )
     assert forced.reconciliation.silver_inserted == forced.reconciliation.silver_updated == 0
     for name, table in before.items():
         assert read_table(platform, name).equals(table), name
@@ -154,10 +160,14 @@ value = "wert"
     result = run_batch(platform, source_name="berlin_meters", config_file=config, now=NOW)
 
     assert result.status == "succeeded"
-    assert result.rule_counts == {"timestamp_ambiguous": 2, "timestamp_in_dst_gap": 1}
+    # 26 October has 25 hours and one read: 24 without one. The hour before it (local
+    # midnight, 22:00 UTC) is flat-filled; the 23 after it are too long for flat fill and
+    # have no history for like-day, so they stay missing.
+    assert result.rule_counts == {"timestamp_ambiguous": 2, "timestamp_in_dst_gap": 1, "missing_intervals": 24}
     silver = read_table(platform, "silver_readings").to_pylist()
-    assert [(r["interval_start_utc"].isoformat(), r["energy_kwh"]) for r in silver] == [
-        ("2025-10-25T23:00:00+00:00", 1.0)
+    assert [(r["interval_start_utc"].isoformat(), r["energy_kwh"], r["estimation_method"]) for r in silver] == [
+        ("2025-10-25T22:00:00+00:00", 1.0, "flat"),
+        ("2025-10-25T23:00:00+00:00", 1.0, None),
     ]
 
 
@@ -179,4 +189,7 @@ def test_a_changed_series_zone_updates_rows_whose_local_day_moves(platform: Plat
     assert [r.status for r in results] == ["succeeded", "succeeded"]
     assert results[1].reconciliation is not None and results[1].reconciliation.silver_updated == 1
     silver = read_table(platform, "silver_readings").to_pylist()
-    assert [(r["local_date"], r["timezone"]) for r in silver] == [(date(2025, 6, 11), "Pacific/Kiritimati")]
+    read = [r for r in silver if r["estimation_method"] is None]
+    assert [(r["local_date"], r["timezone"]) for r in read] == [(date(2025, 6, 11), "Pacific/Kiritimati")]
+    # Local midnight at UTC+14 is 10:00 UTC: the two hours before the read are flat-filled.
+    assert [r["interval_start_utc"].hour for r in silver if r["estimation_method"] == "flat"] == [10, 10, 11, 11]
