@@ -557,7 +557,8 @@ class BatchPipeline:
                 quarantined += n
                 series_rejected += n
             for flag in filter(None, (r["validation_flags"] or "").split(";")):
-                counts[flag] = counts.get(flag, 0) + n
+                if flag != rule:  # a `fail` series rule both flags and rejects its row
+                    counts[flag] = counts.get(flag, 0) + n
         accepted = store.count_rows(validated.filter(nw.col("rejection_rule").is_null()))
         kept = store.count_rows(batch_rows.filter(nw.col("rejection_rule").is_null()))
         duplicates = accepted - kept - series_rejected

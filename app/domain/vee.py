@@ -597,9 +597,10 @@ def _cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
 def _merged_flags(existing: str, bits: int) -> str:
     if not bits:
         return existing
-    names = {name for name in existing.split(";") if name}
-    names.update(rule for number, rule in enumerate(VEE_RULES) if bits >> number & 1)
-    return ";".join(sorted(names))
+    # Row rules' flags first, in rule order as validation wrote them, then series rules'.
+    names = [name for name in existing.split(";") if name]
+    names += [rule for number, rule in enumerate(VEE_RULES) if bits >> number & 1 and rule not in names]
+    return ";".join(names)
 
 
 def _nullable(values: np.ndarray, kind: pa.DataType) -> pa.Array:

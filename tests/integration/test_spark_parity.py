@@ -24,17 +24,19 @@ from app.domain.schemas import (
     SILVER_READINGS,
     TableSpec,
 )
-from app.domain.sources import builtin_meter_readings
+from app.domain.sources import RuleSetting, SourceConfig, builtin_meter_readings
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.repositories.base import TableStore
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.repositories.spark_repository import SparkDeltaStore
-from app.infrastructure.source_config import SAMPLE_DIR
+from app.infrastructure.source_config import SAMPLE_DIR, load_sources
 from tests.integration.conftest import NOW, write_csv
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 SOURCE = builtin_meter_readings(str(SAMPLE_DIR / "meter_readings"))
 COMPARED = (SILVER_READINGS, QUARANTINE_READINGS, GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD)
@@ -68,9 +70,19 @@ AWKWARD_ROWS = [
 ]
 
 
-def _run(store: TableStore, metadata: SqlMetadataStore, paths: list[Path], batch_id: str) -> BatchResult:
+#: A real Fluvius export (examples/data/fluvius, see its README for provenance): decimal
+#: comma, BOM, register names, 2,566 missing volumes; zero runs quarantined so that series
+#: rules, like-day and flat estimation all run on both engines.
+FLUVIUS = load_sources(EXAMPLES / "sources.toml")["fluvius_electricity_nl"].model_copy(
+    update={"rules": {"zero_run": RuleSetting(severity="quarantine"), "spike": RuleSetting(severity="quarantine")}}
+)
+
+
+def _run(
+    store: TableStore, metadata: SqlMetadataStore, paths: list[Path], batch_id: str, source: SourceConfig = SOURCE
+) -> BatchResult:
     pipeline = BatchPipeline(store=store, metadata=metadata, execution_mode=store.engine, logger=get_logger())
-    return pipeline.run(SOURCE, paths, force=True, now=NOW, batch_id=batch_id)
+    return pipeline.run(source, paths, force=True, now=NOW, batch_id=batch_id)
 
 
 def _batches(store: TableStore, tmp_path: Path, inputs: Path) -> list[BatchResult]:
@@ -79,7 +91,12 @@ def _batches(store: TableStore, tmp_path: Path, inputs: Path) -> list[BatchResul
     try:
         sample = resolve_inputs(str(SAMPLE_DIR / "meter_readings"))
         awkward = sorted(inputs.glob("*.csv"))
-        return [_run(store, metadata, sample, "batch-1"), _run(store, metadata, awkward, "batch-2")]
+        fluvius = resolve_inputs(FLUVIUS.path)
+        return [
+            _run(store, metadata, sample, "batch-1"),
+            _run(store, metadata, awkward, "batch-2"),
+            _run(store, metadata, fluvius, "batch-3", FLUVIUS),
+        ]
     finally:
         metadata.dispose()
 
@@ -126,9 +143,12 @@ def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
         assert a.status == b.status == "succeeded", (a.error, b.error)
         assert a.reconciliation == b.reconciliation
         assert a.rule_counts == b.rule_counts
+        assert a.estimates == b.estimates
         assert [f.record_count for f in a.files] == [f.record_count for f in b.files]
     second = local[1].reconciliation
     assert second is not None and second.silver_updated == 1 and second.rows_quarantined == 14
+    third = local[2]
+    assert third.rule_counts["zero_run"] > 0 and set(third.estimates) >= {"like_day"}
 
 
 @pytest.mark.parametrize("spec", COMPARED, ids=lambda s: s.name)
@@ -220,7 +240,8 @@ def test_execution_mode_databricks_wires_the_spark_store(tmp_path: Path, spark: 
         assert isinstance(platform.store, SparkDeltaStore) and platform.store.spark is spark
         result = run_batch(platform, input_path=str(path), now=NOW)
         record = platform.metadata.get_batch(result.batch_id or "")
-    assert result.status == "succeeded" and result.rule_counts == {"value_unparseable": 1}
+    # One read of 48 half-hours; the other 47 are too long a one-sided gap to fill flat.
+    assert result.status == "succeeded" and result.rule_counts == {"value_unparseable": 1, "missing_intervals": 47}
     assert record is not None and record.execution_mode == "databricks" and record.record_count == 2
     silver = DeltaTable(str(tmp_path / "lake" / "silver" / "silver_readings")).to_pyarrow_table().to_pylist()
     assert [(r["meter_id"], r["energy_kwh"], str(r["local_date"])) for r in silver] == [("M1", 0.5, "2025-06-10")]

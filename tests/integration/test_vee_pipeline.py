@@ -26,9 +26,7 @@ def _config(tmp_path: Path, body: str) -> Path:
 
 def _day(values: list[float], *, quality: str = "actual", meter: str = "M1", day: datetime = DAY) -> list[str]:
     """One UTC day of half-hourly reads, `values` from 00:00 on."""
-    return [
-        f"{meter},{(day + timedelta(minutes=30 * i)).isoformat()},{v},kWh,{quality}" for i, v in enumerate(values)
-    ]
+    return [f"{meter},{(day + timedelta(minutes=30 * i)).isoformat()},{v},kWh,{quality}" for i, v in enumerate(values)]
 
 
 HEADER = "meter_id,timestamp,value,unit,quality"

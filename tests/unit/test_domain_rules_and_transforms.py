@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import narwhals as nw
@@ -20,6 +21,7 @@ from app.domain.transforms import (
     local_day_minutes,
     silver_readings,
 )
+from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 
 NOW = datetime(2025, 7, 1, tzinfo=UTC)
 PARAMS = RuleParams(
@@ -141,7 +143,7 @@ def test_silver_keeps_the_latest_read_and_the_local_day(engine: Any) -> None:
     )
 
 
-def test_warn_flags_reach_silver_and_are_identical_on_every_engine(engine: Any, tmp_path: Any) -> None:
+def test_warn_flags_reach_silver_and_are_identical_on_every_engine(engine: Any, tmp_path: Path) -> None:
     """The flag expression (concat, squeeze, strip) gives the same strings on pandas and Spark."""
     params = RuleParams(
         NOW,
@@ -176,8 +178,6 @@ def test_warn_flags_reach_silver_and_are_identical_on_every_engine(engine: Any, 
     got = [(r["rejection_rule"], r["validation_flags"]) for r in _validate(engine, rows, params)]
     assert got == expected
     # The same frame on pandas, the reference engine.
-    from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
-
     reference = [
         (r["rejection_rule"], r["validation_flags"]) for r in _validate(PandasDeltaStore(tmp_path), rows, params)
     ]

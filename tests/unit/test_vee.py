@@ -631,3 +631,116 @@ def test_like_day_on_a_25_hour_day_gives_both_repeated_intervals_the_same_clock_
     # 19 Oct is BST: local hh:mm was (hh-1):mm UTC.
     assert values[:6] == [0.0, 30.0, 0.0, 30.0, 100.0, 130.0]
     assert len(values) == 14
+
+
+# --- one-sided gaps: flat up to max_flat_minutes, like-day beyond --------------------------------
+
+
+def by_position(i: int, _: datetime) -> float:
+    return float(i)
+
+
+def test_a_long_gap_at_the_end_of_the_data_is_filled_like_day_from_previous_weeks() -> None:
+    gap = range(24, 48)  # local 12:00-24:00: 720 minutes with no read after them
+    rows = [
+        *day_rows(MONDAY, 5.0, skip=gap),
+        *history([MONDAY - timedelta(days=7)], by_position),
+        *history([MONDAY - timedelta(days=14)], lambda i, _: float(i) + 2.0),
+    ]
+    result = run(rows)
+
+    assert estimates(result) == [(at(MONDAY, i), float(i) + 1.0, "like_day") for i in gap]
+    assert missing(result) == []
+    assert {r["local_date"] for r in role(result, "estimate")} == {MONDAY}
+
+
+def test_a_long_gap_at_the_end_of_the_data_without_history_is_left_missing() -> None:
+    gap = range(24, 48)
+    result = run(day_rows(MONDAY, 5.0, skip=gap))
+
+    assert estimates(result) == []
+    assert missing(result) == [at(MONDAY, i) for i in gap]
+
+
+def test_a_long_one_sided_gap_is_missing_where_the_previous_weeks_have_no_read() -> None:
+    gap = range(24, 48)
+    rows = [*day_rows(MONDAY, 5.0, skip=gap), *history([MONDAY - timedelta(days=7)], by_position, skip=range(36, 48))]
+    result = run(rows)
+
+    assert estimates(result) == [(at(MONDAY, i), float(i), "like_day") for i in range(24, 36)]
+    assert missing(result) == [at(MONDAY, i) for i in range(36, 48)]
+
+
+def test_a_long_gap_at_the_start_of_the_data_is_left_missing_not_flat() -> None:
+    values = [1.0] * 48
+    values[10] = 7.0
+    result = run(day_rows(MONDAY, values, skip=range(10)))  # 300 minutes before the first read
+
+    assert estimates(result) == []
+    assert missing(result) == [at(MONDAY, i) for i in range(10)]
+
+
+@pytest.mark.parametrize(
+    ("minutes", "skipped", "flat"),
+    [
+        pytest.param(30, 6, True, id="30min-180-flat"),
+        pytest.param(30, 7, False, id="30min-210-like-day"),
+        pytest.param(15, 12, True, id="15min-180-flat"),
+        pytest.param(15, 13, False, id="15min-195-like-day"),
+    ],
+)
+def test_one_sided_gap_at_the_limit_is_flat_and_beyond_it_like_day(minutes: int, skipped: int, flat: bool) -> None:
+    count = 1440 // minutes
+    gap = range(count - skipped, count)
+    batch = day_rows(MONDAY, 5.0, skip=gap, minutes=minutes)
+    with_history = run([*batch, *history([MONDAY - timedelta(days=7)], by_position, minutes=minutes)])
+    without = run(batch)
+
+    starts = [at(MONDAY, i, minutes=minutes) for i in gap]
+    if flat:
+        # Within the limit flat fill is used even where a like-day exists.
+        expected = [(s, 5.0, "flat") for s in starts]
+        assert estimates(with_history) == expected
+        assert estimates(without) == expected
+        assert missing(without) == []
+    else:
+        assert estimates(with_history) == [(s, float(i), "like_day") for s, i in zip(starts, gap, strict=True)]
+        assert estimates(without) == []
+        assert missing(without) == starts
+    assert missing(with_history) == []
+
+
+@pytest.mark.parametrize("skipped", [6, 7])
+def test_one_sided_gap_at_the_start_at_the_limit_is_flat_and_beyond_it_missing(skipped: int) -> None:
+    values = [1.0] * 48
+    values[skipped] = 7.0
+    result = run(day_rows(MONDAY, values, skip=range(skipped)))
+
+    if skipped * 30 <= 180:
+        assert estimates(result) == [(at(MONDAY, i), 7.0, "flat") for i in range(skipped)]
+        assert missing(result) == []
+    else:
+        assert estimates(result) == []
+        assert missing(result) == [at(MONDAY, i) for i in range(skipped)]
+
+
+@pytest.mark.parametrize(
+    ("max_flat_minutes", "method"),
+    [(90, "flat"), (60, "like_day"), (0, "like_day")],
+)
+def test_max_flat_minutes_is_configurable(max_flat_minutes: int, method: str) -> None:
+    gap = range(45, 48)  # 90 minutes at the end of the data
+    rows = [*day_rows(MONDAY, 5.0, skip=gap), *history([MONDAY - timedelta(days=7)], by_position)]
+    result = run(rows, params(estimation=Estimation(max_flat_minutes=max_flat_minutes)))
+
+    values = [5.0] * 3 if method == "flat" else [float(i) for i in gap]
+    assert estimates(result) == [(at(MONDAY, i), v, method) for i, v in zip(gap, values, strict=True)]
+
+
+def test_two_sided_gap_longer_than_max_flat_minutes_is_unaffected() -> None:
+    """The limit is for one-sided gaps: a 210-minute gap between reads is like-day as before."""
+    gap = range(20, 27)
+    rows = [*day_rows(MONDAY, 5.0, skip=gap), *history([MONDAY - timedelta(days=7)], by_position)]
+    result = run(rows, params(estimation=Estimation(max_flat_minutes=0, max_linear_minutes=180)))
+
+    assert estimates(result) == [(at(MONDAY, i), float(i), "like_day") for i in gap]

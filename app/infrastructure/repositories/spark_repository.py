@@ -120,9 +120,13 @@ class SparkDeltaStore:
         self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
     ) -> nw.LazyFrame[Any]:
         native: DataFrame = frame.to_native()
-        grouped = native.groupBy(*keys).applyInArrow(
-            partial(_map_group, function=function, schema=schema), _spark_schema(schema)
-        )
+
+        # A plain annotated function: PySpark infers the UDF kind from the type hints
+        # (a `partial` has none, which PySpark 4.2 fails on).
+        def group(table: pa.Table) -> pa.Table:
+            return _map_group(table, function=function, schema=schema)
+
+        grouped = native.groupBy(*keys).applyInArrow(group, _spark_schema(schema))
         return nw.from_native(grouped)
 
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
