@@ -7,6 +7,7 @@ import json
 import re
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -199,6 +200,13 @@ _NW_TYPES: dict[pa.DataType, Any] = {
     pa.date32(): nw.Date(),
     UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
 }
+
+
+def _concat(frames: list[nw.LazyFrame[Any]]) -> nw.LazyFrame[Any]:
+    """`nw.concat`, without pandas' warning about all-null columns (their types are declared)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The behavior of DataFrame concatenation", FutureWarning)
+        return nw.concat(frames)
 
 
 def _apply_vee(table: pa.Table, *, params: VeeParams, schema: pa.Schema) -> pa.Table:
@@ -407,7 +415,7 @@ class BatchPipeline:
             ),
             store.map_arrow(malformed, partial(malformed_records, **lineage), QUARANTINE_READINGS.schema),
         ]
-        quarantine = nw.concat(quarantine_parts)
+        quarantine = _concat(quarantine_parts)
         silver_params = SilverParams(source.name, batch_id, source.interval_minutes, source.series_timezone)
         silver = store.cache(silver_readings(vee, silver_params))
         quarantined = counts.quarantined
@@ -485,7 +493,7 @@ class BatchPipeline:
             & nw.col("direction").is_in(["import", "export"])
         )
         rejected = validated.filter(placeable.fill_null(value=False)).with_columns(quality_rank=quality_rank())
-        batch = nw.concat(
+        batch = _concat(
             [
                 _vee_columns(deduped, schema, reported=nw.col("energy_kwh")),
                 _vee_columns(rejected, schema, reported=nw.col("energy_kwh"), energy=nw.lit(None, nw.Float64())),
@@ -496,7 +504,7 @@ class BatchPipeline:
             batch.select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
         ).to_pylist()[0]
         parts = [batch]
-        if days["first"] is not None:
+        if days["first"] is not None and store.exists(SILVER_READINGS.name):
             look_back = max(source.validation.lookback_days, source.estimation.like_day_weeks * 7)
             reach = source.estimation.max_gap_days + 1
             stored = store.read(
@@ -518,7 +526,7 @@ class BatchPipeline:
             severities={rule: source.severity(rule) for rule in ("spike", "high_low", "zero_run")},
         )
         return store.map_groups(
-            nw.concat(parts),
+            _concat(parts),
             ["meter_id", "direction"],
             partial(_apply_vee, params=params, schema=schema),
             vee_schema(schema),

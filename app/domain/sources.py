@@ -193,7 +193,9 @@ class SourceConfig(BaseModel):
     # Delimited text
     layout: Literal["long", "wide"] = "long"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    quote_char: str | None = Field(default='"', description="None: quotes are ordinary characters.")
+    quote_char: str | None = Field(
+        default='"', max_length=1, description='"" or None: quotes are ordinary characters.'
+    )
     encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
     skip_lines: int = Field(default=0, ge=0, description="Preamble lines before the header row.")
     trim_trailing_delimiters: bool = Field(default=False, description="Drop empty fields at the end of every line.")
@@ -227,6 +229,11 @@ class SourceConfig(BaseModel):
     rules: dict[str, RuleSetting] = Field(default_factory=dict, description="Severity per rule name.")
     validation: Validation = Validation()
     estimation: Estimation = Estimation()
+
+    @field_validator("quote_char")
+    @classmethod
+    def _no_quoting(cls, value: str | None) -> str | None:
+        return value or None  # TOML has no null: "" switches quoting off
 
     @field_validator("timestamp_timezone")
     @classmethod

@@ -103,7 +103,9 @@ class PandasDeltaStore:
         for column, op, value in where or ():
             if column not in spec.schema.names:
                 raise ValueError(f"{spec.name} has no column {column!r}")
-            if op in _SQL_COMPARISONS and isinstance(value, date):
+            # DataFusion's timestamps are nanoseconds (years 1677-2262): bounds outside that
+            # range are applied after the scan instead.
+            if op in _SQL_COMPARISONS and isinstance(value, date) and 1700 <= value.year <= 2200:
                 # Typed date and timestamp bounds go into the scan, so Delta prunes partitions
                 # and files; the literal is the value's ISO form, never caller text.
                 literal = (
