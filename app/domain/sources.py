@@ -193,9 +193,7 @@ class SourceConfig(BaseModel):
     # Delimited text
     layout: Literal["long", "wide"] = "long"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
-    quote_char: str | None = Field(
-        default='"', max_length=1, description='"" or None: quotes are ordinary characters.'
-    )
+    quote_char: str | None = Field(default='"', max_length=1, description='"" or None: quotes are ordinary characters.')
     encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
     skip_lines: int = Field(default=0, ge=0, description="Preamble lines before the header row.")
     trim_trailing_delimiters: bool = Field(default=False, description="Drop empty fields at the end of every line.")
