@@ -42,16 +42,6 @@ def quality_rank() -> nw.Expr:
     return expr.otherwise(nw.lit(0, nw.Int32()))
 
 
-def ranked_readings(validated: nw.LazyFrame) -> nw.LazyFrame:
-    """Accepted rows with `quality_rank` and `replaces`: how many earlier reads of the same key they beat."""
-    keys = list(SILVER_READINGS.keys)
-    accepted = validated.filter(nw.col("rejection_rule").is_null()).with_columns(quality_rank=quality_rank())
-    return accepted.with_columns(
-        best_rank=nw.col("quality_rank").max().over(*keys),
-        reads=nw.len().over(*keys),
-    )
-
-
 def deduplicated_readings(validated: nw.LazyFrame) -> nw.LazyFrame:
     """Accepted rows, one per meter, interval and direction.
 
@@ -60,7 +50,8 @@ def deduplicated_readings(validated: nw.LazyFrame) -> nw.LazyFrame:
     a file, or in a later file, replaces an earlier read of equal or worse quality.
     """
     keys = list(SILVER_READINGS.keys)
-    ranked = ranked_readings(validated)
+    accepted = validated.filter(nw.col("rejection_rule").is_null()).with_columns(quality_rank=quality_rank())
+    ranked = accepted.with_columns(best_rank=nw.col("quality_rank").max().over(*keys))
     best = ranked.filter(nw.col("quality_rank") == nw.col("best_rank"))
     return best.filter(nw.col("row_order") == nw.col("row_order").max().over(*keys)).drop("best_rank")
 
