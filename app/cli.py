@@ -27,7 +27,15 @@ app.add_typer(tables_app, name="tables")
 def _console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # No markup: paths and messages are printed as they are ("[" is common in file names).
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, markup=False)
+
+
+def _error(message: object) -> None:
+    """`error: <message>` on stderr, the message verbatim."""
+    from rich.text import Text
+
+    _console(stderr=True).print(Text("error: ", style="bold red") + Text(str(message)))
 
 
 @contextmanager
@@ -44,15 +52,17 @@ def _platform() -> Iterator[Platform]:
         with open_platform(settings) as platform:
             yield platform
     except PlatformError as error:
-        _console(stderr=True).print(f"[bold red]error:[/] {error}")
+        _error(error)
         raise typer.Exit(code=1) from None
 
 
 def _progress() -> Callable[[str, str], None]:
+    from rich.text import Text
+
     console = _console(stderr=True)
 
     def report(layer: str, message: str) -> None:
-        console.print(f"[bold cyan]{layer:>7}[/] {message}")
+        console.print(Text(f"{layer:>7}", style="bold cyan") + Text(f" {message}"))
 
     return report
 
@@ -96,7 +106,7 @@ def _summary(result: BatchResult) -> None:
         console.print(f"  {name}: {location}")
     console.print(f"total {result.duration_seconds:.2f}s")
     if result.error:
-        _console(stderr=True).print(f"[bold red]error:[/] {result.error}")
+        _error(result.error)
 
 
 @app.command("run-batch")
@@ -159,7 +169,7 @@ def show_batch(batch_id: str) -> None:
         record = platform.metadata.get_batch(batch_id)
     console = _console()
     if record is None:
-        _console(stderr=True).print(f"[bold red]error:[/] no batch {batch_id!r}; see `energy-platform batches list`")
+        _error(f"no batch {batch_id!r}; see `energy-platform batches list`")
         raise typer.Exit(code=1)
     console.print(
         f"batch {record.batch_id}: source={record.source} status={record.status} mode={record.execution_mode}"
@@ -200,7 +210,7 @@ def show_table(
     """Print the first rows of a table, e.g. silver_readings or gold_daily_meter_energy."""
     with _platform() as platform:
         if not platform.store.exists(name):
-            _console(stderr=True).print(f"[bold red]error:[/] no table {name!r} at {platform.store.location(name)}")
+            _error(f"no table {name!r} at {platform.store.location(name)}")
             raise typer.Exit(code=1)
         rows = platform.store.head(name, limit=limit)
         total = platform.store.count(name)

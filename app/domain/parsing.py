@@ -391,6 +391,14 @@ def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | Non
         direction = _repeat(source.direction, n, pa.string())
     if cols.quality:
         quality_text = field(cols.quality)
+        if source.zero_when_quality:
+            # "No consumption": the source leaves the value empty because nothing flowed.
+            nothing = pc.and_(
+                pc.is_in(quality_text, value_set=pa.array(list(source.zero_when_quality), pa.string())),
+                pc.equal(value_status, VALUE_MISSING),
+            )
+            value = pc.if_else(nothing, pa.scalar(0.0, pa.float64()), value)
+            value_status = pc.if_else(nothing, VALUE_OK, value_status)
         quality = _mapped(quality_text, dict(source.quality_values))
         if "" not in source.quality_values:
             quality = pc.if_else(pc.equal(quality_text, ""), "actual", quality)

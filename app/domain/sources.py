@@ -219,6 +219,10 @@ class SourceConfig(BaseModel):
     quality_values: dict[str, Quality] = Field(
         default_factory=dict, description="Quality column value -> quality; unmapped values fail quality_unknown."
     )
+    zero_when_quality: tuple[str, ...] = Field(
+        default=(),
+        description="Quality column values meaning nothing flowed: an empty value with one of them is 0.",
+    )
     value_kind: Literal["interval", "register"] = "interval"
     bidirectional: bool = False
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
@@ -283,6 +287,8 @@ class SourceConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> SourceConfig:
+        if self.zero_when_quality and self.reading_columns().quality is None:
+            raise ValueError("zero_when_quality needs a quality column (columns.quality)")
         if self.format != "csv" or self.layout == "wide":
             return self._check_canonical()
         if (self.unit is None) == (self.columns.unit is None):

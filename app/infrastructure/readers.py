@@ -58,7 +58,7 @@ class RawFile:
 
 def resolve_inputs(pattern: str, source_format: str = "csv") -> list[Path]:
     """A file, a folder (its files with the format's extensions) or a glob -> the files to read, sorted."""
-    if _GLOB_CHARS.search(pattern):
+    if _GLOB_CHARS.search(pattern) and not Path(pattern).is_file():  # "[" is common in real file names
         matches = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
         if not matches:
             raise InputFileError(pattern, "no file matches this glob")

@@ -134,7 +134,7 @@ def _records(path: Path, *, delimiter: str, encoding: str = "utf-8", skip: int =
 
 
 def _number(text: str) -> float:
-    """Decimal comma or point, thousands separators not used in these files."""
+    """A decimal comma or point (none of these files uses a thousands separator)."""
     return float(text.replace(",", "."))
 
 
@@ -149,6 +149,12 @@ def _grid(first: date, last: date, zone: str, step: timedelta) -> list[datetime]
         out.append(start)
         start += step
     return out
+
+
+def _rest_of_day(end: datetime, zone: str, step: timedelta) -> int:
+    """Intervals from `end` (the end of a file's last interval) to the end of that interval's local day."""
+    day = (end - step).astimezone(ZoneInfo(zone)).date()
+    return (_midnight_utc(day + timedelta(days=1), zone) - end) // step
 
 
 def _in_gap(wall: datetime, zone: str) -> bool:
@@ -433,23 +439,16 @@ def test_eia930(platform: Platform, source: str) -> None:
     hour = [datetime.fromisoformat(r["date_time"]).replace(tzinfo=UTC) for r in rows]
     runs = _runs((hour[line - 2] for line in bad), HOUR)
     derived = _between_reads(runs, HOUR)
-    last_end = hour[-1] + HOUR
-    tail = (
-        _midnight_utc(
-            hour[-1].astimezone(ZoneInfo(config["series_timezone"])).date() + timedelta(days=1),
-            config["series_timezone"],
-        )
-        - last_end
-    ) // HOUR
-    derived["like_day"] += tail - unfilled
+    derived["like_day"] += _rest_of_day(hour[-1] + HOUR, config["series_timezone"], HOUR) - unfilled
     _assert_estimates(result, expected_estimates)
     assert derived == expected_estimates
 
     quarantine = _table(platform, "quarantine_readings")
     assert dict(zip(quarantine.line_number, quarantine.rule, strict=True)) == bad
     placeholder = [line for line, r in enumerate(rows, start=2) if r["demand (MW)"] == "2147480000"]
-    if source == "eia930_pjm":  # the 2,147,480,000 MW placeholder fails above_physical_max
-        assert len(placeholder) == 1 and bad[placeholder[0]] == "above_physical_max"
+    # The 2,147,480,000 MW placeholder (PJM only) fails above_physical_max.
+    assert len(placeholder) == (source == "eia930_pjm")
+    assert all(bad[line] == "above_physical_max" for line in placeholder)
     silver = _table(platform, "silver_readings")
     reads = silver[silver.line_number.notna()]
     # MW over one hour -> kWh: MW x 1000, every read line.
@@ -601,8 +600,7 @@ def test_greenbutton(platform: Platform) -> None:
     # on 2012-01-01) touches a day whose other 21 hours are filled like-day from the weeks before.
     starts = sorted(datetime.fromtimestamp(s, UTC) for s, _, _ in parsed[coastal][0])
     head = (starts[0] - _midnight_utc(starts[0].astimezone(ZoneInfo(zone)).date(), zone)) // HOUR
-    last_day = starts[-1].astimezone(ZoneInfo(zone)).date()
-    tail = (_midnight_utc(last_day + timedelta(days=1), zone) - (starts[-1] + HOUR)) // HOUR
+    tail = _rest_of_day(starts[-1] + HOUR, zone, HOUR)
     assert head * 60 <= MAX_FLAT_MINUTES < tail * 60
     _assert_estimates(result, {"flat": head, "like_day": tail})
     assert (head, tail) == (3, 21)
@@ -633,10 +631,10 @@ def test_tennet_wind(platform: Platform) -> None:
     zone = config["series_timezone"]
     rows = []
     for path in sorted(TSO.glob("TenneT_*.csv")):
-        day = ""
+        current = ""
         for r in _records(path, delimiter=";", encoding="latin-1", skip=3):
-            day = r["Datum"] or day  # the date only on a day's first row
-            rows.append({**r, "Datum": day})
+            current = r["Datum"] or current  # the date only on a day's first row
+            rows.append({**r, "Datum": current})
     series = config["series"]
 
     result = _load(platform, "tennet_wind")
@@ -841,9 +839,7 @@ def test_uci_household(platform: Platform) -> None:
     linear: Counter[str] = Counter()
     for s in series:
         linear += _between_reads(_runs([t for m, t in missing if m == s["meter_id"]], MINUTE), MINUTE)
-    tail = (
-        _midnight_utc(times[-1].astimezone(ZoneInfo(zone)).date() + timedelta(days=1), zone) - times[-1]
-    ) // MINUTE - 1
+    tail = _rest_of_day(times[-1] + MINUTE, zone, MINUTE)
     _assert_estimates(result, {"linear": linear["linear"], "like_day": tail * len(series)})
     assert result.estimates == {"linear": 8, "like_day": 314 * 4}
 

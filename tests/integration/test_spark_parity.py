@@ -148,7 +148,7 @@ def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
     second = local[1].reconciliation
     assert second is not None and second.silver_updated == 1 and second.rows_quarantined == 14
     third = local[2]
-    assert third.rule_counts["zero_run"] > 0 and set(third.estimates) >= {"like_day"}
+    assert third.rule_counts["zero_run"] > 0 and sum(third.estimates.values()) > 0
 
 
 @pytest.mark.parametrize("spec", COMPARED, ids=lambda s: s.name)
