@@ -1,6 +1,6 @@
 """Delimited files as real sources publish them: reader options, wide layout, registers, DST.
 
-The first part reads the real public files in `/work/shared/data` (see its README for
+The first part reads the real public files in `examples/data` (see its README for
 provenance; each test names its file, repository and commit) with a SourceConfig such as
 an example config would declare, and checks the reader and parser against counts taken
 independently from the file text. The second part pins each rule on tiny inline files.
@@ -34,7 +34,7 @@ from app.infrastructure.readers import (
     resolve_inputs,
 )
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "examples" / "data"
 
 
 def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -79,7 +79,7 @@ def _only(folder: str, prefix: str) -> Path:
 
 
 # --- Fluvius ------------------------------------------------------------------------------------
-# Files: /work/shared/data/fluvius/ from patrickvorgers/Home-Assistant-Import-Energy-Data @
+# Files: examples/data/fluvius/ from patrickvorgers/Home-Assistant-Import-Energy-Data @
 # 3d2ee1837114072293998836c14643c9fd8dffc9, `Datasources/Fluvius/Sample files/` (MIT).
 # Belgian DSO exports: ';', decimal comma, UTF-8 BOM, ="EAN" Excel escaping, empty volume
 # ("No consumption"), a register name per row, local time whose fall-back hour repeats.
@@ -220,7 +220,7 @@ def test_fluvius_gas_keeps_both_units_and_the_repeated_hour_apart() -> None:
 
 
 # --- DSMR reader ----------------------------------------------------------------------------------
-# File: /work/shared/data/dsmr/dsmrreader-data-export-hour.csv from
+# File: examples/data/dsmr/dsmrreader-data-export-hour.csv from
 # patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee1837114072293998836c14643c9fd8dffc9,
 # `Datasources/DSMR-reader/Sample files/dsmrreader-data-export-hour.csv` (MIT).
 # Wide hourly file, ISO 8601 with offsets; the gas column is m³, not a series here.
@@ -279,7 +279,7 @@ def test_dsmr_hourly_wide_file() -> None:
 
 
 # --- German TSO wind files --------------------------------------------------------------------------
-# Files: /work/shared/data/tso_wind/ from Open-Power-System-Data/time_series @
+# Files: examples/data/tso_wind/ from Open-Power-System-Data/time_series @
 # cc7ef860c5e1d7886a2f4568263a99bc0252a7b1, `downloads/` (MIT; operators' terms apply).
 
 TENNET = SourceConfig(
@@ -425,7 +425,7 @@ def test_transnetbw_march_2015_original_and_corrected(name: str) -> None:
 
 
 # --- UCI household power consumption ---------------------------------------------------------------
-# File: /work/shared/data/uci_household/household_power_consumption.txt, the first 1 MiB of the
+# File: examples/data/uci_household/household_power_consumption.txt, the first 1 MiB of the
 # UCI file, from LucasGigli/HVAC-Anomaly-detection @ af1abe3eb2b1b10d78b1df7fd4369be002292fa7,
 # `household_power_consumption.txt` (CC BY 4.0, UCI). ';', '?' missing, d/m/yyyy, CRLF,
 # naive French local time, last line cut mid-row; minute averages of kW.
@@ -473,7 +473,7 @@ def test_uci_household_minutes() -> None:
 
 
 # --- AEMO ------------------------------------------------------------------------------------------
-# Files: /work/shared/data/aemo/ from ReLIFE-Project-EU/relife-data-structure @
+# Files: examples/data/aemo/ from ReLIFE-Project-EU/relife-data-structure @
 # 82db14747fb9f9edb0de75210d72fd6a2ea190cb, `samples/aemo_price_demand/` (source AEMO,
 # reuse with attribution). 5-minute regional demand, timestamps mark the interval END in
 # fixed UTC+10 market time, slash dates.
@@ -516,7 +516,7 @@ def test_aemo_interval_end_timestamps(name: str, region: str, first: datetime) -
 
 
 # --- EIA-930 ---------------------------------------------------------------------------------------
-# Files: /work/shared/data/eia930/ from truggles/EIA_Cleaned_Hourly_Electricity_Demand_Data @
+# Files: examples/data/eia930/ from truggles/EIA_Cleaned_Hourly_Electricity_Demand_Data @
 # b80145df5f92aba56c52ed45281831b93543fb3b,
 # `data/release_2025_Jan_include_subregions/original_eia_files/` (CC BY 4.0).
 # Naive UTC hours, MISSING / EMPTY markers, a 2,147,480,000 MW placeholder, negatives.
@@ -1093,3 +1093,28 @@ def test_parsing_does_not_depend_on_batches() -> None:
     pieces = [raw.slice(0, 1361), raw.slice(1361, 5), raw.slice(1366, 2000), raw.slice(3366)]
     split = pa.concat_tables(parsed_readings(p, FLUVIUS_EN, header).cast(parsed_schema(header)) for p in pieces)
     assert split.equals(whole)
+
+
+def test_an_empty_value_with_a_no_consumption_status_reads_as_zero(tmp_path: Path) -> None:
+    text = (
+        "meter_id;timestamp;value;status\n"
+        "M1;2025-06-01T00:00Z;;No consumption\n"  # nothing flowed: 0
+        "M1;2025-06-01T00:15Z;;Read\n"  # a read without a value: still missing
+        "M1;2025-06-01T00:30Z;0,5;No consumption\n"  # a value is kept as given
+        "M1;2025-06-01T00:45Z;n/a;No consumption\n"  # any missing marker counts as empty
+    )
+    source = _src(
+        delimiter=";",
+        decimal=",",
+        columns=ColumnMapping(quality="status"),
+        quality_values={"Read": "actual", "No consumption": "actual"},
+        zero_when_quality=("No consumption",),
+    )
+    read = _read_text(tmp_path, text, source)
+    assert read.parsed["value"].to_pylist() == [0.0, None, 0.5, 0.0]
+    assert read.parsed["value_status"].to_pylist() == ["ok", "missing", "ok", "ok"]
+    assert read.parsed["quality"].to_pylist() == ["actual"] * 4
+    without = _read_text(tmp_path, text, source.model_copy(update={"zero_when_quality": ()}))
+    assert without.parsed["value_status"].to_pylist() == ["missing", "missing", "ok", "missing"]
+    with pytest.raises(ValueError, match="zero_when_quality needs a quality column"):
+        _src(zero_when_quality=("No consumption",))
