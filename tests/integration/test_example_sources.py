@@ -196,44 +196,98 @@ def _between_reads(runs: Iterable[tuple[datetime, int]], step: timedelta) -> Cou
 FLUVIUS = DATA / "fluvius"
 
 
+def _fluvius_starts(rows: list[dict[str, str]], source: str) -> list[datetime]:
+    """Each row's UTC interval start, as the source declares it: Belgian wall time, ambiguous_time = "order".
+
+    Of a register's rows with the same wall time in the fall-back hour, the first is the earlier instant.
+    """
+    config = SOURCES[source]
+    columns, zone = config["columns"], config["timestamp_timezone"]
+    seen: Counter[tuple[str, datetime]] = Counter()
+    starts = []
+    for r in rows:
+        wall = datetime.strptime(" ".join(r[c] for c in columns["timestamp"]), config["timestamp_format"])
+        key = (r[columns["direction"]], wall)
+        fold = min(seen[key], 1) if _ambiguous(wall, zone) else 0
+        seen[key] += 1
+        starts.append(wall.replace(tzinfo=ZoneInfo(zone), fold=fold).astimezone(UTC))
+    return starts
+
+
+def _assert_every_quarter_hour(rows: list[dict[str, str]], source: str, days: set[date]) -> None:
+    """Each quarter-hour of the local days `days` (first..last, DST-aware) is in the file once per direction."""
+    config = SOURCES[source]
+    register, directions = config["columns"]["direction"], config["direction_values"]
+    keys = list(zip((directions[r[register]] for r in rows), _fluvius_starts(rows, source), strict=True))
+    grid = _grid(min(days), max(days), config["series_timezone"], QUARTER)
+    assert len(keys) == len(set(keys)) and set(keys) == {(d, t) for d in ("import", "export") for t in grid}
+
+
+def _assert_zero_reads(platform: Platform, rows: list[dict[str, str]], source: str) -> int:
+    """The file's empty volumes, all of a `zero_when_quality` status, as 0 kWh reads in silver; how many.
+
+    Each is the silver row of its file line, at its interval: quality actual, no estimation method.
+    """
+    config = SOURCES[source]
+    columns, directions = config["columns"], config["direction_values"]
+    expected = {
+        (line, directions[r[columns["direction"]]], start)
+        for line, r, start in zip(itertools.count(2), rows, _fluvius_starts(rows, source))
+        if r[columns["value"]] == ""
+    }
+    assert all(r[columns["quality"]] in config["zero_when_quality"] for r in rows if r[columns["value"]] == "")
+    silver = _table(platform, "silver_readings")
+    zero = silver[silver.line_number.isin([line for line, _, _ in expected])]
+    assert (
+        set(zip(zero.line_number.astype(int), zero.direction, _utc(zero.interval_start_utc), strict=True)) == expected
+    )
+    assert len(zero) == len(expected)
+    assert set(zero.energy_kwh) == {0.0} and set(zero.quality_flag) == {"actual"}
+    assert zero.estimation_method.isna().all()
+    return len(expected)
+
+
 def test_fluvius_electricity(platform: Platform) -> None:
     # examples/data/fluvius: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18, MIT.
     path = FLUVIUS / "Consumption_history_electricity_541448820052377134_20231022_20250426_15 minute totals.csv"
     rows = _records(path, delimiter=";", encoding="utf-8-sig")
-    directions = SOURCES["fluvius_electricity"]["direction_values"]
+    config = SOURCES["fluvius_electricity"]
+    directions = config["direction_values"]
 
     result = _load(platform, "fluvius_electricity")
 
     assert _rows_read(result) == len(rows) == 13_640
-    # An empty Volume (the two "No consumption" rows) is one of the default missing-value markers.
+    # zero_when_quality = ["No consumption"]: an empty Volume marked so is 0 kWh (nothing flowed), an
+    # actual read, not a missing value (an empty Volume is otherwise a default missing-value marker:
+    # value_missing). The file's only empty volumes are its two "No consumption" rows, the first
+    # quarter-hour (22/10/2023 00:00) of the Offtake Night and Injection Night registers: nothing is
+    # quarantined, and silver has a 0 kWh read at each.
     empty = [r for r in rows if r["Volume"] == ""]
-    assert _quarantined(platform, result) == {"value_missing": len(empty)} == {"value_missing": 2}
-    # Both empty volumes are the file's first quarter-hour (22/10/2023 00:00, one per direction):
-    # one-sided gaps at the start of each series, flat-filled from the 00:15 read.
-    assert {(r["From (date)"], r["From (time)"]) for r in empty} == {("22/10/2023", "00:00:00")}
-    _assert_estimates(result, {"flat": 2})
-    next_read = {
-        directions[r["Register"]]: _number(r["Volume"])
-        for r in rows
-        if (r["From (date)"], r["From (time)"]) == ("22/10/2023", "00:15:00")
-    }
-    first_start = _midnight_utc(date(2023, 10, 22), "Europe/Brussels")
-    estimated = _estimated(platform)
-    assert {(r.direction, r.interval_start_utc.to_pydatetime()) for r in estimated.itertuples()} == {
-        ("import", first_start),
-        ("export", first_start),
-    }
-    for r in estimated.itertuples():
-        assert r.energy_kwh == pytest.approx(next_read[r.direction])
+    assert {r["Validation status"] for r in empty} == set(config["zero_when_quality"]) == {"No consumption"}
+    assert sorted((r["From (date)"], r["From (time)"], r["Register"]) for r in empty) == [
+        ("22/10/2023", "00:00:00", "Injection Night"),
+        ("22/10/2023", "00:00:00", "Offtake Night"),
+    ]
+    assert _quarantined(platform, result) == {}
+    assert _assert_zero_reads(platform, rows, "fluvius_electricity") == len(empty) == 2
+    # With those two read, every quarter-hour of the file's 71 days is a read, once per direction (96 a
+    # day, 100 on the fall-back day): no gap, so nothing is estimated (read as missing, the two would be
+    # one-sided gaps at the start of each series, flat-filled from 00:15).
+    days = {datetime.strptime(r["From (date)"], "%d/%m/%Y").date() for r in rows}
+    assert len(days) == 71 and max(days) - min(days) == timedelta(days=70)
+    _assert_every_quarter_hour(rows, "fluvius_electricity", days)
+    _assert_estimates(result, {})
+    assert _estimated(platform).empty
 
     gold = _table(platform, "gold_daily_meter_energy")
-    # Offtake registers are import, Injection registers export: gold daily has both, every day of the file.
-    days = {datetime.strptime(r["From (date)"], "%d/%m/%Y").date() for r in rows}
+    # Offtake registers are import, Injection registers export: gold daily has both, every day of the file,
+    # each day complete and all of it read (the two zeros are reads, of quality actual).
     for direction in ("import", "export"):
         mine = gold[gold.direction == direction]
-        assert set(mine.local_date) == days and len(days) == 71
+        assert set(mine.local_date) == days
         read_kwh = sum(_number(r["Volume"]) for r in rows if directions[r["Register"]] == direction and r["Volume"])
-        assert mine.energy_kwh.sum() == pytest.approx(read_kwh + next_read[direction])
+        assert mine.energy_kwh.sum() == pytest.approx(read_kwh)
+    assert set(gold.completeness) == {1.0} and set(gold.estimated_interval_count) == {0}
     # The fall-back day 29/10/2023: 02:00-02:45 twice per register in the file, resolved by order into
     # 100 distinct quarter-hours, which is the day's DST-aware count.
     on_fall_back = Counter(directions[r["Register"]] for r in rows if r["From (date)"] == "29/10/2023")
@@ -251,53 +305,86 @@ def test_fluvius_electricity_nl(platform: Platform) -> None:
     # examples/data/fluvius: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18, MIT.
     path = FLUVIUS / "Verbruikshistoriek_elektriciteit_123456789123456789_20211012_20240929_kwartiertotalen.csv"
     rows = _records(path, delimiter=";", encoding="utf-8-sig")
+    config = SOURCES["fluvius_electricity_nl"]
+    directions = config["direction_values"]
 
     result = _load(platform, "fluvius_electricity_nl")
 
     assert _rows_read(result) == len(rows) == 3_848
-    # "Geen verbruik" rows carry an empty Volume, a default missing-value marker: two thirds of the file.
+    # "Geen verbruik" rows carry an empty Volume (otherwise a default missing-value marker): two thirds of
+    # the file. zero_when_quality = ["Geen verbruik"] reads each as 0 kWh, actual: none is quarantined
+    # (they would be 2,566 value_missing), and silver has a 0 kWh read at each.
     empty = [r for r in rows if r["Volume"] == ""]
-    assert {r["Validatiestatus"] for r in empty} == {"Geen verbruik"}
-    assert _quarantined(platform, result) == {"value_missing": len(empty)} == {"value_missing": 2_566}
-    # Estimation tries to fill the empty slots. Most are gaps longer than 3 h between reads, so like-day:
-    # the mean of the reads at the same clock time on the same weekday 1-4 weeks earlier. The file starts
-    # on 12/10/2021, so the first week has no earlier week, and the empty slots mostly recur at the same
-    # clock times every week (night register, no consumption), so only 53 find a read. 35 of them are the
-    # export of Monday 25/10 (no injection read that day; Monday 18/10 had 35 at those times).
-    _assert_estimates(result, {"like_day": 53})
-    estimated = _estimated(platform)
-    assert estimated.groupby(["direction", "local_date"]).size().to_dict() == {
-        ("export", date(2021, 10, 19)): 2,
-        ("export", date(2021, 10, 21)): 3,
-        ("export", date(2021, 10, 25)): 35,
-        ("export", date(2021, 10, 27)): 1,
-        ("export", date(2021, 10, 28)): 1,
-        ("export", date(2021, 10, 29)): 3,
-        ("import", date(2021, 10, 19)): 2,
-        ("import", date(2021, 10, 21)): 3,
-        ("import", date(2021, 10, 28)): 1,
-        ("import", date(2021, 10, 29)): 2,
-    }
+    assert {r["Validatiestatus"] for r in empty} == set(config["zero_when_quality"]) == {"Geen verbruik"}
+    assert all(r["Volume"] == "" for r in rows if r["Validatiestatus"] == "Geen verbruik")
+    assert len(empty) == 2_566
+    assert _quarantined(platform, result) == {}
+    assert _assert_zero_reads(platform, rows, "fluvius_electricity_nl") == len(empty)
+    # Each quarter-hour of 12-31/10/2021 is in the file once per direction (a Dag or a Nacht register):
+    # 19 days x 96 + 100 on the fall-back day 31/10 = 1,924 per direction. With the "Geen verbruik" rows
+    # read there is no gap, so nothing is estimated (read as missing, their slots would be gaps, 53 of
+    # them filled like-day).
+    days = {datetime.strptime(r["Van datum"], "%d-%m-%Y").date() for r in rows}
+    assert (min(days), max(days), len(days)) == (date(2021, 10, 12), date(2021, 10, 31), 20)
+    _assert_every_quarter_hour(rows, "fluvius_electricity_nl", days)
+    assert len(rows) == 2 * (19 * 96 + 100)
+    _assert_estimates(result, {})
+    assert _estimated(platform).empty
 
     silver = _table(platform, "silver_readings")
     # "Geschat" (the operator's estimate) maps to quality "estimated" without an estimation method.
     by_source = silver[(silver.quality_flag == "estimated") & silver.estimation_method.isna()]
     assert len(by_source) == sum(r["Validatiestatus"] == "Geschat" for r in rows) == 354
+    # The zeros make zero_run flags (warn: rows kept), runs of more than max_zero_intervals consecutive zero
+    # quarter-hours (default a day's worth, 96). Injection is 0 all month ("Geen verbruik", or 0,000
+    # "Gevalideerd"): one run of 1,924. Offtake is 0 over the three weekends, Friday afternoon to Monday
+    # morning: 15/10 15:45-18/10 07:15 (255, "Geen verbruik"), 22/10 16:00-25/10 06:45 (252, of which 197
+    # are 0,000 "Geschat") and 29/10 15:45 to the file's end (229): 736.
+    zero_limit = 1440 // config["interval_minutes"]
+    starts = _fluvius_starts(rows, "fluvius_electricity_nl")
+    flagged: Counter[str] = Counter()
+    for direction in ("import", "export"):
+        zeros = [
+            t
+            for r, t in zip(rows, starts, strict=True)
+            if directions[r["Register"]] == direction and (r["Volume"] == "" or _number(r["Volume"]) == 0)
+        ]
+        flagged[direction] = sum(n for _, n in _runs(zeros, QUARTER) if n > zero_limit)
+    zero_run = silver[silver.validation_flags.str.split(";").apply(lambda flags: "zero_run" in flags)]
+    assert zero_run.direction.value_counts().to_dict() == dict(flagged) == {"export": 1_924, "import": 736}
+    assert result.rule_counts["zero_run"] == len(zero_run)
+
     gold = _table(platform, "gold_daily_meter_energy")
-    imports = gold[gold.direction == "import"]
-    # A meter-day with no value at all has no gold row: 16-17 and 30-31/10 are all "Geen verbruik".
-    offtake_days = {
-        datetime.strptime(r["Van datum"], "%d-%m-%Y").date()
-        for r in rows
-        if r["Register"].startswith("Afname") and r["Volume"]
+    # Every meter-day has a gold row, those all "Geen verbruik" too (offtake 16-17 and 30-31/10, which
+    # would have none with their volumes missing): 0 kWh, complete, every quarter-hour of quality actual.
+    for direction in ("import", "export"):
+        mine = gold[gold.direction == direction]
+        assert set(mine.local_date) == days
+        read_kwh = sum(_number(r["Volume"]) for r in rows if directions[r["Register"]] == direction and r["Volume"])
+        assert mine.energy_kwh.sum() == pytest.approx(read_kwh)
+    imports = gold[gold.direction == "import"].set_index("local_date")
+    no_use = {
+        day
+        for day in days
+        if all(
+            r["Volume"] == ""
+            for r in rows
+            if r["Register"].startswith("Afname") and r["Van datum"] == f"{day:%d-%m-%Y}"
+        )
     }
-    assert set(imports.local_date) == offtake_days and len(offtake_days) == 16
-    # Completeness counts read minutes: on 12/10 the 36 validated offtake quarter-hours of 96.
-    read_12 = sum(
-        r["Van datum"] == "12-10-2021" and r["Register"].startswith("Afname") and r["Volume"] != "" for r in rows
+    assert no_use == {date(2021, 10, d) for d in (16, 17, 30, 31)}
+    quiet = imports[imports.index.isin(no_use)]
+    assert len(quiet) == len(no_use) and set(quiet.energy_kwh) == {0.0} and set(quiet.completeness) == {1.0}
+    # Completeness counts the quarter-hours of quality actual: on 12/10 the 36 validated offtake
+    # quarter-hours and the 60 "Geen verbruik" ones, 96 of 96 (with the empty volumes missing, 36 of 96).
+    on_12 = Counter(
+        r["Validatiestatus"] for r in rows if r["Van datum"] == "12-10-2021" and r["Register"].startswith("Afname")
     )
-    assert imports[imports.local_date == date(2021, 10, 12)].completeness.item() == pytest.approx(read_12 / 96)
-    assert read_12 == 36
+    assert on_12 == {"Gevalideerd": 36, "Geen verbruik": 60}
+    assert {config["quality_values"][status] for status in on_12} == {"actual"}
+    day_12 = imports.loc[date(2021, 10, 12)]
+    assert (day_12.interval_count, day_12.actual_interval_count, day_12.expected_interval_count) == (96, 96, 96)
+    assert day_12.completeness == pytest.approx(sum(on_12.values()) / 96) == 1.0
 
 
 def test_fluvius_gas(platform: Platform) -> None:
@@ -579,44 +666,116 @@ def _interval_readings(path: Path) -> tuple[list[tuple[float, int, float]], set[
     return readings, units
 
 
+def _tz_offsets(path: Path) -> set[int]:
+    """The tzOffset of the file's LocalTimeParameters: seconds from UTC, standard time."""
+    return {int(e.text or "") for _, e in ET.iterparse(path) if _local(e.tag) == "tzOffset"}
+
+
 def test_greenbutton(platform: Platform) -> None:
     # examples/data/greenbutton: vladistan/greenbutton_objects @ 0724a47, tests/data/, Apache-2.0.
-    zone = SOURCES["greenbutton"]["series_timezone"]
-    files = {p.name: p for p in sorted((DATA / "greenbutton").glob("*.xml"))}
-    parsed = {name: _interval_readings(path) for name, path in files.items()}
     coastal = "Coastal_Multi_Family_Jan_1_2011_to_Jan_1_2012_RetailCustomer_5.xml"
-    hourly = (coastal, "TestGBDataHourlyNineDaysBinnedDaily.xml")
+    nist = "TestGBDataHourlyNineDaysBinnedDaily.xml"
+    gas = "ngma_gas_provider_2024-07-16.xml"
+    sources = ("greenbutton", "greenbutton_eastern")
+    # One source per local zone; each source's files as its `path` glob selects them.
+    files = {s: {p.name: p for p in sorted(CONFIG.parent.glob(SOURCES[s]["path"]))} for s in sources}
+    assert {s: set(names) for s, names in files.items()} == {
+        "greenbutton": {coastal},
+        "greenbutton_eastern": {nist, gas},
+    }
+    path = {name: p for names in files.values() for name, p in names.items()}
+    parsed = {name: _interval_readings(p) for name, p in path.items()}
+    zone = {s: SOURCES[s]["series_timezone"] for s in sources}
+    # LocalTimeParameters tzOffset is the standard-time offset: -28800 (UTC-8) in the Coastal file,
+    # -18000 (UTC-5) in the NIST file, Los Angeles and New York in winter. (The NGMA gas sample writes
+    # +18000; all its readings are quarantined below, so no zone applies to them.)
+    for source, name in (("greenbutton", coastal), ("greenbutton_eastern", nist)):
+        standard = ZoneInfo(zone[source]).utcoffset(datetime(2011, 1, 1))
+        assert standard is not None and _tz_offsets(path[name]) == {int(standard.total_seconds())}
+    assert (zone["greenbutton"], zone["greenbutton_eastern"]) == ("America/Los_Angeles", "America/New_York")
+    assert _tz_offsets(path[gas]) == {18_000}
 
-    result = _load(platform, "greenbutton")
+    pacific = _load(platform, "greenbutton")
+    eastern = _load(platform, "greenbutton_eastern")
 
-    assert _rows_read(result) == sum(len(r) for r, _ in parsed.values()) == 8_760 + 216 + 36
+    # One row per IntervalReading of the source's files.
+    assert _rows_read(pacific) == len(parsed[coastal][0]) == 8_760
+    assert _rows_read(eastern) == len(parsed[nist][0]) + len(parsed[gas][0]) == 216 + 36
     # A reading's length must be whole minutes dividing a day: the gas file's monthly readings
-    # (29-33 days) fail interval_invalid before their (absent) energy unit is looked at.
-    invalid = [d for readings, _ in parsed.values() for _, d, _ in readings if d % 60 or 1440 % (d // 60)]
-    assert _quarantined(platform, result) == {"interval_invalid": len(invalid)} == {"interval_invalid": 36}
-    # The Coastal file runs 2011-01-01T08:00Z .. 2012-01-01T08:00Z: midnight to midnight in its own zone
-    # (LocalTimeParameters tzOffset -28800, Pacific), but the source declares America/New_York. Its first
-    # New York day lacks 05:00-07:00Z (3 h, one-sided: flat) and the last reading (07:00Z = 02:00 New York
-    # on 2012-01-01) touches a day whose other 21 hours are filled like-day from the weeks before.
-    starts = sorted(datetime.fromtimestamp(s, UTC) for s, _, _ in parsed[coastal][0])
-    head = (starts[0] - _midnight_utc(starts[0].astimezone(ZoneInfo(zone)).date(), zone)) // HOUR
-    tail = _rest_of_day(starts[-1] + HOUR, zone, HOUR)
-    assert head * 60 <= MAX_FLAT_MINUTES < tail * 60
-    _assert_estimates(result, {"flat": head, "like_day": tail})
-    assert (head, tail) == (3, 21)
-    estimated = _estimated(platform)
-    assert set(estimated.local_date) == {date(2011, 1, 1), date(2012, 1, 1)}
+    # (28-33 days) fail interval_invalid before their (absent) energy unit is looked at.
+    invalid = {
+        s: [d for name in files[s] for _, d, _ in parsed[name][0] if d % 60 or 1440 % (d // 60)] for s in sources
+    }
+    assert {d // 86_400 for d in invalid["greenbutton_eastern"]} == set(range(28, 34))
+    assert _quarantined(platform, pacific) == {} and invalid["greenbutton"] == []
+    assert _quarantined(platform, eastern) == {"interval_invalid": len(invalid["greenbutton_eastern"])}
+    assert len(invalid["greenbutton_eastern"]) == len(parsed[gas][0]) == 36
+    # Each hourly file is whole local days of its source's zone, every hour read: the Coastal file
+    # 2011-01-01T08:00Z .. 2012-01-01T07:00Z is Pacific midnight 1/1/2011 to midnight 1/1/2012, the NIST
+    # file 2014-01-01T05:00Z .. 2014-01-10T04:00Z Eastern midnight to midnight, 9 days. No gap, so nothing
+    # is estimated.
+    hours: dict[str, Counter[date]] = {}
+    for source, name in (("greenbutton", coastal), ("greenbutton_eastern", nist)):
+        starts = sorted(datetime.fromtimestamp(s, UTC) for s, _, _ in parsed[name][0])
+        local = ZoneInfo(zone[source])
+        first_day, last_day = starts[0].astimezone(local).date(), starts[-1].astimezone(local).date()
+        assert starts == _grid(first_day, last_day, zone[source], HOUR)
+        hours[name] = Counter(t.astimezone(local).date() for t in starts)
+    assert (min(hours[coastal]), max(hours[coastal])) == (date(2011, 1, 1), date(2011, 12, 31))
+    assert (min(hours[nist]), max(hours[nist]), len(hours[nist])) == (date(2014, 1, 1), date(2014, 1, 9), 9)
+    # Read in New York time instead, the Coastal file would leave its first and last New York days short:
+    # 05:00-07:00Z before its first reading (3 h, one-sided: flat) and the 21 hours of 1/1/2012 after its
+    # last (like-day), estimates that a Pacific zone does not need.
+    eastern_zone = zone["greenbutton_eastern"]
+    coastal_starts = sorted(datetime.fromtimestamp(s, UTC) for s, _, _ in parsed[coastal][0])
+    first_eastern_day = coastal_starts[0].astimezone(ZoneInfo(eastern_zone)).date()
+    head = coastal_starts[0] - _midnight_utc(first_eastern_day, eastern_zone)
+    tail = _rest_of_day(coastal_starts[-1] + HOUR, eastern_zone, HOUR)
+    assert (head // HOUR, tail) == (3, 21) and head <= timedelta(minutes=MAX_FLAT_MINUTES) < tail * HOUR
+    _assert_estimates(pacific, {})
+    _assert_estimates(eastern, {})
+    assert _estimated(platform).empty
 
     # uom 72 is Wh with powerOfTenMultiplier 0: Wh / 1000 = kWh, at the epoch-second UTC starts.
     silver = _table(platform, "silver_readings")
-    for name in hourly:
+    meter: dict[str, str] = {}
+    for source, name in (("greenbutton", coastal), ("greenbutton_eastern", nist)):
         readings, units = parsed[name]
         assert units == {("72", "0")}
-        mine = silver[(silver.source_file == str(files[name])) & silver.line_number.notna()]
+        mine = silver[(silver.source_file == str(path[name])) & silver.line_number.notna()]
+        assert set(mine.source) == {source}
         assert sorted(_utc(mine.interval_start_utc)) == sorted(datetime.fromtimestamp(s, UTC) for s, _, _ in readings)
         assert mine.energy_kwh.sum() == pytest.approx(sum(v for _, _, v in readings) / 1000)
+        (meter[name],) = set(mine.meter_id)  # the UsagePoint of the file's readings
     first = silver[silver.interval_start_utc == pd.Timestamp("2011-01-01T08:00Z")]
     assert first.energy_kwh.tolist() == [pytest.approx(parsed[coastal][0][0][2] / 1000)] == [pytest.approx(0.45)]
+
+    gold = _table(platform, "gold_daily_meter_energy")
+    # Each meter's days are local days of its own source's zone.
+    assert dict(zip(gold.meter_id, gold.timezone, strict=True)) == {
+        meter[coastal]: "America/Los_Angeles",
+        meter[nist]: "America/New_York",
+    }
+    # Every Pacific day of 2011 has all its hours, 24 of 24, except the DST days: 23 on 13 March (02:00
+    # is skipped) and 25 on 6 November (01:00 twice). The file has 8,760 readings = 365 x 24.
+    year = [date(2011, 1, 1) + timedelta(days=i) for i in range(365)]
+    assert list(hours[coastal]) == year and all(
+        hours[coastal][d] == len(_grid(d, d, zone["greenbutton"], HOUR)) for d in year
+    )
+    assert {d: n for d, n in hours[coastal].items() if n != 24} == {date(2011, 3, 13): 23, date(2011, 11, 6): 25}
+    for name in (coastal, nist):
+        mine = gold[gold.meter_id == meter[name]]
+        assert sorted(
+            zip(
+                mine.local_date,
+                mine.interval_count,
+                mine.actual_interval_count,
+                mine.expected_interval_count,
+                strict=True,
+            )
+        ) == [(day, n, n, n) for day, n in sorted(hours[name].items())]
+        assert set(mine.completeness) == {1.0}
+    assert set(hours[nist].values()) == {24}
 
 
 # --- TenneT and TransnetBW wind -------------------------------------------------------------------
