@@ -350,7 +350,16 @@ def _fixed_meter(raw: pa.Table, template: str) -> pa.ChunkedArray:
 
 
 #: Columns a raw read carries besides the file's own; never part of the raw record.
-_LINEAGE_COLUMNS = ("file_index", "source_file", "line_number", "row_order", "occurrence", "kind", "detail")
+_LINEAGE_COLUMNS = (
+    "file_index",
+    "source_file",
+    "line_number",
+    "row_order",
+    "occurrence",
+    "register_delta",
+    "kind",
+    "detail",
+)
 
 
 def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | None = None) -> pa.Table:
@@ -380,7 +389,9 @@ def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | Non
         interval_start, ts_status = parse_positions(stamps, field(cols.position), source, interval_minutes=interval)
     else:
         interval_start, ts_status = parse_timestamps(stamps, source, occurrence=occurrence, interval_minutes=interval)
-    value, value_status = parse_values(raw[cols.value], source)
+    # Register sources: the reader's per-series difference, not the cumulative read.
+    registered = source.value_kind == "register" and "register_delta" in raw.column_names
+    value, value_status = parse_values(raw["register_delta"] if registered else raw[cols.value], source)
     if cols.unit:
         unit = pc.utf8_lower(field(cols.unit))
     else:

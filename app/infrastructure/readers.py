@@ -97,6 +97,9 @@ READ_LINEAGE = pa.schema(
         ("kind", pa.string()),
         ("detail", pa.string()),
         ("occurrence", pa.int32()),
+        # Register sources: the interval energy the reader derived (the read itself stays
+        # in its column, as received); null otherwise.
+        ("register_delta", pa.string()),
     ]
 )
 KIND_ROW, KIND_MALFORMED, KIND_ERROR = "row", "malformed", "error"
@@ -431,7 +434,7 @@ def _decimal_text(number: Decimal, source: SourceConfig) -> str:
     return text.replace(".", ",") if source.decimal == "," else text
 
 
-def register_differences(table: pa.Table, source: SourceConfig, mapping: ColumnMapping) -> pa.Table:
+def register_differences(table: pa.Table, source: SourceConfig, mapping: ColumnMapping) -> pa.Array:
     """Cumulative register reads -> interval energy, per series in file order.
 
     Each good read becomes its difference to the series' previous good read, written in
@@ -459,8 +462,7 @@ def register_differences(table: pa.Table, source: SourceConfig, mapping: ColumnM
         else:
             out.append(_decimal_text(reading - previous, source))
         last[int(codes[i])] = reading
-    index = table.column_names.index(mapping.value)
-    return table.set_column(index, mapping.value, pa.array(out, pa.string()))
+    return pa.array(out, pa.string())
 
 
 # --- Files ------------------------------------------------------------------------------------
@@ -496,12 +498,14 @@ def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
             raw = _melt_wide(raw, source)
     mapping = source.reading_columns()
     if source.value_kind == "register":
-        raw.table = register_differences(raw.table, source, mapping)
+        delta = register_differences(raw.table, source, mapping)
+    else:
+        delta = pa.nulls(raw.table.num_rows, pa.string())
     if source.ambiguous_time == "order":
         occurrence = pa.array(occurrences(raw.table, mapping), pa.int32())
     else:
         occurrence = pa.repeat(pa.scalar(0, pa.int32()), raw.table.num_rows)
-    raw.table = raw.table.append_column("occurrence", occurrence)
+    raw.table = raw.table.append_column("occurrence", occurrence).append_column("register_delta", delta)
     return raw
 
 
@@ -530,6 +534,7 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
                     "kind": KIND_ERROR,
                     "detail": error.message,
                     "occurrence": 0,
+                    "register_delta": None,
                     **dict.fromkeys(header, ""),
                 }
             ],
@@ -548,6 +553,7 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
             "kind": pa.repeat(KIND_ROW, n).cast(pa.string()),
             "detail": pa.nulls(n, pa.string()),
             "occurrence": raw.table["occurrence"],
+            "register_delta": raw.table["register_delta"],
         },
         schema=schema,
     )
@@ -563,6 +569,7 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
                 "kind": KIND_MALFORMED,
                 "detail": text,
                 "occurrence": 0,
+                "register_delta": None,
                 **dict.fromkeys(header, ""),
             }
             for line, text in raw.malformed

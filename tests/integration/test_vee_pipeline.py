@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -157,3 +158,12 @@ def test_cumulative_register_reads_become_interval_energy_and_resets_are_estimat
     # read before it: flat-filled from the next.
     assert (silver[4]["estimation_method"], silver[4]["energy_kwh"]) == ("linear", pytest.approx(1.25))
     assert (silver[0]["estimation_method"], silver[0]["energy_kwh"]) == ("flat", 1.0)
+    # What the meter said is kept as received: the cumulative reads in bronze, and the
+    # reset read in quarantine.
+    assert [r["register"] for r in read_table(platform, "bronze_registers").sort_by("line_number").to_pylist()] == [
+        str(v) for v in reads
+    ]
+    quarantine = {
+        r["rule"]: json.loads(r["raw_record"]) for r in read_table(platform, "quarantine_readings").to_pylist()
+    }
+    assert quarantine["register_reset"]["register"] == "0.5" and quarantine["register_start"]["register"] == "100.0"

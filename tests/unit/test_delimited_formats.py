@@ -832,7 +832,10 @@ def test_register_reads_become_interval_differences_per_series(tmp_path: Path) -
     )
     source = _src(value_kind="register", columns={"direction": "direction"})
     read = _read_text(tmp_path, text, source)
-    assert read.rows["value"].to_pylist() == [
+    # The reads stay as received (bronze and quarantine keep what the meter said) ...
+    assert read.rows["value"].to_pylist() == ["100.5", "7", "101.25", "N/A", "102", "junk", "3", "7.1"]
+    # ... and the interval energy derived from them travels beside them.
+    assert read.rows["register_delta"].to_pylist() == [
         "\x00register_start",
         "\x00register_start",
         "0.75",
@@ -860,7 +863,8 @@ def test_register_reads_with_a_decimal_comma(tmp_path: Path) -> None:
         "M1;2025-06-01T00:00Z;1.234,5\nM1;2025-06-01T00:30Z;1.235,75\nM1;2025-06-01T01:00Z;0,25\n"
     )
     read = _read_text(tmp_path, text, _src(delimiter=";", decimal=",", value_kind="register"))
-    assert read.rows["value"].to_pylist() == ["\x00register_start", "1,25", "\x00register_reset"]
+    assert read.rows["value"].to_pylist() == ["1.234,5", "1.235,75", "0,25"]
+    assert read.rows["register_delta"].to_pylist() == ["\x00register_start", "1,25", "\x00register_reset"]
     assert [(r["value"], r["value_status"]) for r in read.records] == [
         (None, "register_start"),
         (1.25, "ok"),
