@@ -147,6 +147,7 @@ class _Rows:
     minutes: np.ndarray  # int64 interval length, 0 where null
     day: np.ndarray  # int64 local date, days since the epoch
     series: np.ndarray  # int64 series code
+    export: np.ndarray  # bool: an export channel
 
 
 def _bools(column: pa.ChunkedArray) -> np.ndarray:
@@ -196,6 +197,7 @@ def _rows(table: pa.Table, zone: str) -> _Rows:
         minutes=minutes,
         day=_ints(pc.cast(local_date, pa.int32())),
         series=series,
+        export=_bools(pc.equal(table["direction"], "export")),
     )
 
 
@@ -374,15 +376,19 @@ def _present(
 
 
 def _judge(
-    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams
+    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams, *, export: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Series rules over present values -> (flag bits, rejecting rule code) per grid point."""
+    """Series rules over present values -> (flag bits, rejecting rule code) per grid point.
+
+    Zero runs are judged on import channels only: an export channel (generation fed to
+    the grid) is zero whenever nothing is generated, which says nothing about the meter.
+    """
     present, _, value = _present(rows, state, np.zeros(grid.size, dtype=bool), params.rejected_replaces_history)
     judged = judged_day[grid.day]
     hits = (
         _spike(present, value, judged, grid, params.validation),
         _high_low(present, value, judged_day, grid, params.validation),
-        _zero_run(present, value, params.zero_limit(grid.minutes)),
+        np.zeros(grid.size, dtype=bool) if export else _zero_run(present, value, params.zero_limit(grid.minutes)),
     )
     from_batch = state.batch >= 0
     bits = np.zeros(grid.size, dtype=np.int64)
@@ -525,7 +531,7 @@ def _series(rows: _Rows, selected: np.ndarray, starts: _DayStarts, params: VeePa
     )
     judged_day = np.zeros(len(grid.expected), dtype=bool)
     judged_day[judged_days - first_day] = True
-    bits, codes = _judge(rows, state, grid, judged_day, params)
+    bits, codes = _judge(rows, state, grid, judged_day, params, export=bool(rows.export[series_row]))
     out.flag_rows.append(state.batch[bits > 0])
     out.flag_bits.append(bits[bits > 0])
     out.reject_rows.append(state.batch[codes > 0])

@@ -336,14 +336,15 @@ def test_fluvius_electricity_nl(platform: Platform) -> None:
     by_source = silver[(silver.quality_flag == "estimated") & silver.estimation_method.isna()]
     assert len(by_source) == sum(r["Validatiestatus"] == "Geschat" for r in rows) == 354
     # The zeros make zero_run flags (warn: rows kept), runs of more than max_zero_intervals consecutive zero
-    # quarter-hours (default a day's worth, 96). Injection is 0 all month ("Geen verbruik", or 0,000
-    # "Gevalideerd"): one run of 1,924. Offtake is 0 over the three weekends, Friday afternoon to Monday
+    # quarter-hours (default a day's worth, 96), on import channels only. Injection is 0 all month
+    # ("Geen verbruik", or 0,000 "Gevalideerd"), one run of 1,924, and is not judged: export is zero
+    # whenever nothing is generated. Offtake is 0 over the three weekends, Friday afternoon to Monday
     # morning: 15/10 15:45-18/10 07:15 (255, "Geen verbruik"), 22/10 16:00-25/10 06:45 (252, of which 197
     # are 0,000 "Geschat") and 29/10 15:45 to the file's end (229): 736.
     zero_limit = 1440 // config["interval_minutes"]
     starts = _fluvius_starts(rows, "fluvius_electricity_nl")
     flagged: Counter[str] = Counter()
-    for direction in ("import", "export"):
+    for direction in ("import",):
         zeros = [
             t
             for r, t in zip(rows, starts, strict=True)
@@ -351,7 +352,7 @@ def test_fluvius_electricity_nl(platform: Platform) -> None:
         ]
         flagged[direction] = sum(n for _, n in _runs(zeros, QUARTER) if n > zero_limit)
     zero_run = silver[silver.validation_flags.str.split(";").apply(lambda flags: "zero_run" in flags)]
-    assert zero_run.direction.value_counts().to_dict() == dict(flagged) == {"export": 1_924, "import": 736}
+    assert zero_run.direction.value_counts().to_dict() == dict(flagged) == {"import": 736}
     assert result.rule_counts["zero_run"] == len(zero_run)
 
     gold = _table(platform, "gold_daily_meter_energy")

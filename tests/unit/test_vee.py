@@ -744,3 +744,14 @@ def test_two_sided_gap_longer_than_max_flat_minutes_is_unaffected() -> None:
     result = run(rows, params(estimation=Estimation(max_flat_minutes=0, max_linear_minutes=180)))
 
     assert estimates(result) == [(at(MONDAY, i), float(i), "like_day") for i in gap]
+
+
+def test_zero_runs_are_not_judged_on_export_channels() -> None:
+    """Generation fed to the grid is zero whenever nothing is generated (nights, no sun)."""
+    zeros = [0.0] * 48
+    strict = params(validation=Validation(max_zero_intervals=4))
+    imported = run(day_rows(MONDAY, zeros), strict)
+    exported = run(day_rows(MONDAY, zeros, direction="export"), strict)
+
+    assert {r["validation_flags"] for r in imported.to_pylist() if r["role"] == "batch"} == {"zero_run"}
+    assert {r["validation_flags"] for r in exported.to_pylist() if r["role"] == "batch"} == {""}
