@@ -608,7 +608,14 @@ class BatchPipeline:
         first = bounds["first"].replace(minute=0, second=0, microsecond=0)
         last = bounds["last"] + timedelta(hours=1)
         hours = store.read(
-            SILVER_READINGS, where=[("interval_start_utc", ">=", first), ("interval_start_utc", "<", last)]
+            SILVER_READINGS,
+            where=[
+                ("interval_start_utc", ">=", first),
+                ("interval_start_utc", "<", last),
+                # An hour's rows lie within a day of the batch's local days, whatever their zone.
+                ("local_date", ">=", days[0] - timedelta(days=1)),
+                ("local_date", "<=", days[1] + timedelta(days=1)),
+            ],
         )
         hourly_counts = self._upsert(GOLD_HOURLY_PORTFOLIO_LOAD, gold_hourly_portfolio_load(hours), batch_id)
         return store.count_rows(touched), daily_counts + hourly_counts

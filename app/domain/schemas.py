@@ -61,6 +61,9 @@ SILVER_READINGS = TableSpec(
             # replaces a stored one only with an equal or higher rank
             pa.field("quality_rank", pa.int32(), nullable=False),
             pa.field("local_date", pa.date32(), nullable=False),
+            # First day of the local month: the partition, so that a long, sparse series
+            # (years of hourly data) makes tens of partitions, not thousands
+            pa.field("local_month", pa.date32(), nullable=False),
             pa.field("timezone", pa.string(), nullable=False),
             pa.field("source", pa.string(), nullable=False),
             pa.field("batch_id", pa.string(), nullable=False),
@@ -70,7 +73,7 @@ SILVER_READINGS = TableSpec(
         ]
     ),
     keys=("meter_id", "interval_start_utc", "direction"),
-    partition_by=("local_date",),
+    partition_by=("local_month",),
 )
 
 #: Silver columns whose change makes a re-read a replacement (lineage alone does not).

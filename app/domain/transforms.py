@@ -69,6 +69,7 @@ def silver_readings(vee_rows: nw.LazyFrame, params: SilverParams) -> nw.LazyFram
         .otherwise(nw.col("quality_rank").cast(nw.Int32())),
         reported_kwh=nw.when(estimated_here).then(nw.col("reported_kwh")).otherwise(nw.lit(None, nw.Float64())),
         validation_flags=nw.col("validation_flags").fill_null(""),
+        local_month=nw.col("local_date").dt.truncate("1mo"),
         interval_minutes=nw.col("interval_minutes").cast(nw.Int32()),
         timezone=nw.lit(params.series_timezone),
         source=nw.lit(params.source),

@@ -662,6 +662,7 @@ def test_read_lineage_carries_occurrence() -> None:
         "kind",
         "detail",
         "occurrence",
+        "register_delta",
     ]
 
 

@@ -134,6 +134,7 @@ def test_silver_stamps_batch_values_and_has_exactly_the_silver_columns(engine: P
         "validation_flags": "",
         "quality_rank": 3,
         "local_date": SUMMER,
+        "local_month": SUMMER.replace(day=1),
         "timezone": "Europe/Berlin",
         "source": "meters",
         "batch_id": "batch-1",

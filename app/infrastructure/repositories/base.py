@@ -130,9 +130,54 @@ class MetadataStore(Protocol):
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
 
-def local_days_condition(local_days: tuple[date, date] | None) -> str:
-    """The merge condition that confines matches to target rows of `local_days` (empty: none)."""
+#: Relative difference below which two floats are the same value to a merge: sums depend on
+#: the order rows are added in, which the storage layout may change between runs.
+FLOAT_TOLERANCE = 1e-9
+
+
+def changed_condition(spec: TableSpec, compare: Sequence[str], distinct: Callable[[str], str]) -> str:
+    """The merge condition under which a matched row is updated: any compared column differs.
+
+    `distinct(column)` is the engine's null-safe inequality of `t.column` and `s.column`;
+    floats differ only beyond FLOAT_TOLERANCE (relative), or where one side is null.
+    """
+    terms = []
+    for column in compare:
+        if pa.types.is_floating(spec.schema.field(column).type):
+            t, s = f"t.{column}", f"s.{column}"
+            terms.append(
+                f"(({t} IS NULL) <> ({s} IS NULL) OR abs({t} - {s}) > {FLOAT_TOLERANCE} * (abs({t}) + abs({s})))"
+            )
+        else:
+            terms.append(f"({distinct(column)})")
+    return " OR ".join(terms)
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def local_days_condition(local_days: tuple[date, date] | None, spec: TableSpec) -> str:
+    """The merge condition that confines matches to target rows of `local_days` (empty: none),
+    with the months they fall in where the table is partitioned by `local_month`."""
     if local_days is None:
         return ""
     first, last = (day.isoformat() for day in local_days)  # date objects, never user text
-    return f" AND t.local_date >= CAST('{first}' AS DATE) AND t.local_date <= CAST('{last}' AS DATE)"
+    condition = f" AND t.local_date >= CAST('{first}' AS DATE) AND t.local_date <= CAST('{last}' AS DATE)"
+    if "local_month" in spec.partition_by:
+        months = (month_start(day).isoformat() for day in local_days)
+        first_month, last_month = months
+        condition += (
+            f" AND t.local_month >= CAST('{first_month}' AS DATE) AND t.local_month <= CAST('{last_month}' AS DATE)"
+        )
+    return condition
+
+
+def with_partition_bounds(spec: TableSpec, where: RowFilter | None) -> list[tuple[str, str, Any]]:
+    """`where`, plus the `local_month` bounds its `local_date` bounds imply, so reads prune partitions."""
+    conditions = list(where or ())
+    if "local_month" in spec.partition_by:
+        for column, op, value in where or ():
+            if column == "local_date" and op in (">=", "<=") and isinstance(value, date):
+                conditions.append(("local_month", op, month_start(value)))
+    return conditions

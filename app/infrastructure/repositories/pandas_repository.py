@@ -20,7 +20,14 @@ from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
-from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts, local_days_condition
+from app.infrastructure.repositories.base import (
+    ArrowBatchFunction,
+    RowFilter,
+    UpsertCounts,
+    changed_condition,
+    local_days_condition,
+    with_partition_bounds,
+)
 
 _COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 _SQL_COMPARISONS = (">=", "<=", "<")
@@ -100,7 +107,7 @@ class PandasDeltaStore:
             return self.frame(spec.schema.empty_table())
         pushed: list[str] = []
         expression = None
-        for column, op, value in where or ():
+        for column, op, value in with_partition_bounds(spec, where):
             if column not in spec.schema.names:
                 raise ValueError(f"{spec.name} has no column {column!r}")
             # DataFusion's timestamps are nanoseconds (years 1677-2262): bounds outside that
@@ -181,8 +188,8 @@ class PandasDeltaStore:
             return UpsertCounts(inserted=data.num_rows, updated=0, unchanged=0)
         if data.num_rows == 0:
             return UpsertCounts(0, 0, 0)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days)
-        changed = " OR ".join(f"(t.{c} IS DISTINCT FROM s.{c})" for c in compare)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
+        changed = changed_condition(spec, compare, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
         if rank is not None:
             changed = f"({changed}) AND s.{rank} >= t.{rank}"
         try:

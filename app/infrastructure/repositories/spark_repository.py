@@ -22,7 +22,14 @@ from app.domain.errors import TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
-from app.infrastructure.repositories.base import ArrowBatchFunction, RowFilter, UpsertCounts, local_days_condition
+from app.infrastructure.repositories.base import (
+    ArrowBatchFunction,
+    RowFilter,
+    UpsertCounts,
+    changed_condition,
+    local_days_condition,
+    with_partition_bounds,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -162,7 +169,7 @@ class SparkDeltaStore:
         if not self.exists(spec.name):
             return self.frame(spec.schema.empty_table())
         data = self._load(spec.name)
-        for column, op, value in where or ():
+        for column, op, value in with_partition_bounds(spec, where):
             col = F.col(column)
             condition: Column
             if op == "in":
@@ -240,8 +247,8 @@ class SparkDeltaStore:
         data = self._conform(spec, frame)
         if not self.exists(spec.name):
             return UpsertCounts(inserted=self._create_or_append(spec, data, batch_id), updated=0, unchanged=0)
-        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys) + local_days_condition(local_days)
-        changed = " OR ".join(f"NOT (t.`{c}` <=> s.`{c}`)" for c in compare)
+        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys) + local_days_condition(local_days, spec)
+        changed = changed_condition(spec, compare, lambda c: f"NOT (t.`{c}` <=> s.`{c}`)")
         if rank is not None:
             changed = f"({changed}) AND s.`{rank}` >= t.`{rank}`"
         key = "spark.databricks.delta.commitInfo.userMetadata"
