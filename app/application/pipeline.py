@@ -152,10 +152,6 @@ def vee_input_schema(header: list[str]) -> pa.Schema:
     return pa.schema([*_VEE_FIELDS, *((raw_column(i), pa.string()) for i in range(len(header)))])
 
 
-def _typed(name: str, schema: pa.Schema) -> Any:
-    return nw.col(name).cast(_NW_TYPES[schema.field(name).type])
-
-
 def _vee_columns(
     frame: nw.LazyFrame[Any], schema: pa.Schema, *, reported: nw.Expr, energy: nw.Expr | None = None
 ) -> nw.LazyFrame[Any]:
@@ -416,7 +412,7 @@ class BatchPipeline:
             store.map_arrow(malformed, partial(malformed_records, **lineage), QUARANTINE_READINGS.schema),
         ]
         quarantine = _concat(quarantine_parts)
-        silver_params = SilverParams(source.name, batch_id, source.interval_minutes, source.series_timezone)
+        silver_params = SilverParams(source.name, batch_id, source.series_timezone)
         silver = store.cache(silver_readings(vee, silver_params))
         quarantined = counts.quarantined
         estimated = sum(counts.estimates.values())

@@ -25,7 +25,6 @@ class SilverParams:
 
     source: str
     batch_id: str
-    interval_minutes: int
     series_timezone: str
 
 

@@ -131,7 +131,7 @@ def test_silver_keeps_the_latest_read_and_the_local_day(engine: Any) -> None:
     ]
     validated = validated_readings(engine.frame(with_local_time(_parsed(rows), "Europe/London")), PARAMS)
     vee_rows = _as_vee_output(validated)
-    silver = engine.to_arrow(silver_readings(vee_rows, SilverParams("s", "b1", 30, "Europe/London")))
+    silver = engine.to_arrow(silver_readings(vee_rows, SilverParams("s", "b1", "Europe/London")))
     by_start = {r["interval_start_utc"]: r for r in silver.to_pylist()}
     assert len(by_start) == 3 == silver.num_rows
     assert by_start[eleven]["energy_kwh"] == 2.0
@@ -184,7 +184,7 @@ def test_warn_flags_reach_silver_and_are_identical_on_every_engine(engine: Any, 
     assert got == reference
     # Accepted flagged rows keep their flags through silver.
     validated = validated_readings(engine.frame(with_local_time(_parsed(rows), "Europe/London")), params)
-    silver = engine.to_arrow(silver_readings(_as_vee_output(validated), SilverParams("s", "b1", 30, "Europe/London")))
+    silver = engine.to_arrow(silver_readings(_as_vee_output(validated), SilverParams("s", "b1", "Europe/London")))
     flags = {r["meter_id"]: r["validation_flags"] for r in silver.to_pylist()}
     assert flags == {f"M{i + 1}": flag for i, (rule, flag) in enumerate(expected) if rule is None}
 

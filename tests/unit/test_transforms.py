@@ -77,11 +77,9 @@ def _as_vee_output(frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
     )
 
 
-def _silver(
-    engine: PandasDeltaStore, table: pa.Table, zone: str = "Europe/London", minutes: int = 30
-) -> list[dict[str, Any]]:
+def _silver(engine: PandasDeltaStore, table: pa.Table, zone: str = "Europe/London") -> list[dict[str, Any]]:
     frame = silver_readings(
-        _as_vee_output(engine.frame(with_local_time(table, zone))), SilverParams("meters", "batch-1", minutes, zone)
+        _as_vee_output(engine.frame(with_local_time(table, zone))), SilverParams("meters", "batch-1", zone)
     )
     data = engine.to_arrow(frame)
     return data.select(SILVER_READINGS.schema.names).cast(SILVER_READINGS.schema).to_pylist()
@@ -119,7 +117,7 @@ def test_silver_drops_rejected_rows_and_a_rejected_correction_does_not_win(engin
 
 def test_silver_stamps_batch_values_and_has_exactly_the_silver_columns(engine: PandasDeltaStore) -> None:
     table = with_local_time(_validated({}), "Europe/Berlin")
-    frame = silver_readings(_as_vee_output(engine.frame(table)), SilverParams("meters", "batch-1", 30, "Europe/Berlin"))
+    frame = silver_readings(_as_vee_output(engine.frame(table)), SilverParams("meters", "batch-1", "Europe/Berlin"))
     assert frame.collect_schema().names() == SILVER_READINGS.schema.names
     (row,) = _silver(engine, _validated({}), zone="Europe/Berlin")
     assert row == {
@@ -381,7 +379,7 @@ def test_hourly_load_truncates_quarter_hours(engine: PandasDeltaStore) -> None:
 def test_pandas_store_collects_silver_with_exactly_its_columns(tmp_path: Path) -> None:
     store = PandasDeltaStore(tmp_path)
     table = with_local_time(_validated({"rejection_rule": "value_missing"}, {}), "UTC")
-    frame = silver_readings(_as_vee_output(store.frame(table)), SilverParams("meters", "batch-1", 30, "UTC"))
+    frame = silver_readings(_as_vee_output(store.frame(table)), SilverParams("meters", "batch-1", "UTC"))
     assert frame.collect_schema().names() == SILVER_READINGS.schema.names
     assert store.to_arrow(frame).column_names == SILVER_READINGS.schema.names
     assert (
