@@ -129,6 +129,14 @@ def lakes(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any
         ["MTR-0102,2025-06-01T10:00:00Z,0.3,kWh,checked", "MTR-0001,2025-03-01T00:00:00+00:00,0.6,kWh,again"],
         header="meter_id,timestamp,value,unit,note",
     )
+    # A new meter's first day: read from 01:00 London (00:00 UTC), so the hour before is a
+    # one-sided gap (flat fill), and 13:00 reads 20x the rest (a spike, flagged).
+    new_meter = [
+        f"MTR-0104,2025-06-02T{h:02d}:{m:02d}:00Z,{9.0 if (h, m) == (12, 0) else 0.45},kWh"
+        for h in range(23)
+        for m in (0, 30)
+    ]
+    write_csv(inputs / "new_meter.csv", new_meter)
     local = PandasDeltaStore(root / "local")
     on_spark = SparkDeltaStore(spark, str(root / "spark"))
     return {
@@ -149,6 +157,9 @@ def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
     assert second is not None and second.silver_updated == 1 and second.rows_quarantined == 14
     third = local[2]
     assert third.rule_counts["zero_run"] > 0 and sum(third.estimates.values()) > 0
+    # Every estimation method and every series rule ran on both engines.
+    assert {method for result in local for method in result.estimates} == {"linear", "like_day", "flat"}
+    assert local[1].rule_counts["spike"] == 1 and third.rule_counts["high_low"] > 0
 
 
 @pytest.mark.parametrize("spec", COMPARED, ids=lambda s: s.name)
