@@ -40,7 +40,11 @@ def table_store(settings: Settings) -> TableStore:
 
         spark = spark_session(settings.spark_master, settings.spark_conf)
         return SparkDeltaStore(spark, str(settings.data_dir.resolve()))
-    return PandasDeltaStore(settings.data_dir)
+    if settings.local_engine == "pandas":
+        return PandasDeltaStore(settings.data_dir)
+    from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
+
+    return DuckDBDeltaStore(settings.data_dir, memory_limit=settings.local_memory_limit)
 
 
 @contextmanager

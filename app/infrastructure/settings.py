@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     processing_mode: Literal["batch", "streaming"] = Field(
         default="batch", description="batch processes whole files; streaming is not available yet."
     )
+    local_engine: Literal["duckdb", "pandas"] = Field(
+        default="duckdb",
+        description="Engine of local mode: duckdb (all cores, spills to disk past LOCAL_MEMORY_LIMIT) or pandas.",
+    )
+    local_memory_limit: str = Field(
+        default="1GB", description="Memory DuckDB may use in local mode before it spills to disk, e.g. 1GB, 512MB."
+    )
     data_dir: Path = Field(
         default=Path("data"),
         validation_alias=AliasChoices("DATA_DIR", "STORAGE_PATH"),

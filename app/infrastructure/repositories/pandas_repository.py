@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -105,6 +105,10 @@ class PandasDeltaStore:
     def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
         if not self.exists(spec.name):
             return self.frame(spec.schema.empty_table())
+        return self.frame(pa.Table.from_batches(list(self.scan(spec, where=where)), schema=spec.schema))
+
+    def scan(self, spec: TableSpec, *, where: RowFilter | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows of an existing table matching `where`, in batches typed as `spec` declares."""
         pushed: list[str] = []
         expression = None
         for column, op, value in with_partition_bounds(spec, where):
@@ -127,13 +131,11 @@ class PandasDeltaStore:
             expression = term if expression is None else expression & term
         condition = f" WHERE {' AND '.join(pushed)}" if pushed else ""
         query = QueryBuilder().register("t", self._table(spec.name))
-        data = pa.table(query.execute(f"SELECT * FROM t{condition}").read_all())
-        if data.num_rows == 0:
-            data = spec.schema.empty_table()
-        data = data.select(spec.schema.names).cast(spec.schema)
-        if expression is not None:
-            data = data.filter(expression)
-        return self.frame(data)
+        for batch in pa.RecordBatchReader.from_stream(query.execute(f"SELECT * FROM t{condition}")):
+            typed = pa.Table.from_batches([batch]).select(spec.schema.names).cast(spec.schema)
+            if expression is not None:
+                typed = typed.filter(expression)
+            yield from typed.to_batches()
 
     def count(self, table: str) -> int:
         if not self.exists(table):

@@ -1,0 +1,278 @@
+"""Local table storage on DuckDB: the same Delta tables as `PandasDeltaStore`, frames as DuckDB relations.
+
+DuckDB runs the narwhals transformations on all cores and spills to disk past its memory
+limit; the Arrow functions (parsing, VEE, quarantine records) stream over record batches, and
+their output goes to Parquet files in a work folder that DuckDB then scans. So a batch's
+memory is bounded by the limit and the batch size, not by the number of rows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import narwhals as nw
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import DeltaError
+
+from app.domain.errors import InputFileError, TableStoreError
+from app.domain.schemas import TableSpec
+from app.domain.sources import SourceConfig
+from app.infrastructure.readers import raw_read_table, read_schema
+from app.infrastructure.repositories.base import (
+    ArrowBatchFunction,
+    RowFilter,
+    UpsertCounts,
+    changed_condition,
+    local_days_condition,
+)
+from app.infrastructure.repositories.pandas_repository import PandasDeltaStore, _commit
+
+#: Rows per Arrow batch handed to a mapped function.
+BATCH_ROWS = 250_000
+#: Rows of whole groups handed to one call of a grouped function (more when one group is larger).
+GROUP_ROWS = 500_000
+
+
+class DuckDBDeltaStore(PandasDeltaStore):
+    """Tables under `root/<layer>/<table>`; frames are DuckDB relations, every write one Delta commit."""
+
+    engine = "duckdb"
+
+    def __init__(self, root: Path, *, memory_limit: str = "1GB", threads: int | None = None) -> None:
+        super().__init__(root)
+        self._memory_limit = memory_limit
+        self._threads = threads
+        self._con: duckdb.DuckDBPyConnection | None = None
+        self._work: Path | None = None
+        self._names = itertools.count()
+
+    # Session ----------------------------------------------------------------------------
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The batch's DuckDB database, opened on first use and dropped by `release`."""
+        if self._con is None:
+            self._work = Path(tempfile.mkdtemp(prefix="energy-platform-"))
+            config: dict[str, Any] = {
+                "memory_limit": self._memory_limit,
+                "temp_directory": str(self._work / "spill"),
+                "preserve_insertion_order": True,
+            }
+            if self._threads:
+                config["threads"] = self._threads
+            self._con = duckdb.connect(":memory:", config=config)
+            self._con.execute("SET TimeZone = 'UTC'")
+        return self._con
+
+    def _name(self) -> str:
+        return f"t{next(self._names)}"
+
+    def release(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+        if self._work is not None:
+            shutil.rmtree(self._work, ignore_errors=True)
+            self._work = None
+
+    # Frames -----------------------------------------------------------------------------
+
+    def _materialize(self, data: Any) -> nw.LazyFrame[Any]:
+        """Arrow data (a table or a stream of batches) -> a DuckDB table, as a frame."""
+        name = self._name()
+        self.con.register("arrow_input", data)
+        try:
+            self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_input")
+        finally:
+            self.con.unregister("arrow_input")
+        return nw.from_native(self.con.table(name))
+
+    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
+        return self._materialize(data)
+
+    def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        return frame.to_native().to_arrow_table()
+
+    def collect(self, frame: nw.LazyFrame[Any]) -> pa.Table:
+        return self.to_arrow(frame)
+
+    def count_rows(self, frame: nw.LazyFrame[Any]) -> int:
+        return int(frame.to_native().aggregate("count(*)").fetchall()[0][0])
+
+    def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+        name = self._name()
+        frame.to_native().to_table(name)
+        return nw.from_native(self.con.table(name))
+
+    def _batches(self, frame: nw.LazyFrame[Any], rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        yield from frame.to_native().fetch_record_batch(rows)
+
+    def _spooled(self, batches: Iterator[pa.Table], schema: pa.Schema) -> nw.LazyFrame[Any]:
+        """Tables of `schema` -> one Parquet file in the work folder, scanned as a frame."""
+        assert self._work is not None
+        path = self._work / f"{self._name()}.parquet"
+        with pq.ParquetWriter(path, schema, compression="lz4") as writer:
+            for table in batches:
+                writer.write_table(table.select(schema.names).cast(schema))
+            if writer.file_handle is None:  # pragma: no cover - the writer opens on creation
+                raise TableStoreError(f"cannot write {path}")
+        return nw.from_native(self.con.read_parquet(str(path)))
+
+    # Files ------------------------------------------------------------------------------
+
+    def read_files(self, paths: list[str], source: SourceConfig, header: list[str]) -> nw.LazyFrame[Any]:
+        def tables() -> Iterator[pa.Table]:
+            for index, path in enumerate(paths):
+                try:
+                    data = Path(path).read_bytes()
+                except OSError as error:
+                    raise InputFileError(path, f"cannot be read: {error.strerror}") from None
+                yield raw_read_table(index, path, data, source, header)
+
+        self.con  # noqa: B018 - opens the work folder
+        return self._spooled(tables(), read_schema(header))
+
+    def map_arrow(self, frame: nw.LazyFrame[Any], function: ArrowBatchFunction, schema: pa.Schema) -> nw.LazyFrame[Any]:
+        def tables() -> Iterator[pa.Table]:
+            for batch in self._batches(frame):
+                yield function(pa.Table.from_batches([batch]))
+
+        return self._spooled(tables(), schema)
+
+    def map_groups(
+        self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
+    ) -> nw.LazyFrame[Any]:
+        """The rows sorted by `keys`, cut into runs of whole groups of about GROUP_ROWS rows."""
+        ordered = nw.from_native(frame.to_native().order(", ".join(f'"{k}"' for k in keys)))
+        key_columns = list(keys)
+
+        def tables() -> Iterator[pa.Table]:
+            pending: list[pa.RecordBatch] = []
+            size = 0
+            for batch in self._batches(ordered):
+                pending.append(batch)
+                size += batch.num_rows
+                if size < GROUP_ROWS:
+                    continue
+                rows = pa.Table.from_batches(pending)
+                cut = _last_group_start(rows, key_columns)
+                if cut == 0:  # one group so far: keep collecting
+                    continue
+                yield function(rows.slice(0, cut))
+                rest = rows.slice(cut)
+                pending, size = rest.to_batches(), rest.num_rows
+            if pending:
+                yield function(pa.Table.from_batches(pending))
+
+        return self._spooled(tables(), schema)
+
+    # Tables -----------------------------------------------------------------------------
+
+    def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        if not self.exists(spec.name):
+            return self.frame(spec.schema.empty_table())
+        stream = pa.RecordBatchReader.from_batches(spec.schema, self.scan(spec, where=where))
+        return self._materialize(stream)
+
+    def _stream(self, spec: TableSpec, frame: nw.LazyFrame[Any], counter: list[int]) -> pa.RecordBatchReader:
+        """The frame's rows as `spec` declares them, counted into `counter` as they pass."""
+        native = frame.to_native()
+        missing = [n for n in spec.schema.names if n not in native.columns]
+        if missing:
+            raise TableStoreError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            for batch in self._batches(frame.select(*spec.schema.names)):
+                counter[0] += batch.num_rows
+                yield from pa.Table.from_batches([batch]).cast(spec.schema).to_batches()
+
+        return pa.RecordBatchReader.from_batches(spec.schema, batches())
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
+        if self.exists(spec.name) and self.count_rows(frame) == 0:
+            return 0
+        counter = [0]
+        try:
+            write_deltalake(
+                str(self._path(spec.name)),
+                self._stream(spec, frame, counter),
+                mode="append",
+                schema_mode="merge",
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=_commit(batch_id),
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{spec.name}: append failed: {error}") from error
+        return counter[0]
+
+    def upsert(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        compare: Sequence[str],
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
+        rank: str | None = None,
+    ) -> UpsertCounts:
+        path = str(self._path(spec.name))
+        counter = [0]
+        if not self.exists(spec.name):
+            write_deltalake(
+                path,
+                self._stream(spec, frame, counter),
+                mode="append",
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=_commit(batch_id),
+            )
+            return UpsertCounts(inserted=counter[0], updated=0, unchanged=0)
+        if self.count_rows(frame) == 0:
+            return UpsertCounts(0, 0, 0)
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
+        changed = changed_condition(spec, compare, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
+        if rank is not None:
+            changed = f"({changed}) AND s.{rank} >= t.{rank}"
+        try:
+            metrics = (
+                DeltaTable(path)
+                .merge(
+                    self._stream(spec, frame, counter),
+                    predicate=on,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_commit(batch_id),
+                )
+                .when_matched_update_all(predicate=changed)
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
+        inserted = int(metrics.get("num_target_rows_inserted", 0))
+        updated = int(metrics.get("num_target_rows_updated", 0))
+        return UpsertCounts(inserted=inserted, updated=updated, unchanged=counter[0] - inserted - updated)
+
+
+def _last_group_start(rows: pa.Table, keys: list[str]) -> int:
+    """Index of the first row of the last group in `rows` (sorted by `keys`); 0 when one group."""
+    last = rows.num_rows - 1
+    same = None
+    for key in keys:
+        column = rows.column(key)
+        value = column[last]
+        equal = pc.equal(column, value) if value.is_valid else pc.is_null(column)
+        equal = pc.fill_null(equal, False)
+        same = equal if same is None else pc.and_(same, equal)
+    assert same is not None
+    # Sorted rows: the last group is a suffix; its start is the count of rows not in it.
+    return rows.num_rows - int(pc.sum(same).as_py() or 0)

@@ -1,0 +1,178 @@
+"""Local mode against a hand-written DuckDB SQL pipeline, at chosen sizes.
+
+    python -m bench.local_vs_duckdb --rows 1M 5M 10M [--work bench-data] [--incremental]
+
+For each size it generates synthetic `meter_readings` CSV (`bench.generate`, kept under
+`--work` and reused), then runs, each as its own process in a fresh folder:
+
+1. ``energy-platform run-batch`` in local mode: wall time, the time of each layer (from the
+   JSON log), rows per second and the peak RSS of the process;
+2. `bench.duckdb_reference` on the same files: wall time and peak RSS.
+
+It prints one line per run and the ratio of the two wall times. With `--incremental`, it then
+loads one more day of files into each size's lake and prints what that costs: it should
+depend on the day's rows, not on the rows already stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+from bench.generate import day_table, generate, parse_size
+
+LAYERS = ("bronze", "silver", "gold")
+
+
+@dataclass
+class Run:
+    """One process: its wall time, peak RSS, and what it reported."""
+
+    wall_seconds: float
+    peak_rss_mib: float
+    layers: dict[str, float] = field(default_factory=dict)
+    rows: int = 0
+    output: str = ""
+
+
+def _run(command: list[str], env: dict[str, str]) -> Run:
+    """Run `command` to the end; its peak RSS is the kernel's maximum for that process (wait4)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        clock = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - clock
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{stderr[-4000:]}")
+    run = Run(wall_seconds=wall, peak_rss_mib=usage.ru_maxrss / 1024, output=stdout)
+    for line in stderr.splitlines():
+        if not line.startswith("{"):
+            continue
+        event = json.loads(line)
+        if event.get("event") == "layer_completed":
+            run.layers[event["layer"]] = float(event["duration_seconds"])
+        elif event.get("event") == "batch_completed":
+            run.rows = int(event["record_count"])
+    return run
+
+
+def _platform_run(inputs: Path, lake: Path) -> Run:
+    env = {**os.environ, "DATA_DIR": str(lake), "LOG_FORMAT": "json", "EXECUTION_MODE": "local"}
+    env.pop("METADATA_DB_URL", None)
+    command = [sys.executable, "-c", "from app.cli import main; main()", "run-batch", "--input", str(inputs)]
+    return _run(command, env)
+
+
+def _reference_run(inputs: Path, out: Path) -> Run:
+    command = [sys.executable, "-m", "bench.duckdb_reference", "--input", str(inputs / "*.csv"), "--out", str(out)]
+    run = _run(command, dict(os.environ))
+    for line in run.output.splitlines():
+        name, _, value = line.partition(":")
+        name = name.strip()
+        if name.endswith("_seconds") and name != "total_seconds":
+            run.layers[name.removesuffix("_seconds")] = float(value.replace(",", ""))
+        elif name == "bronze_rows":
+            run.rows = int(value.replace(",", ""))
+    return run
+
+
+def _inputs(work: Path, rows: int) -> Path:
+    """Generated files for `rows`, reused when already there."""
+    folder = work / f"rows-{rows}"
+    marker = folder / ".complete"
+    if not marker.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        clock = time.perf_counter()
+        written = generate(rows, folder)
+        marker.write_text(str(written))
+        print(f"generated {written:,} readings in {time.perf_counter() - clock:.1f}s under {folder}", flush=True)
+    return folder
+
+
+def _next_day(inputs: Path, work: Path) -> Path:
+    """One more day of files after the last day in `inputs`."""
+    last = max(date.fromisoformat(p.stem.removeprefix("readings_")) for p in inputs.glob("readings_*.csv"))
+    day = last + timedelta(days=1)
+    folder = work / f"day-after-{inputs.name}"
+    if not (folder / ".complete").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        import pyarrow.csv as pcsv
+
+        index = len(list(inputs.glob("readings_*.csv")))
+        table = day_table(index, day, meters=1000, seed=7)
+        with (folder / f"readings_{day.isoformat()}.csv").open("wb") as sink:
+            sink.write((",".join(table.column_names) + "\n").encode())
+            pcsv.write_csv(table, sink, write_options=pcsv.WriteOptions(include_header=False, quoting_style="none"))
+        (folder / ".complete").write_text(str(table.num_rows))
+    return folder
+
+
+def _line(label: str, run: Run) -> str:
+    layers = "  ".join(f"{name} {run.layers.get(name, 0.0):6.2f}s" for name in LAYERS)
+    rate = run.rows / run.wall_seconds if run.wall_seconds else 0.0
+    return (
+        f"{label:<22} {run.rows:>12,} rows  wall {run.wall_seconds:7.2f}s  {layers}  "
+        f"{rate:>10,.0f} rows/s  peak RSS {run.peak_rss_mib:7.0f} MiB"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Benchmark local mode against a DuckDB SQL reference.")
+    parser.add_argument("--rows", type=parse_size, nargs="+", default=[parse_size("1M")], help="e.g. 1M 5M 10M")
+    parser.add_argument("--work", type=Path, default=Path("bench-data"), help="generated files and lakes")
+    parser.add_argument("--incremental", action="store_true", help="then add one more day to each lake")
+    parser.add_argument("--no-reference", action="store_true", help="skip the DuckDB reference")
+    args = parser.parse_args(argv)
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
+
+    lakes: dict[int, Path] = {}
+    results: list[tuple[int, Run]] = []
+    for rows in args.rows:
+        inputs = _inputs(work, rows)
+        lake = work / f"lake-{rows}"
+        shutil.rmtree(lake, ignore_errors=True)
+        local = _platform_run(inputs, lake)
+        print(_line(f"local {rows:,}", local), flush=True)
+        lakes[rows] = lake
+        results.append((rows, local))
+        if not args.no_reference:
+            out = work / f"reference-{rows}"
+            shutil.rmtree(out, ignore_errors=True)
+            reference = _reference_run(inputs, out)
+            print(_line(f"duckdb reference {rows:,}", reference), flush=True)
+            print(
+                f"{'':<22} local / reference wall time: {local.wall_seconds / reference.wall_seconds:.2f}x", flush=True
+            )
+
+    if len(results) > 1:
+        (first_rows, first), (last_rows, last) = results[0], results[-1]
+        print(
+            f"scaling {first_rows:,} -> {last_rows:,} rows ({last_rows / first_rows:.1f}x): "
+            f"wall {last.wall_seconds / first.wall_seconds:.2f}x, peak RSS {last.peak_rss_mib / first.peak_rss_mib:.2f}x"
+        )
+
+    if args.incremental:
+        for rows, lake in lakes.items():
+            day = _next_day(_inputs(work, rows), work)
+            added = _platform_run(day, lake)
+            print(_line(f"+1 day onto {rows:,}", added), flush=True)
+
+
+if __name__ == "__main__":
+    main()
