@@ -67,8 +67,32 @@ def _strip(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.utf8_trim_whitespace(column)
 
 
+#: Passed as `occurrence` to parse distinct texts without parsing them by distinct values again.
+_NO_OCCURRENCE = pa.chunked_array([], pa.int32())
+
+
+def _distinct(column: pa.ChunkedArray | pa.Array) -> tuple[pa.Array, pa.ChunkedArray] | None:
+    """(position of each row's value among the distinct values, the distinct values) when values
+    repeat enough for computing once per distinct value to pay; else None."""
+    column = _chunked(column)
+    if len(column) < 1024:
+        return None
+    distinct = pc.unique(column)
+    if len(distinct) * 4 > len(column):
+        return None
+    return pc.index_in(column, value_set=distinct), _chunked(distinct)
+
+
 def clean_text(raw: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     """Raw field -> text to type: null as "", surrounding blanks and Excel's `="..."` removed."""
+    repeated = _distinct(raw)
+    if repeated is not None:
+        positions, distinct = repeated
+        return _chunked(pc.take(_clean_text(distinct), positions))
+    return _clean_text(raw)
+
+
+def _clean_text(raw: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     text = _strip(pc.fill_null(_chunked(raw).cast(pa.string()), ""))
     return _strip(pc.replace_substring_regex(text, _EXCEL_ESCAPED, r"\1"))
 
@@ -158,6 +182,15 @@ def parse_timestamps(
     is: 0 the earlier instant, 1 or more the later. `interval_minutes` is each row's
     interval (null: the source's), by which end labels are shifted back.
     """
+    if occurrence is None and interval_minutes is None:
+        # Interval data repeats each timestamp once per series: parse each distinct text once.
+        repeated = _distinct(raw)
+        if repeated is not None:
+            positions, distinct = repeated
+            instants, statuses = parse_timestamps(distinct, source, occurrence=_NO_OCCURRENCE)
+            return pc.take(instants, positions), pc.take(statuses, positions)
+    elif occurrence is _NO_OCCURRENCE:
+        occurrence = None
     text = clean_text(raw)
     n = len(text)
     zone = source.timestamp_timezone
@@ -281,6 +314,11 @@ def local_time(instants: pa.ChunkedArray | pa.Array, zone: str) -> tuple[pa.Chun
     Computed here in Arrow rather than on the engine, because Spark keeps one time zone
     per session and cannot convert a column to another zone.
     """
+    repeated = _distinct(instants)
+    if repeated is not None:
+        positions, distinct = repeated
+        dates, seconds = local_time(distinct, zone)
+        return _chunked(pc.take(dates, positions)), _chunked(pc.take(seconds, positions))
     local = pc.local_timestamp(pc.cast(instants, pa.timestamp("us", tz=zone)))
     seconds = pc.add(pc.add(pc.multiply(pc.hour(local), 3600), pc.multiply(pc.minute(local), 60)), pc.second(local))
     return pc.cast(local, pa.date32()), pc.cast(seconds, pa.int64())
@@ -388,7 +426,12 @@ def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | Non
     if cols.position:
         interval_start, ts_status = parse_positions(stamps, field(cols.position), source, interval_minutes=interval)
     else:
-        interval_start, ts_status = parse_timestamps(stamps, source, occurrence=occurrence, interval_minutes=interval)
+        interval_start, ts_status = parse_timestamps(
+            stamps,
+            source,
+            occurrence=occurrence if source.ambiguous_time == "order" else None,
+            interval_minutes=interval if cols.interval_minutes else None,
+        )
     # Register sources: the reader's per-series difference, not the cumulative read.
     registered = source.value_kind == "register" and "register_delta" in raw.column_names
     value, value_status = parse_values(raw["register_delta"] if registered else raw[cols.value], source)

@@ -25,7 +25,7 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from app.domain.errors import InputFileError, TableStoreError
-from app.domain.schemas import TableSpec
+from app.domain.schemas import UTC_TIMESTAMP, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
@@ -34,13 +34,25 @@ from app.infrastructure.repositories.base import (
     UpsertCounts,
     changed_condition,
     local_days_condition,
+    with_partition_bounds,
 )
-from app.infrastructure.repositories.pandas_repository import PandasDeltaStore, _commit
+from app.infrastructure.repositories.pandas_repository import _COMPARISONS, PandasDeltaStore, _commit
+
+_NW_TYPES: dict[pa.DataType, Any] = {
+    pa.string(): nw.String(),
+    pa.int32(): nw.Int32(),
+    pa.int64(): nw.Int64(),
+    pa.float64(): nw.Float64(),
+    pa.float32(): nw.Float32(),
+    pa.bool_(): nw.Boolean(),
+    pa.date32(): nw.Date(),
+    UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
+}
 
 #: Rows per Arrow batch handed to a mapped function.
 BATCH_ROWS = 250_000
 #: Rows of whole groups handed to one call of a grouped function (more when one group is larger).
-GROUP_ROWS = 500_000
+GROUP_ROWS = 200_000
 
 
 class DuckDBDeltaStore(PandasDeltaStore):
@@ -48,13 +60,15 @@ class DuckDBDeltaStore(PandasDeltaStore):
 
     engine = "duckdb"
 
-    def __init__(self, root: Path, *, memory_limit: str = "1GB", threads: int | None = None) -> None:
+    def __init__(self, root: Path, *, memory_limit: str = "512MB", threads: int | None = None) -> None:
         super().__init__(root)
         self._memory_limit = memory_limit
         self._threads = threads
         self._con: duckdb.DuckDBPyConnection | None = None
         self._work: Path | None = None
         self._names = itertools.count()
+        self._stored: set[int] = set()
+        self._relations: list[duckdb.DuckDBPyRelation] = []  # keeps the ids in `_stored` unique
 
     # Session ----------------------------------------------------------------------------
 
@@ -78,6 +92,8 @@ class DuckDBDeltaStore(PandasDeltaStore):
         return f"t{next(self._names)}"
 
     def release(self) -> None:
+        self._stored.clear()
+        self._relations.clear()
         if self._con is not None:
             self._con.close()
             self._con = None
@@ -95,7 +111,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
             self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_input")
         finally:
             self.con.unregister("arrow_input")
-        return nw.from_native(self.con.table(name))
+        return self._keep(self.con.table(name))
 
     def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
         return self._materialize(data)
@@ -110,12 +126,20 @@ class DuckDBDeltaStore(PandasDeltaStore):
         return int(frame.to_native().aggregate("count(*)").fetchall()[0][0])
 
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+        if id(frame.to_native()) in self._stored:  # a table or a spooled file already
+            return frame
         name = self._name()
         frame.to_native().to_table(name)
-        return nw.from_native(self.con.table(name))
+        return self._keep(self.con.table(name))
+
+    def _keep(self, relation: duckdb.DuckDBPyRelation) -> nw.LazyFrame[Any]:
+        """A frame over stored rows (a table or a spooled file), which `cache` need not copy."""
+        self._stored.add(id(relation))
+        self._relations.append(relation)
+        return nw.from_native(relation)
 
     def _batches(self, frame: nw.LazyFrame[Any], rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        yield from frame.to_native().fetch_record_batch(rows)
+        yield from frame.to_native().to_arrow_reader(rows)
 
     def _spooled(self, batches: Iterator[pa.Table], schema: pa.Schema) -> nw.LazyFrame[Any]:
         """Tables of `schema` -> one Parquet file in the work folder, scanned as a frame."""
@@ -126,7 +150,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 writer.write_table(table.select(schema.names).cast(schema))
             if writer.file_handle is None:  # pragma: no cover - the writer opens on creation
                 raise TableStoreError(f"cannot write {path}")
-        return nw.from_native(self.con.read_parquet(str(path)))
+        return self._keep(self.con.read_parquet(str(path)))
 
     # Files ------------------------------------------------------------------------------
 
@@ -179,10 +203,35 @@ class DuckDBDeltaStore(PandasDeltaStore):
     # Tables -----------------------------------------------------------------------------
 
     def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        """The table's current version as a lazy scan of its data files. Files whose partition
+        or column statistics rule out `where` are not listed; DuckDB reads only the columns and
+        row groups a query needs."""
         if not self.exists(spec.name):
             return self.frame(spec.schema.empty_table())
-        stream = pa.RecordBatchReader.from_batches(spec.schema, self.scan(spec, where=where))
-        return self._materialize(stream)
+        conditions = with_partition_bounds(spec, where)
+        for column, _, _ in conditions:
+            if column not in spec.schema.names:
+                raise ValueError(f"{spec.name} has no column {column!r}")
+        table = self._table(spec.name)
+        if _plain_parquet(table):
+            pruning = [(c, op, list(v) if op == "in" else v) for c, op, v in conditions]
+            files = table.file_uris(file_pruning_predicate=pruning or None)
+            if not files:
+                return self.frame(spec.schema.empty_table())
+            relation = self.con.read_parquet(files, hive_partitioning=True, union_by_name=True)
+        else:  # deletion vectors or column mapping: Delta's own reader
+            name = self._name()
+            self.con.register(name, table.to_pyarrow_dataset())
+            relation = self.con.view(name)
+        frame = nw.from_native(relation)
+        for column, op, value in conditions:
+            term = nw.col(column).is_in(list(value)) if op == "in" else _COMPARISONS[op](nw.col(column), value)
+            frame = frame.filter(term)
+        names = frame.collect_schema().names()
+        return frame.select(
+            (nw.col(n) if n in names else nw.lit(None)).cast(_NW_TYPES[spec.schema.field(n).type]).alias(n)
+            for n in spec.schema.names
+        )
 
     def _stream(self, spec: TableSpec, frame: nw.LazyFrame[Any], counter: list[int]) -> pa.RecordBatchReader:
         """The frame's rows as `spec` declares them, counted into `counter` as they pass."""
@@ -261,6 +310,14 @@ class DuckDBDeltaStore(PandasDeltaStore):
         inserted = int(metrics.get("num_target_rows_inserted", 0))
         updated = int(metrics.get("num_target_rows_updated", 0))
         return UpsertCounts(inserted=inserted, updated=updated, unchanged=counter[0] - inserted - updated)
+
+
+def _plain_parquet(table: DeltaTable) -> bool:
+    """Whether the table's rows are exactly its data files' rows, as a Parquet reader sees them:
+    no deletion vectors and no column mapping."""
+    features = set(table.protocol().reader_features or ())
+    mapped = table.metadata().configuration.get("delta.columnMapping.mode", "none") != "none"
+    return not mapped and not features & {"deletionVectors", "columnMapping"}
 
 
 def _last_group_start(rows: pa.Table, keys: list[str]) -> int:
