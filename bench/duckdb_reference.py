@@ -44,7 +44,7 @@ def _sql_list(values: tuple[str, ...]) -> str:
 
 
 def _unit_case() -> str:
-    cases = " ".join(f"WHEN '{unit}' THEN value * {factor}" for unit, factor in UNIT_TO_KWH.items())
+    cases = " ".join(f"WHEN '{unit}' THEN number * {factor}" for unit, factor in UNIT_TO_KWH.items())
     return f"CASE unit {cases} END"
 
 
@@ -115,7 +115,7 @@ def statements(input_glob: str, out: Path, *, batch_id: str, now: datetime) -> l
                    CASE WHEN timestamp_status = 'ok' THEN instant END AS interval_start_utc,
                    CASE WHEN timestamp_status = 'ok' THEN local END AS interval_start_local,
                    timestamp_status, CASE WHEN value_status = 'ok' THEN number END AS value, value_status,
-                   unit, CASE WHEN value_status = 'ok' THEN {_unit_case().replace("value *", "number *")} END AS energy_kwh,
+                   unit, CASE WHEN value_status = 'ok' THEN {_unit_case()} END AS energy_kwh,
                    source_file, line_number, raw_meter_id, raw_timestamp, raw_value, raw_unit
             FROM statused
             """,

@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> None:
 
     if len(results) > 1:
         (first_rows, first), (last_rows, last) = results[0], results[-1]
-        print(
-            f"scaling {first_rows:,} -> {last_rows:,} rows ({last_rows / first_rows:.1f}x): "
-            f"wall {last.wall_seconds / first.wall_seconds:.2f}x, peak RSS {last.peak_rss_mib / first.peak_rss_mib:.2f}x"
-        )
+        wall = last.wall_seconds / first.wall_seconds
+        rss = last.peak_rss_mib / first.peak_rss_mib
+        growth = last_rows / first_rows
+        print(f"scaling {first_rows:,} -> {last_rows:,} rows ({growth:.1f}x): wall {wall:.2f}x, peak RSS {rss:.2f}x")
 
     if args.incremental:
         for rows, lake in lakes.items():

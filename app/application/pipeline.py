@@ -147,9 +147,10 @@ _VEE_FIELDS = pa.schema(
 )
 
 
-def vee_input_schema(header: list[str]) -> pa.Schema:
-    """Schema of the VEE stage's input: its fields, then the file's raw columns."""
-    return pa.schema([*_VEE_FIELDS, *((raw_column(i), pa.string()) for i in range(len(header)))])
+def vee_input_schema() -> pa.Schema:
+    """Schema of the VEE stage's input. The raw file columns stay behind: the few rows a series
+    rule quarantines get them back by their key and read order."""
+    return _VEE_FIELDS
 
 
 def _vee_columns(
@@ -206,8 +207,9 @@ def _concat(frames: list[nw.LazyFrame[Any]]) -> nw.LazyFrame[Any]:
 
 
 def _apply_vee(table: pa.Table, *, params: VeeParams, schema: pa.Schema) -> pa.Table:
-    """`apply_vee` on rows typed as declared (an engine may hand over all-null columns untyped)."""
-    return apply_vee(table.select(schema.names).cast(schema), params)
+    """`apply_vee` on rows typed as declared (an engine may hand over all-null columns untyped).
+    Tables have no row order, so the output is not sorted."""
+    return apply_vee(table.select(schema.names).cast(schema), params, ordered=False)
 
 
 def parse_rows(raw: pa.Table, *, source: SourceConfig, header: list[str]) -> pa.Table:
@@ -375,7 +377,7 @@ class BatchPipeline:
         parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), parsed_schema(header))
         params = RuleParams.for_source(source, now_utc=started)
         validated = store.cache(validated_readings(parsed, params))
-        vee = store.cache(self._vee(source, validated, header))
+        vee = store.cache(self._vee(source, validated))
         counts = self._rule_counts(source, validated, vee, malformed)
         result.rule_counts = counts.rules
         result.estimates = counts.estimates
@@ -399,7 +401,15 @@ class BatchPipeline:
 
         # Silver: accepted reads and estimates upserted; rejected rows to quarantine.
         lineage: dict[str, Any] = {"source": source.name, "batch_id": batch_id, "at": started}
-        series_rejected = vee.filter((nw.col("role") == "batch") & nw.col("rejection_rule").is_in(SERIES_RULES))
+        # Rows a series rule quarantined, with their raw columns from the validated rows.
+        series_keys = ["meter_id", "direction", "interval_start_utc", "row_order"]
+        series_rejected = validated.drop("rejection_rule").join(
+            vee.filter((nw.col("role") == "batch") & nw.col("rejection_rule").is_in(SERIES_RULES)).select(
+                *series_keys, "rejection_rule"
+            ),
+            on=series_keys,
+            how="inner",
+        )
         quarantine_parts = [
             store.map_arrow(
                 validated.filter(~nw.col("rejection_rule").is_null()),
@@ -476,10 +486,10 @@ class BatchPipeline:
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
         result.status = "succeeded"
 
-    def _vee(self, source: SourceConfig, validated: nw.LazyFrame[Any], header: list[str]) -> nw.LazyFrame[Any]:
+    def _vee(self, source: SourceConfig, validated: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
         """Series rules and estimation over the batch's readings, with stored silver as context."""
         store = self.store
-        schema = vee_input_schema(header)
+        schema = vee_input_schema()
         deduped = deduplicated_readings(validated)
         placeable = (
             ~nw.col("rejection_rule").is_null()
@@ -495,9 +505,10 @@ class BatchPipeline:
                 _vee_columns(rejected, schema, reported=nw.col("energy_kwh"), energy=nw.lit(None, nw.Float64())),
             ]
         )
-        batch = store.cache(batch)
+        # The batch's days and series, from the rows that make up `batch`: accepted or placeable.
+        in_batch = validated.filter(nw.col("rejection_rule").is_null() | placeable.fill_null(value=False))
         days = store.collect(
-            batch.select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
+            in_batch.select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
         ).to_pylist()[0]
         parts = [batch]
         if days["first"] is not None and store.exists(SILVER_READINGS.name):
@@ -510,7 +521,7 @@ class BatchPipeline:
                     ("local_date", "<=", days["last"] + timedelta(days=reach)),
                 ],
             )
-            series = batch.select("meter_id", "direction").unique()
+            series = in_batch.select("meter_id", "direction").unique()
             history = stored.filter(nw.col("estimation_method").is_null()).join(
                 series, on=["meter_id", "direction"], how="semi"
             )

@@ -50,9 +50,15 @@ def deduplicated_readings(validated: nw.LazyFrame) -> nw.LazyFrame:
     """
     keys = list(SILVER_READINGS.keys)
     accepted = validated.filter(nw.col("rejection_rule").is_null()).with_columns(quality_rank=quality_rank())
-    ranked = accepted.with_columns(best_rank=nw.col("quality_rank").max().over(*keys))
+    # Only keys read more than once need ranking: the window functions run over those rows,
+    # not over every column of every row.
+    repeated = accepted.group_by(*keys).agg(nw.len().alias("reads")).filter(nw.col("reads") > 1).select(keys)
+    once = accepted.join(repeated, on=keys, how="anti")
+    several = accepted.join(repeated, on=keys, how="semi")
+    ranked = several.with_columns(best_rank=nw.col("quality_rank").max().over(*keys))
     best = ranked.filter(nw.col("quality_rank") == nw.col("best_rank"))
-    return best.filter(nw.col("row_order") == nw.col("row_order").max().over(*keys)).drop("best_rank")
+    latest = best.filter(nw.col("row_order") == nw.col("row_order").max().over(*keys)).drop("best_rank")
+    return nw.concat([once, latest])
 
 
 def silver_readings(vee_rows: nw.LazyFrame, params: SilverParams) -> nw.LazyFrame:

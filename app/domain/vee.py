@@ -675,8 +675,12 @@ def _as_schema(columns: dict[str, pa.Array | pa.ChunkedArray], n: int, schema: p
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def apply_vee(table: pa.Table, params: VeeParams) -> pa.Table:
-    """Series rules and estimation over one or many series; see the module docstring."""
+def apply_vee(table: pa.Table, params: VeeParams, *, ordered: bool = True) -> pa.Table:
+    """Series rules and estimation over one or many series; see the module docstring.
+
+    With `ordered`, rows come out sorted by series, interval start and role; without, batch rows
+    keep their input order and generated rows follow (the same rows, without the cost of a sort).
+    """
     _check_columns(table)
     schema = vee_schema(table.schema)
     rows = _rows(table, params.series_timezone)
@@ -695,6 +699,8 @@ def apply_vee(table: pa.Table, params: VeeParams) -> pa.Table:
             if rows.batch[selected].any():
                 _series(rows, selected, starts, params, out)
     result = pa.concat_tables([_batch_part(table, rows, out, schema), _generated_part(table, out, schema)])
+    if not ordered:
+        return result
     keys = ["meter_id", "direction", "interval_start_utc", "role", "rejection_rule", "reported_kwh", "energy_kwh"]
     # Nulls sort last (Arrow's default).
     return result.take(pc.sort_indices(result, sort_keys=[(name, "ascending") for name in keys]))

@@ -28,6 +28,7 @@ from app.domain.sources import RuleSetting, SourceConfig, builtin_meter_readings
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.repositories.base import TableStore
+from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.repositories.spark_repository import SparkDeltaStore
@@ -138,16 +139,18 @@ def lakes(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any
     ]
     write_csv(inputs / "new_meter.csv", new_meter)
     local = PandasDeltaStore(root / "local")
+    on_duckdb = DuckDBDeltaStore(root / "duckdb")
     on_spark = SparkDeltaStore(spark, str(root / "spark"))
     return {
         "local": (local, _batches(local, root, inputs)),
+        "duckdb": (on_duckdb, _batches(on_duckdb, root, inputs)),
         "spark": (on_spark, _batches(on_spark, root, inputs)),
     }
 
 
 def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
     local, spark = lakes["local"][1], lakes["spark"][1]
-    for a, b in zip(local, spark, strict=True):
+    for a, b in [*zip(local, spark, strict=True), *zip(lakes["duckdb"][1], spark, strict=True)]:
         assert a.status == b.status == "succeeded", (a.error, b.error)
         assert a.reconciliation == b.reconciliation
         assert a.rule_counts == b.rule_counts
@@ -169,14 +172,20 @@ def test_tables_are_equal_across_modes(lakes: dict[str, Any], spec: TableSpec) -
     on_spark = DeltaTable(spark_store.location(spec.name)).to_pyarrow_table()  # read by delta-rs
     assert local.num_rows > 0
     _assert_equal(_rows(local, spec), _rows(on_spark, spec), spec.name)
+    on_duckdb = DeltaTable(lakes["duckdb"][0].location(spec.name)).to_pyarrow_table()
+    _assert_equal(_rows(on_duckdb, spec), _rows(on_spark, spec), spec.name)
 
 
 @pytest.mark.parametrize("name", [*(s.name for s in COMPARED), "bronze_meter_readings"])
 def test_both_modes_write_the_same_delta_schema_and_partitioning(lakes: dict[str, Any], name: str) -> None:
-    tables = [DeltaTable(lakes[mode][0].location(name)) for mode in ("local", "spark")]
+    tables = [DeltaTable(lakes[mode][0].location(name)) for mode in ("local", "duckdb", "spark")]
     schemas = [json.loads(t.schema().to_json()) for t in tables]
-    assert schemas[0] == schemas[1]
-    assert tables[0].metadata().partition_columns == tables[1].metadata().partition_columns
+    assert schemas[0] == schemas[1] == schemas[2]
+    assert (
+        tables[0].metadata().partition_columns
+        == tables[1].metadata().partition_columns
+        == tables[2].metadata().partition_columns
+    )
 
 
 def test_spark_reads_the_lake_local_mode_wrote(lakes: dict[str, Any], spark: Any) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 import duckdb
 import narwhals as nw
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import DeltaError
@@ -80,7 +79,9 @@ class DuckDBDeltaStore(PandasDeltaStore):
             config: dict[str, Any] = {
                 "memory_limit": self._memory_limit,
                 "temp_directory": str(self._work / "spill"),
-                "preserve_insertion_order": True,
+                # Row order carries no meaning here (read order is a column), and keeping it
+                # halves the speed of materialising a result.
+                "preserve_insertion_order": False,
             }
             if self._threads:
                 config["threads"] = self._threads
@@ -176,27 +177,28 @@ class DuckDBDeltaStore(PandasDeltaStore):
     def map_groups(
         self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
     ) -> nw.LazyFrame[Any]:
-        """The rows sorted by `keys`, cut into runs of whole groups of about GROUP_ROWS rows."""
-        ordered = nw.from_native(frame.to_native().order(", ".join(f'"{k}"' for k in keys)))
-        key_columns = list(keys)
+        """The rows hashed on `keys` into parts of about GROUP_ROWS rows (one Parquet write, no
+        sort); `function` gets one part at a time, so every group whole."""
+        self.con  # noqa: B018 - opens the work folder
+        assert self._work is not None
+        frame = self.cache(frame)
+        rows = self.count_rows(frame)
+        parts = max(1, -(-rows // GROUP_ROWS))
+        folder = self._work / self._name()
+        native = frame.to_native()
+        view = self._name()
+        native.to_view(view)
+        key_list = ", ".join(f'"{k}"' for k in keys)  # column names of the caller's schema, not user text
+        self.con.execute(
+            f"COPY (SELECT *, hash({key_list}) % {parts} AS group_part FROM {view}) "
+            f"TO '{_sql_text(folder)}' (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (group_part))"
+        )
+        columns = native.columns
 
         def tables() -> Iterator[pa.Table]:
-            pending: list[pa.RecordBatch] = []
-            size = 0
-            for batch in self._batches(ordered):
-                pending.append(batch)
-                size += batch.num_rows
-                if size < GROUP_ROWS:
-                    continue
-                rows = pa.Table.from_batches(pending)
-                cut = _last_group_start(rows, key_columns)
-                if cut == 0:  # one group so far: keep collecting
-                    continue
-                yield function(rows.slice(0, cut))
-                rest = rows.slice(cut)
-                pending, size = rest.to_batches(), rest.num_rows
-            if pending:
-                yield function(pa.Table.from_batches(pending))
+            for part in sorted(folder.glob("group_part=*")):
+                data = self.con.read_parquet(str(part / "*.parquet"), hive_partitioning=False)
+                yield function(data.select(*(f'"{c}"' for c in columns)).to_arrow_table())
 
         return self._spooled(tables(), schema)
 
@@ -320,16 +322,6 @@ def _plain_parquet(table: DeltaTable) -> bool:
     return not mapped and not features & {"deletionVectors", "columnMapping"}
 
 
-def _last_group_start(rows: pa.Table, keys: list[str]) -> int:
-    """Index of the first row of the last group in `rows` (sorted by `keys`); 0 when one group."""
-    last = rows.num_rows - 1
-    same = None
-    for key in keys:
-        column = rows.column(key)
-        value = column[last]
-        equal = pc.equal(column, value) if value.is_valid else pc.is_null(column)
-        equal = pc.fill_null(equal, False)
-        same = equal if same is None else pc.and_(same, equal)
-    assert same is not None
-    # Sorted rows: the last group is a suffix; its start is the count of rows not in it.
-    return rows.num_rows - int(pc.sum(same).as_py() or 0)
+def _sql_text(path: Path) -> str:
+    """A work-folder path as the body of a SQL string literal."""
+    return str(path).replace("'", "''")
