@@ -348,7 +348,16 @@ def parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chunked
     With `decimal = ","`, "." and blanks are thousands separators: "1.234,5" is 1234.5.
     The reader's register markers become the statuses `register_start` / `register_reset`.
     """
-    text = clean_text(raw)
+    repeated = _distinct(raw)
+    if repeated is not None:  # meter values repeat (three decimals): type each text once
+        positions, distinct = repeated
+        values, statuses = _parse_values(distinct, source)
+        return _chunked(pc.take(values, positions)), _chunked(pc.take(statuses, positions))
+    return _parse_values(raw, source)
+
+
+def _parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    text = _clean_text(raw)
     missing = pc.is_in(text, value_set=pa.array(list(source.missing_values), pa.string()))
     number = number_text(text, source)
     numeric = pc.match_substring_regex(number, _NUMBER)
