@@ -620,7 +620,7 @@ def _batch_part(table: pa.Table, rows: _Rows, out: _Output, schema: pa.Schema) -
     codes = np.zeros(table.num_rows, dtype=np.int64)
     codes[_cat(out.reject_rows, np.int64)] = _cat(out.reject_codes, np.int64)
     keep = np.flatnonzero(rows.batch)
-    part = table.take(pa.array(keep, pa.int64()))
+    part = table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
     bits, codes = bits[keep], codes[keep]
     columns = {name: part[name] for name in part.column_names}
     # Flags: merged once per distinct (existing flags, new bits), not per row.

@@ -50,7 +50,7 @@ _NW_TYPES: dict[pa.DataType, Any] = {
 
 #: Rows per Arrow batch handed to a mapped function.
 BATCH_ROWS = 250_000
-#: Rows of whole groups handed to one call of a grouped function (more when one group is larger).
+#: Rows of whole groups handed to one call of a grouped function (more when one hash part is larger).
 GROUP_ROWS = 200_000
 
 
@@ -146,7 +146,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
         """Tables of `schema` -> one Parquet file in the work folder, scanned as a frame."""
         assert self._work is not None
         path = self._work / f"{self._name()}.parquet"
-        with pq.ParquetWriter(path, schema, compression="lz4") as writer:
+        with pq.ParquetWriter(path, schema, compression="lz4", use_dictionary=False) as writer:
             for table in batches:
                 writer.write_table(table.select(schema.names).cast(schema))
             if writer.file_handle is None:  # pragma: no cover - the writer opens on creation
@@ -177,28 +177,41 @@ class DuckDBDeltaStore(PandasDeltaStore):
     def map_groups(
         self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
     ) -> nw.LazyFrame[Any]:
-        """The rows hashed on `keys` into parts of about GROUP_ROWS rows (one Parquet write, no
-        sort); `function` gets one part at a time, so every group whole."""
+        """The rows hashed on `keys` into Parquet folders of about GROUP_ROWS rows in one write
+        (no sort); `function` gets whole folders, so every group whole."""
         self.con  # noqa: B018 - opens the work folder
         assert self._work is not None
+        # Materialised first: its row count sets the number of parts, and the hash-partitioned
+        # write then reads stored rows instead of evaluating the frame.
         frame = self.cache(frame)
-        rows = self.count_rows(frame)
-        parts = max(1, -(-rows // GROUP_ROWS))
+        parts = max(1, -(-self.count_rows(frame) // GROUP_ROWS))
         folder = self._work / self._name()
         native = frame.to_native()
+        columns = ", ".join(f'"{c}"' for c in native.columns)  # column names of the caller's schema
         view = self._name()
         native.to_view(view)
-        key_list = ", ".join(f'"{k}"' for k in keys)  # column names of the caller's schema, not user text
+        key_list = ", ".join(f'"{k}"' for k in keys)
         self.con.execute(
             f"COPY (SELECT *, hash({key_list}) % {parts} AS group_part FROM {view}) "
             f"TO '{_sql_text(folder)}' (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (group_part))"
         )
-        columns = native.columns
+
+        def call(parts: list[Path]) -> pa.Table:
+            files = [str(f) for part in parts for f in sorted(part.glob("*.parquet"))]
+            return function(self.con.read_parquet(files, hive_partitioning=False).select(columns).to_arrow_table())
 
         def tables() -> Iterator[pa.Table]:
+            pending: list[Path] = []
+            size = 0
             for part in sorted(folder.glob("group_part=*")):
-                data = self.con.read_parquet(str(part / "*.parquet"), hive_partitioning=False)
-                yield function(data.select(*(f'"{c}"' for c in columns)).to_arrow_table())
+                rows = sum(pq.read_metadata(f).num_rows for f in part.glob("*.parquet"))
+                if pending and size + rows > GROUP_ROWS:
+                    yield call(pending)
+                    pending, size = [], 0
+                pending.append(part)
+                size += rows
+            if pending:
+                yield call(pending)
 
         return self._spooled(tables(), schema)
 
