@@ -189,6 +189,19 @@ def _history_columns(frame: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFram
     return frame.select(*columns)
 
 
+#: Silver columns the daily gold table is computed from.
+_GOLD_DAILY_INPUT = (
+    "meter_id",
+    "direction",
+    "local_date",
+    "timezone",
+    "energy_kwh",
+    "interval_minutes",
+    "quality_flag",
+)
+#: Parsed columns the rules read and nothing after them does.
+_PARSE_ONLY = ("timestamp_status", "value", "value_status", "unit", "local_seconds")
+
 _NW_TYPES: dict[pa.DataType, Any] = {
     pa.string(): nw.String(),
     pa.int32(): nw.Int32(),
@@ -376,7 +389,8 @@ class BatchPipeline:
         clock = time.perf_counter()
         parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), parsed_schema(header))
         params = RuleParams.for_source(source, now_utc=started)
-        validated = store.cache(validated_readings(parsed, params))
+        # Only what VEE, quarantine and the counts read next is kept.
+        validated = store.cache(validated_readings(parsed, params).drop(*_PARSE_ONLY))
         vee = store.cache(self._vee(source, validated))
         counts = self._rule_counts(source, validated, vee, malformed)
         result.rule_counts = counts.rules
@@ -606,7 +620,9 @@ class BatchPipeline:
         days = (bounds["first_day"], bounds["last_day"])
         touched_keys = silver.select("meter_id", "local_date").unique()
         in_days = store.read(SILVER_READINGS, where=[("local_date", ">=", days[0]), ("local_date", "<=", days[1])])
-        touched = store.cache(in_days.join(touched_keys, on=["meter_id", "local_date"], how="semi"))
+        touched = store.cache(
+            in_days.join(touched_keys, on=["meter_id", "local_date"], how="semi").select(*_GOLD_DAILY_INPUT)
+        )
         zones = store.collect(touched.select("local_date", "timezone").unique()).to_pylist()
         calendar = local_day_minutes((z["local_date"], z["timezone"]) for z in zones)
         daily = gold_daily_meter_energy(touched, store.frame(calendar))

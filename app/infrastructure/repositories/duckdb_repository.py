@@ -12,6 +12,7 @@ import itertools
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -146,11 +147,19 @@ class DuckDBDeltaStore(PandasDeltaStore):
         """Tables of `schema` -> one Parquet file in the work folder, scanned as a frame."""
         assert self._work is not None
         path = self._work / f"{self._name()}.parquet"
-        with pq.ParquetWriter(path, schema, compression="lz4", use_dictionary=False) as writer:
+        # Each table is written on a second thread while the next one is computed.
+        with (
+            pq.ParquetWriter(path, schema, compression="lz4", use_dictionary=False) as writer,
+            ThreadPoolExecutor(max_workers=1) as pool,
+        ):
+            pending: Future[None] | None = None
             for table in batches:
-                writer.write_table(table.select(schema.names).cast(schema))
-            if writer.file_handle is None:  # pragma: no cover - the writer opens on creation
-                raise TableStoreError(f"cannot write {path}")
+                typed = table.select(schema.names).cast(schema)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(writer.write_table, typed)
+            if pending is not None:
+                pending.result()
         return self._keep(self.con.read_parquet(str(path)))
 
     # Files ------------------------------------------------------------------------------
