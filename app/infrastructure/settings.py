@@ -29,7 +29,7 @@ class Settings(BaseSettings):
         description="Engine of local mode: duckdb (all cores, spills to disk past LOCAL_MEMORY_LIMIT) or pandas.",
     )
     local_memory_limit: str = Field(
-        default="512MB", description="Memory DuckDB may use in local mode before it spills to disk, e.g. 1GB, 512MB."
+        default="256MB", description="Memory DuckDB may use in local mode before it spills to disk, e.g. 256MB, 1GB."
     )
     data_dir: Path = Field(
         default=Path("data"),

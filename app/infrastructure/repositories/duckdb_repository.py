@@ -21,7 +21,7 @@ import duckdb
 import narwhals as nw
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from app.domain.errors import InputFileError, TableStoreError
@@ -49,6 +49,9 @@ _NW_TYPES: dict[pa.DataType, Any] = {
     UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
 }
 
+#: Parquet row groups of Delta writes: the writer holds one open group per partition in memory.
+_WRITER = WriterProperties(max_row_group_size=131_072)
+
 #: Rows per Arrow batch handed to a mapped function.
 BATCH_ROWS = 250_000
 #: Rows of whole groups handed to one call of a grouped function (more when one hash part is larger).
@@ -60,7 +63,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
 
     engine = "duckdb"
 
-    def __init__(self, root: Path, *, memory_limit: str = "512MB", threads: int | None = None) -> None:
+    def __init__(self, root: Path, *, memory_limit: str = "256MB", threads: int | None = None) -> None:
         super().__init__(root)
         self._memory_limit = memory_limit
         self._threads = threads
@@ -283,6 +286,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 schema_mode="merge",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
+                writer_properties=_WRITER,
             )
         except DeltaError as error:
             raise TableStoreError(f"{spec.name}: append failed: {error}") from error
@@ -307,6 +311,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
+                writer_properties=_WRITER,
             )
             return UpsertCounts(inserted=counter[0], updated=0, unchanged=0)
         if self.count_rows(frame) == 0:
@@ -324,6 +329,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
                     source_alias="s",
                     target_alias="t",
                     commit_properties=_commit(batch_id),
+                    writer_properties=_WRITER,
                 )
                 .when_matched_update_all(predicate=changed)
                 .when_not_matched_insert_all()
