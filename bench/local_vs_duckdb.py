@@ -1,6 +1,6 @@
 """Local mode against a hand-written DuckDB SQL pipeline, at chosen sizes.
 
-    python -m bench.local_vs_duckdb --rows 1M 5M 10M [--work bench-data] [--incremental]
+    python -m bench.local_vs_duckdb --rows 1M 5M 10M [--rounds 3] [--work bench-data] [--incremental]
 
 For each size it generates synthetic `meter_readings` CSV (`bench.generate`, kept under
 `--work` and reused), then runs, each as its own process in a fresh folder:
@@ -9,7 +9,8 @@ For each size it generates synthetic `meter_readings` CSV (`bench.generate`, kep
    JSON log), rows per second and the peak RSS of the process;
 2. `bench.duckdb_reference` on the same files: wall time and peak RSS.
 
-It prints one line per run and the ratio of the two wall times. With `--incremental`, it then
+It prints one line per run and the ratio of the two wall times (of the median runs with
+`--rounds N`). With `--incremental`, it then
 loads one more day of files into each size's lake and prints what that costs: it should
 depend on the day's rows, not on the rows already stored.
 """
@@ -121,6 +122,11 @@ def _next_day(inputs: Path, work: Path) -> Path:
     return folder
 
 
+def _median(runs: list[Run]) -> Run:
+    """The run with the median wall time (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r.wall_seconds)[(len(runs) - 1) // 2]
+
+
 def _line(label: str, run: Run) -> str:
     layers = "  ".join(f"{name} {run.layers.get(name, 0.0):6.2f}s" for name in LAYERS)
     rate = run.rows / run.wall_seconds if run.wall_seconds else 0.0
@@ -136,6 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=Path("bench-data"), help="generated files and lakes")
     parser.add_argument("--incremental", action="store_true", help="then add one more day to each lake")
     parser.add_argument("--no-reference", action="store_true", help="skip the DuckDB reference")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each side per size; medians are compared")
     args = parser.parse_args(argv)
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -146,18 +153,25 @@ def main(argv: list[str] | None = None) -> None:
     for rows in args.rows:
         inputs = _inputs(work, rows)
         lake = work / f"lake-{rows}"
-        shutil.rmtree(lake, ignore_errors=True)
-        local = _platform_run(inputs, lake)
-        print(_line(f"local {rows:,}", local), flush=True)
+        local_runs, reference_runs = [], []
+        for round_number in range(1, args.rounds + 1):
+            shutil.rmtree(lake, ignore_errors=True)
+            local_runs.append(_platform_run(inputs, lake))
+            print(_line(f"local {rows:,} #{round_number}", local_runs[-1]), flush=True)
+            if not args.no_reference:
+                out = work / f"reference-{rows}"
+                shutil.rmtree(out, ignore_errors=True)
+                reference_runs.append(_reference_run(inputs, out))
+                print(_line(f"reference {rows:,} #{round_number}", reference_runs[-1]), flush=True)
+        local = _median(local_runs)
         lakes[rows] = lake
         results.append((rows, local))
-        if not args.no_reference:
-            out = work / f"reference-{rows}"
-            shutil.rmtree(out, ignore_errors=True)
-            reference = _reference_run(inputs, out)
-            print(_line(f"duckdb reference {rows:,}", reference), flush=True)
+        if reference_runs:
+            reference = _median(reference_runs)
             print(
-                f"{'':<22} local / reference wall time: {local.wall_seconds / reference.wall_seconds:.2f}x", flush=True
+                f"{rows:,} rows, median of {args.rounds}: local {local.wall_seconds:.2f}s, "
+                f"reference {reference.wall_seconds:.2f}s, ratio {local.wall_seconds / reference.wall_seconds:.2f}x",
+                flush=True,
             )
 
     if len(results) > 1:
