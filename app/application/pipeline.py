@@ -437,7 +437,8 @@ class BatchPipeline:
         ]
         quarantine = _concat(quarantine_parts)
         silver_params = SilverParams(source.name, batch_id, source.series_timezone)
-        silver = store.cache(silver_readings(vee, silver_params))
+        # A projection of the cached VEE rows: not cached again.
+        silver = silver_readings(vee, silver_params)
         quarantined = counts.quarantined
         estimated = sum(counts.estimates.values())
         silver_rows = store.count_rows(silver) - estimated
