@@ -52,10 +52,14 @@ def open_platform(settings: Settings) -> Iterator[Platform]:
     """Build the platform for `settings`; the metadata schema is migrated on open."""
     settings.require_available()
     metadata = SqlMetadataStore(settings.metadata_url)
+    store: TableStore | None = None
     try:
         metadata.migrate()
-        yield Platform(settings=settings, store=table_store(settings), metadata=metadata)
+        store = table_store(settings)
+        yield Platform(settings=settings, store=store, metadata=metadata)
     finally:
+        if store is not None:
+            store.release()  # the DuckDB store's work folder and connection, Spark's cached frames
         metadata.dispose()
 
 
