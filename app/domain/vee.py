@@ -623,12 +623,19 @@ def _batch_part(table: pa.Table, rows: _Rows, out: _Output, schema: pa.Schema) -
     part = table if len(keep) == table.num_rows else table.take(pa.array(keep, pa.int64()))
     bits, codes = bits[keep], codes[keep]
     columns = {name: part[name] for name in part.column_names}
-    # Flags: merged once per distinct (existing flags, new bits), not per row.
     existing = pc.fill_null(part["validation_flags"].cast(pa.string()), "")
-    key = pc.binary_join_element_wise(existing, pc.cast(pa.array(bits, pa.int64()), pa.string()), _FLAG_SEP)
-    distinct = pc.unique(key)
-    merged = [_merged_flags(*_split_key(k)) for k in distinct.to_pylist()]
-    columns["validation_flags"] = pc.take(pa.array(merged, pa.string()), pc.index_in(key, value_set=distinct))
+    flagged = bits > 0
+    if flagged.any():  # merged once per distinct (existing flags, new bits) of the flagged rows
+        at = pa.array(np.flatnonzero(flagged), pa.int64())
+        key = pc.binary_join_element_wise(
+            pc.take(existing, at), pc.cast(pa.array(bits[flagged], pa.int64()), pa.string()), _FLAG_SEP
+        )
+        distinct = pc.unique(key)
+        merged = [_merged_flags(*_split_key(k)) for k in distinct.to_pylist()]
+        new_flags = pc.take(pa.array(merged, pa.string()), pc.index_in(key, value_set=distinct))
+        columns["validation_flags"] = pc.replace_with_mask(_array(existing), pa.array(flagged), _array(new_flags))
+    else:  # no series rule flagged a row: the row rules' flags stand
+        columns["validation_flags"] = existing
     rejected = pa.array(codes > 0)
     names = pa.array([None, *VEE_RULES], pa.string())
     rule = pc.take(names, pa.array(codes, pa.int64()))
@@ -639,6 +646,10 @@ def _batch_part(table: pa.Table, rows: _Rows, out: _Output, schema: pa.Schema) -
     columns["reported_kwh"] = pc.if_else(pc.and_(rejected, pc.is_null(reported)), energy, reported)
     columns["estimation_method"] = pa.nulls(part.num_rows, pa.string())
     return _as_schema(columns, part.num_rows, schema)
+
+
+def _array(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
 def _split_key(key: str) -> tuple[str, int]:
