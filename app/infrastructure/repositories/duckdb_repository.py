@@ -199,7 +199,6 @@ class DuckDBDeltaStore(PandasDeltaStore):
         parts = max(1, -(-self.count_rows(frame) // GROUP_ROWS))
         folder = self._work / self._name()
         native = frame.to_native()
-        columns = ", ".join(f'"{c}"' for c in native.columns)  # column names of the caller's schema
         view = self._name()
         native.to_view(view)
         key_list = ", ".join(f'"{k}"' for k in keys)
@@ -208,22 +207,29 @@ class DuckDBDeltaStore(PandasDeltaStore):
             f"TO '{_sql_text(folder)}' (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (group_part))"
         )
 
-        def call(parts: list[Path]) -> pa.Table:
+        groups: list[list[Path]] = []
+        size = 0
+        for part in sorted(folder.glob("group_part=*")):
+            rows = sum(pq.read_metadata(f).num_rows for f in part.glob("*.parquet"))
+            if not groups or size + rows > GROUP_ROWS:
+                groups.append([])
+                size = 0
+            groups[-1].append(part)
+            size += rows
+
+        def load(parts: list[Path]) -> pa.Table:
             files = [str(f) for part in parts for f in sorted(part.glob("*.parquet"))]
-            return function(self.con.read_parquet(files, hive_partitioning=False).select(columns).to_arrow_table())
+            return pq.read_table(files, columns=list(native.columns))
 
         def tables() -> Iterator[pa.Table]:
-            pending: list[Path] = []
-            size = 0
-            for part in sorted(folder.glob("group_part=*")):
-                rows = sum(pq.read_metadata(f).num_rows for f in part.glob("*.parquet"))
-                if pending and size + rows > GROUP_ROWS:
-                    yield call(pending)
-                    pending, size = [], 0
-                pending.append(part)
-                size += rows
-            if pending:
-                yield call(pending)
+            # The next part is read on a second thread while `function` runs on this one.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                ahead = pool.submit(load, groups[0]) if groups else None
+                for index in range(len(groups)):
+                    assert ahead is not None
+                    rows = ahead.result()
+                    ahead = pool.submit(load, groups[index + 1]) if index + 1 < len(groups) else None
+                    yield function(rows)
 
         return self._spooled(tables(), schema)
 
