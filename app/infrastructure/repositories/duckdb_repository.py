@@ -50,7 +50,9 @@ _NW_TYPES: dict[pa.DataType, Any] = {
 }
 
 #: Parquet row groups of Delta writes: the writer holds one open group per partition in memory.
-_WRITER = WriterProperties(max_row_group_size=131_072)
+_WRITER = WriterProperties(max_row_group_size=65_536)
+#: Data file size of Delta writes: the writer holds a file in memory until it is complete.
+_FILE_BYTES = 32 * 1024 * 1024
 
 #: Rows per Arrow batch handed to a mapped function.
 BATCH_ROWS = 250_000
@@ -293,6 +295,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
                 writer_properties=_WRITER,
+                target_file_size=_FILE_BYTES,
             )
         except DeltaError as error:
             raise TableStoreError(f"{spec.name}: append failed: {error}") from error
@@ -318,6 +321,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
                 writer_properties=_WRITER,
+                target_file_size=_FILE_BYTES,
             )
             return UpsertCounts(inserted=counter[0], updated=0, unchanged=0)
         if self.count_rows(frame) == 0:
