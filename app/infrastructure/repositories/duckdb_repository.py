@@ -11,18 +11,16 @@ from __future__ import annotations
 import itertools
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import duckdb
 import narwhals as nw
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, WriterProperties, write_deltalake
-from deltalake.exceptions import DeltaError
+from deltalake import DeltaTable, WriterProperties
 
 from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import UTC_TIMESTAMP, TableSpec
@@ -31,12 +29,9 @@ from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     ArrowBatchFunction,
     RowFilter,
-    UpsertCounts,
-    changed_condition,
-    local_days_condition,
     with_partition_bounds,
 )
-from app.infrastructure.repositories.pandas_repository import _COMPARISONS, PandasDeltaStore, _commit
+from app.infrastructure.repositories.pandas_repository import _COMPARISONS, PandasDeltaStore
 
 _NW_TYPES: dict[pa.DataType, Any] = {
     pa.string(): nw.String(),
@@ -268,6 +263,14 @@ class DuckDBDeltaStore(PandasDeltaStore):
             for n in spec.schema.names
         )
 
+    _write_options: ClassVar[dict[str, Any]] = {"writer_properties": _WRITER, "target_file_size": _FILE_BYTES}
+    _merge_options: ClassVar[dict[str, Any]] = {"writer_properties": _WRITER}
+
+    def _source(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> tuple[Any, Callable[[], int]]:
+        """The frame as a stream of batches; rows are counted as the writer reads them."""
+        counter = [0]
+        return self._stream(spec, frame, counter), lambda: counter[0]
+
     def _stream(self, spec: TableSpec, frame: nw.LazyFrame[Any], counter: list[int]) -> pa.RecordBatchReader:
         """The frame's rows as `spec` declares them, counted into `counter` as they pass."""
         native = frame.to_native()
@@ -281,75 +284,6 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 yield from pa.Table.from_batches([batch]).cast(spec.schema).to_batches()
 
         return pa.RecordBatchReader.from_batches(spec.schema, batches())
-
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
-        if self.exists(spec.name) and self.count_rows(frame) == 0:
-            return 0
-        counter = [0]
-        try:
-            write_deltalake(
-                str(self._path(spec.name)),
-                self._stream(spec, frame, counter),
-                mode="append",
-                schema_mode="merge",
-                partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id),
-                writer_properties=_WRITER,
-                target_file_size=_FILE_BYTES,
-            )
-        except DeltaError as error:
-            raise TableStoreError(f"{spec.name}: append failed: {error}") from error
-        return counter[0]
-
-    def upsert(
-        self,
-        spec: TableSpec,
-        frame: nw.LazyFrame[Any],
-        *,
-        compare: Sequence[str],
-        batch_id: str,
-        local_days: tuple[date, date] | None = None,
-        rank: str | None = None,
-    ) -> UpsertCounts:
-        path = str(self._path(spec.name))
-        counter = [0]
-        if not self.exists(spec.name):
-            write_deltalake(
-                path,
-                self._stream(spec, frame, counter),
-                mode="append",
-                partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id),
-                writer_properties=_WRITER,
-                target_file_size=_FILE_BYTES,
-            )
-            return UpsertCounts(inserted=counter[0], updated=0, unchanged=0)
-        if self.count_rows(frame) == 0:
-            return UpsertCounts(0, 0, 0)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
-        changed = changed_condition(spec, compare, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
-        if rank is not None:
-            changed = f"({changed}) AND s.{rank} >= t.{rank}"
-        try:
-            metrics = (
-                DeltaTable(path)
-                .merge(
-                    self._stream(spec, frame, counter),
-                    predicate=on,
-                    source_alias="s",
-                    target_alias="t",
-                    commit_properties=_commit(batch_id),
-                    writer_properties=_WRITER,
-                )
-                .when_matched_update_all(predicate=changed)
-                .when_not_matched_insert_all()
-                .execute()
-            )
-        except DeltaError as error:
-            raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
-        inserted = int(metrics.get("num_target_rows_inserted", 0))
-        updated = int(metrics.get("num_target_rows_updated", 0))
-        return UpsertCounts(inserted=inserted, updated=updated, unchanged=counter[0] - inserted - updated)
 
 
 def _plain_parquet(table: DeltaTable) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import narwhals as nw
 import pandas as pd
@@ -150,10 +150,19 @@ class PandasDeltaStore:
             raise TableStoreError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
         return data.select(spec.schema.names).cast(spec.schema)
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
+    #: Keyword arguments every Delta write and every merge of this store passes.
+    _write_options: ClassVar[dict[str, Any]] = {}
+    _merge_options: ClassVar[dict[str, Any]] = {}
+
+    def _source(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> tuple[Any, Callable[[], int]]:
+        """What a Delta write reads for `frame` (Arrow data or a stream), and its row count once read."""
         data = self._conform(spec, frame)
-        if data.num_rows == 0 and self.exists(spec.name):
+        return data, lambda: data.num_rows
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
+        if self.exists(spec.name) and self.count_rows(frame) == 0:
             return 0
+        data, rows = self._source(spec, frame)
         try:
             write_deltalake(
                 str(self._path(spec.name)),
@@ -162,10 +171,11 @@ class PandasDeltaStore:
                 schema_mode="merge",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
+                **self._write_options,
             )
         except DeltaError as error:
             raise TableStoreError(f"{spec.name}: append failed: {error}") from error
-        return data.num_rows
+        return rows()
 
     def upsert(
         self,
@@ -177,23 +187,25 @@ class PandasDeltaStore:
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
     ) -> UpsertCounts:
-        data = self._conform(spec, frame)
         path = str(self._path(spec.name))
         if not self.exists(spec.name):
+            data, rows = self._source(spec, frame)
             write_deltalake(
                 path,
                 data,
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id),
+                **self._write_options,
             )
-            return UpsertCounts(inserted=data.num_rows, updated=0, unchanged=0)
-        if data.num_rows == 0:
+            return UpsertCounts(inserted=rows(), updated=0, unchanged=0)
+        if self.count_rows(frame) == 0:
             return UpsertCounts(0, 0, 0)
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
         changed = changed_condition(spec, compare, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
         if rank is not None:
             changed = f"({changed}) AND s.{rank} >= t.{rank}"
+        data, rows = self._source(spec, frame)
         try:
             metrics = (
                 DeltaTable(path)
@@ -203,6 +215,7 @@ class PandasDeltaStore:
                     source_alias="s",
                     target_alias="t",
                     commit_properties=_commit(batch_id),
+                    **self._merge_options,
                 )
                 .when_matched_update_all(predicate=changed)
                 .when_not_matched_insert_all()
@@ -212,7 +225,7 @@ class PandasDeltaStore:
             raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
         inserted = int(metrics.get("num_target_rows_inserted", 0))
         updated = int(metrics.get("num_target_rows_updated", 0))
-        return UpsertCounts(inserted=inserted, updated=updated, unchanged=data.num_rows - inserted - updated)
+        return UpsertCounts(inserted=inserted, updated=updated, unchanged=rows() - inserted - updated)
 
     def head(self, table: str, *, limit: int) -> pa.Table:
         dataset = self._table(table).to_pyarrow_dataset()
