@@ -118,7 +118,7 @@ def generate(rows: int, out: Path, *, meters: int = 1000, start: date = date(202
     while written < rows:
         day = start + timedelta(days=index)
         table = day_table(index, day, meters=meters, seed=seed)
-        if written + table.num_rows > rows and written + per_day_clean // 2 > rows:
+        if written and written + table.num_rows > rows and written + per_day_clean // 2 > rows:
             break
         with (out / f"readings_{day.isoformat()}.csv").open("wb") as sink:
             sink.write((",".join(table.column_names) + "\n").encode())

@@ -9,9 +9,9 @@ For each size it generates synthetic `meter_readings` CSV (`bench.generate`, kep
    JSON log), rows per second and the peak RSS of the process;
 2. `bench.duckdb_reference` on the same files: wall time and peak RSS.
 
-It prints one line per run and the ratio of the two wall times (of the median runs with
-`--rounds N`). With `--incremental`, it then
-loads one more day of files into each size's lake and prints what that costs: it should
+It first times `energy-platform --help` (start-up), then prints one line per run and the
+ratio of the two wall times (of the median runs with `--rounds N`). With `--incremental`, it
+then loads one more day of files into each size's lake and prints what that costs: it should
 depend on the day's rows, not on the rows already stored.
 """
 
@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}", flush=True)
+    startup = _run([sys.executable, "-c", "from app.cli import main; main()", "--help"], dict(os.environ))
+    print(f"energy-platform --help: {startup.wall_seconds:.2f}s", flush=True)
 
     lakes: dict[int, Path] = {}
     results: list[tuple[int, Run]] = []

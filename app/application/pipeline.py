@@ -26,6 +26,7 @@ from app.domain.schemas import (
     BRONZE_LINEAGE,
     GOLD_DAILY_METER_ENERGY,
     GOLD_HOURLY_PORTFOLIO_LOAD,
+    NARWHALS_TYPES,
     QUARANTINE_READINGS,
     SILVER_COMPARED,
     SILVER_READINGS,
@@ -165,7 +166,7 @@ def _vee_columns(
     }
     return frame.select(
         *(
-            (derived[n] if n in derived else nw.col(n)).cast(_NW_TYPES[schema.field(n).type]).alias(n)
+            (derived[n] if n in derived else nw.col(n)).cast(NARWHALS_TYPES[schema.field(n).type]).alias(n)
             for n in schema.names
         )
     )
@@ -175,7 +176,7 @@ def _history_columns(frame: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFram
     """Stored silver rows in the VEE input layout, as context."""
     columns = []
     for name in schema.names:
-        dtype = _NW_TYPES[schema.field(name).type]
+        dtype = NARWHALS_TYPES[schema.field(name).type]
         if name == "role":
             columns.append(nw.lit("history", nw.String()).alias(name))
         elif name == "validation_flags":
@@ -201,15 +202,6 @@ _GOLD_DAILY_INPUT = (
 )
 #: Parsed columns the rules read and nothing after them does.
 _PARSE_ONLY = ("timestamp_status", "value", "value_status", "unit", "local_seconds")
-
-_NW_TYPES: dict[pa.DataType, Any] = {
-    pa.string(): nw.String(),
-    pa.int32(): nw.Int32(),
-    pa.int64(): nw.Int64(),
-    pa.float64(): nw.Float64(),
-    pa.date32(): nw.Date(),
-    UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
-}
 
 
 def _concat(frames: list[nw.LazyFrame[Any]]) -> nw.LazyFrame[Any]:

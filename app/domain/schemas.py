@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
+import narwhals as nw
 import pyarrow as pa
 
 TableLayer = Literal["bronze", "silver", "gold", "quarantine"]
 UTC_TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+#: The narwhals type of each Arrow type the tables declare, for casts on any engine.
+NARWHALS_TYPES: dict[pa.DataType, Any] = {
+    pa.string(): nw.String(),
+    pa.int32(): nw.Int32(),
+    pa.int64(): nw.Int64(),
+    pa.float32(): nw.Float32(),
+    pa.float64(): nw.Float64(),
+    pa.bool_(): nw.Boolean(),
+    pa.date32(): nw.Date(),
+    UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
+}
 
 #: Lineage columns added to every bronze row.
 BRONZE_LINEAGE = pa.schema(

@@ -78,3 +78,25 @@ def test_a_read_lists_only_files_that_can_hold_matching_rows(tmp_path: Path, mon
     assert pc.all(pc.equal(got["meter_id"], "M1")).as_py()
     assert nw.from_native(march.to_native()).collect_schema().names() == spec.schema.names
     store.release()
+
+
+def test_a_table_parquet_readers_cannot_read_alone_is_read_through_delta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deletion vectors or column mapping: the read goes through Delta's reader, same rows."""
+    store = DuckDBDeltaStore(tmp_path)
+    spec = GOLD_DAILY_METER_ENERGY
+    defaults = {pa.string(): "x", pa.float64(): 1.0, pa.int64(): 1}
+    rows = [
+        {f.name: defaults.get(f.type) for f in spec.schema} | {"meter_id": f"M{i}", "local_date": date(2025, 3, i)}
+        for i in (1, 2, 3)
+    ]
+    store.append(spec, store.frame(pa.Table.from_pylist(rows, schema=spec.schema)), batch_id="b1")
+    where = [("local_date", ">=", date(2025, 3, 2))]
+    direct = store.to_arrow(store.read(spec, where=where)).sort_by("meter_id")
+    monkeypatch.setattr(duckdb_repository, "_plain_parquet", lambda _table: False)
+    through_delta = store.to_arrow(store.read(spec, where=where)).sort_by("meter_id")
+    store.release()
+
+    assert through_delta.to_pylist() == direct.to_pylist()
+    assert direct["meter_id"].to_pylist() == ["M2", "M3"]

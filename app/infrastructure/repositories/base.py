@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,6 +17,8 @@ from app.domain.sources import SourceConfig
 
 #: Row filter: (column, operator, value) conditions joined by AND; operator is "in", ">=", "<=" or "<".
 RowFilter = Sequence[tuple[str, str, Any]]
+#: The range operators of a RowFilter, as functions (on Arrow and narwhals expressions alike).
+COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 
 
 @dataclass(frozen=True)

@@ -23,26 +23,16 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, WriterProperties
 
 from app.domain.errors import InputFileError, TableStoreError
-from app.domain.schemas import UTC_TIMESTAMP, TableSpec
+from app.domain.schemas import NARWHALS_TYPES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
+    COMPARISONS,
     ArrowBatchFunction,
     RowFilter,
     with_partition_bounds,
 )
-from app.infrastructure.repositories.pandas_repository import _COMPARISONS, PandasDeltaStore
-
-_NW_TYPES: dict[pa.DataType, Any] = {
-    pa.string(): nw.String(),
-    pa.int32(): nw.Int32(),
-    pa.int64(): nw.Int64(),
-    pa.float64(): nw.Float64(),
-    pa.float32(): nw.Float32(),
-    pa.bool_(): nw.Boolean(),
-    pa.date32(): nw.Date(),
-    UTC_TIMESTAMP: nw.Datetime("us", "UTC"),
-}
+from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 
 #: Parquet row groups of Delta writes: the writer holds one open group per partition in memory.
 _WRITER = WriterProperties(max_row_group_size=65_536)
@@ -60,10 +50,9 @@ class DuckDBDeltaStore(PandasDeltaStore):
 
     engine = "duckdb"
 
-    def __init__(self, root: Path, *, memory_limit: str = "256MB", threads: int | None = None) -> None:
+    def __init__(self, root: Path, *, memory_limit: str = "256MB") -> None:
         super().__init__(root)
         self._memory_limit = memory_limit
-        self._threads = threads
         self._con: duckdb.DuckDBPyConnection | None = None
         self._work: Path | None = None
         self._names = itertools.count()
@@ -84,8 +73,6 @@ class DuckDBDeltaStore(PandasDeltaStore):
                 # halves the speed of materialising a result.
                 "preserve_insertion_order": False,
             }
-            if self._threads:
-                config["threads"] = self._threads
             self._con = duckdb.connect(":memory:", config=config)
             self._con.execute("SET TimeZone = 'UTC'")
         return self._con
@@ -105,8 +92,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
 
     # Frames -----------------------------------------------------------------------------
 
-    def _materialize(self, data: Any) -> nw.LazyFrame[Any]:
-        """Arrow data (a table or a stream of batches) -> a DuckDB table, as a frame."""
+    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
         name = self._name()
         self.con.register("arrow_input", data)
         try:
@@ -114,9 +100,6 @@ class DuckDBDeltaStore(PandasDeltaStore):
         finally:
             self.con.unregister("arrow_input")
         return self._keep(self.con.table(name))
-
-    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
-        return self._materialize(data)
 
     def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
         return frame.to_native().to_arrow_table()
@@ -255,11 +238,11 @@ class DuckDBDeltaStore(PandasDeltaStore):
             relation = self.con.view(name)
         frame = nw.from_native(relation)
         for column, op, value in conditions:
-            term = nw.col(column).is_in(list(value)) if op == "in" else _COMPARISONS[op](nw.col(column), value)
+            term = nw.col(column).is_in(list(value)) if op == "in" else COMPARISONS[op](nw.col(column), value)
             frame = frame.filter(term)
         names = frame.collect_schema().names()
         return frame.select(
-            (nw.col(n) if n in names else nw.lit(None)).cast(_NW_TYPES[spec.schema.field(n).type]).alias(n)
+            (nw.col(n) if n in names else nw.lit(None)).cast(NARWHALS_TYPES[spec.schema.field(n).type]).alias(n)
             for n in spec.schema.names
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
+    COMPARISONS,
     ArrowBatchFunction,
     RowFilter,
     UpsertCounts,
@@ -29,7 +29,6 @@ from app.infrastructure.repositories.base import (
     with_partition_bounds,
 )
 
-_COMPARISONS = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
 _SQL_COMPARISONS = (">=", "<=", "<")
 
 
@@ -127,7 +126,7 @@ class PandasDeltaStore:
                 pushed.append(f'"{column}" {op} {literal}')
                 continue
             field = ds.field(column)
-            term = field.isin(value) if op == "in" else _COMPARISONS[op](field, value)
+            term = field.isin(value) if op == "in" else COMPARISONS[op](field, value)
             expression = term if expression is None else expression & term
         condition = f" WHERE {' AND '.join(pushed)}" if pushed else ""
         query = QueryBuilder().register("t", self._table(spec.name))

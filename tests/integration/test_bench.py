@@ -1,0 +1,68 @@
+"""The benchmark's inputs and its DuckDB reference: the data is what the README says, and the
+reference computes what local mode computes (so the ratio compares the same work)."""
+
+from __future__ import annotations
+
+import csv
+from datetime import date
+from pathlib import Path
+
+import pytest
+from deltalake import DeltaTable
+
+from app.application.runner import Platform, run_batch
+from app.domain.schemas import GOLD_DAILY_METER_ENERGY
+from bench.duckdb_reference import run_reference
+from bench.generate import JUNK, generate
+from tests.integration.conftest import NOW
+
+METERS = 20
+ROWS_PER_DAY = METERS * 48
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("bench") / "in"
+    generate(3 * ROWS_PER_DAY, folder, meters=METERS, start=date(2025, 3, 29))  # 30 March: 46 intervals
+    return folder
+
+
+def _rows(folder: Path) -> list[dict[str, str]]:
+    rows = []
+    for path in sorted(folder.glob("*.csv")):
+        with path.open(newline="") as handle:
+            rows += list(csv.DictReader(handle))
+    return rows
+
+
+def test_the_generator_writes_a_file_per_local_day_with_duplicates_junk_and_mixed_units(inputs: Path) -> None:
+    files = sorted(p.name for p in inputs.glob("*.csv"))
+    assert files == ["readings_2025-03-29.csv", "readings_2025-03-30.csv", "readings_2025-03-31.csv"]
+    rows = _rows(inputs)
+    keys = [(r["meter_id"], r["timestamp"]) for r in rows]
+    distinct = len(set(keys))
+    assert distinct == METERS * (48 + 46 + 48)  # the spring-forward day has 46 half-hours
+    assert len(rows) - distinct == sum(int(METERS * n * 0.01) for n in (48, 46, 48))  # 1% read twice
+    assert {r["unit"] for r in rows} >= {"kWh", "Wh", "MWh"}
+    junk = sum((r["value"], r["unit"]) in JUNK for r in rows)
+    assert 0 < junk < 0.02 * len(rows)
+    assert {r["timestamp"][-6:] for r in rows} == {"+00:00", "+01:00"}
+
+
+def test_the_reference_accepts_quarantines_and_deduplicates_as_local_mode_does(
+    inputs: Path, tmp_path: Path, platform: Platform
+) -> None:
+    reference = run_reference(str(inputs / "*.csv"), tmp_path / "reference", now=NOW)
+    result = run_batch(platform, input_path=str(inputs), now=NOW)
+    assert result.status == "succeeded", result.error
+    reconciliation = result.reconciliation
+    assert reconciliation is not None
+    assert reconciliation.rows_read == reference["bronze_rows"] == len(_rows(inputs))
+    assert reconciliation.rows_accepted == reference["silver_rows"]
+    assert reconciliation.rows_quarantined == reference["quarantine_rows"] > 0
+    assert (
+        reconciliation.duplicates_replaced
+        == reference["bronze_rows"] - reference["silver_rows"] - (reference["quarantine_rows"])
+    )
+    gold = DeltaTable(platform.store.location(GOLD_DAILY_METER_ENERGY.name)).to_pyarrow_table()
+    assert gold.num_rows == reference["gold_daily_rows"] == METERS * 3
