@@ -20,8 +20,20 @@ app = typer.Typer(
 )
 batches_app = typer.Typer(help="Inspect recorded batches.", no_args_is_help=True)
 tables_app = typer.Typer(help="Inspect the lake's tables.", no_args_is_help=True)
+quarantine_app = typer.Typer(help="Inspect quarantined rows and replay them.", no_args_is_help=True)
 app.add_typer(batches_app, name="batches")
 app.add_typer(tables_app, name="tables")
+app.add_typer(quarantine_app, name="quarantine")
+
+#: How long a run waits for another run on the same data directory to finish.
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait",
+        min=0,
+        help="Seconds to wait for another run on the same data directory to finish (default: refuse at once).",
+    ),
+]
 
 
 def _console(stderr: bool = False) -> Any:
@@ -117,6 +129,7 @@ def run_batch(
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file declaring sources.")] = None,
     force: Annotated[bool, typer.Option(help="Ingest files even if their checksum was ingested before.")] = False,
+    wait: WaitOption = 0.0,
 ) -> None:
     """Run bronze -> silver -> gold for one source (default: the bundled sample)."""
     from app.application.runner import run_batch as run
@@ -129,7 +142,61 @@ def run_batch(
             config_file=config,
             force=force,
             progress=_progress(),
+            wait_seconds=wait,
         )
+    _summary(result)
+    if result.status == "failed":
+        raise typer.Exit(code=1)
+
+
+@quarantine_app.command("list")
+def list_quarantine(
+    batch_id: Annotated[
+        str | None, typer.Option("--batch-id", help="Show this batch's quarantined rows instead of the totals.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="How many rows of one batch.")] = 20,
+) -> None:
+    """Quarantined rows per batch and rule, with the replays each batch had; or one batch's rows."""
+    from rich.table import Table
+
+    from app.application.queries import quarantine_totals, quarantined_rows
+
+    with _platform() as platform:
+        if batch_id is None:
+            totals = quarantine_totals(platform.store, platform.metadata)
+            table = Table(title="Quarantine")
+            for column in ("batch_id", "source", "rule", "rows", "replays"):
+                table.add_column(column, no_wrap=True, justify="right" if column == "rows" else "left")
+            for t in totals:
+                table.add_row(t.batch_id, t.source, t.rule, f"{t.rows:,}", ", ".join(t.replays) or "-")
+            _console().print(table)
+            if not totals:
+                _console().print("The quarantine is empty.")
+            return
+        page = quarantined_rows(platform.store, batch_id=batch_id, limit=limit, offset=0)
+    table = Table(title=f"Quarantine of batch {batch_id}: {page.total:,} row(s)")
+    for column in ("file", "line", "rule", "record"):
+        table.add_column(column, overflow="fold")
+    for row in page.items:
+        table.add_row(row["source_file"], str(row["line_number"]), row["rule"], row["raw_record"])
+    _console().print(table)
+
+
+@quarantine_app.command("replay")
+def replay_quarantine(
+    batch_id: Annotated[str, typer.Option("--batch-id", help="The batch whose quarantined rows to re-run.")],
+    config: Annotated[Path | None, typer.Option(help="TOML file declaring sources.")] = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Re-run a batch's quarantined rows through its source's current config and rules: rows that
+    now pass reach silver and gold once; the rest stay in quarantine. Recorded as a replay batch."""
+    from app.application.runner import replay_quarantine as replay
+
+    with _platform() as platform:
+        result = replay(platform, batch_id=batch_id, config_file=config, progress=_progress(), wait_seconds=wait)
+    if result.batch_id is None:
+        _console().print(f"Nothing to do: {result.error}.")
+        return
     _summary(result)
     if result.status == "failed":
         raise typer.Exit(code=1)
@@ -146,12 +213,13 @@ def list_batches(
     with _platform() as platform:
         records = platform.metadata.list_batches(limit=limit, source=source)
     table = Table(title="Batches")
-    for column in ("batch_id", "source", "status", "started", "records", "files"):
+    for column in ("batch_id", "source", "kind", "status", "started", "records", "files"):
         table.add_column(column, no_wrap=True)
     for r in records:
         table.add_row(
             r.batch_id,
             r.source,
+            f"replay of {r.replay_of}" if r.replay_of else r.kind,
             r.status,
             f"{r.started_at:%Y-%m-%d %H:%M:%S}Z",
             f"{r.record_count:,}",
@@ -178,7 +246,9 @@ def show_batch(batch_id: str) -> None:
         f"started {record.started_at.isoformat()}  "
         f"finished {record.finished_at.isoformat() if record.finished_at else '-'}"
     )
-    console.print(f"records {record.record_count:,}  checksum {record.checksum}")
+    console.print(f"records {record.record_count:,}  checksum {record.checksum}  sequence {record.sequence}")
+    if record.replay_of:
+        console.print(f"replay of batch {record.replay_of}")
     if record.error:
         console.print(f"error: {record.error}")
     for f in record.files:

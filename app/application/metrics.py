@@ -74,3 +74,10 @@ class BatchRecord:
     reconciliation: Reconciliation | None = None
     layers: list[LayerMetrics] = field(default_factory=list)
     rule_counts: dict[str, int] = field(default_factory=dict)
+    #: Order of the batch's commits: the Delta transaction version its table writes carry
+    sequence: int | None = None
+    #: "ingest" for files read, "replay" for quarantined rows re-run (then `replay_of` names the batch)
+    kind: str = "ingest"
+    replay_of: str | None = None
+    #: Where the batch's tables live (the data directory)
+    lake: str | None = None

@@ -17,9 +17,17 @@ from typing import Any
 
 import narwhals as nw
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from app.application.metrics import BatchRecord, InputFile, LayerMetrics, Reconciliation
-from app.domain.errors import InputFileError, PlatformError, ReconciliationError, ValidationFailedError
+from app.domain.errors import (
+    ConfigurationError,
+    InputFileError,
+    NotAvailableError,
+    PlatformError,
+    ReconciliationError,
+    ValidationFailedError,
+)
 from app.domain.parsing import parsed_readings, parsed_schema, raw_column
 from app.domain.rules import MALFORMED_ROW, SERIES_RULES, RuleParams, validated_readings
 from app.domain.schemas import (
@@ -46,7 +54,15 @@ from app.domain.transforms import (
 )
 from app.domain.vee import VeeParams, apply_vee, vee_schema
 from app.infrastructure.monitoring import peak_rss_mib
-from app.infrastructure.readers import KIND_ERROR, KIND_MALFORMED, KIND_ROW, read_head, read_header, sha256_of
+from app.infrastructure.readers import (
+    KIND_ERROR,
+    KIND_MALFORMED,
+    KIND_ROW,
+    read_head,
+    read_header,
+    read_schema,
+    sha256_of,
+)
 from app.infrastructure.repositories.base import MetadataStore, TableStore
 
 Progress = Callable[[str, str], None]
@@ -228,6 +244,18 @@ def bronze_columns(header: list[str]) -> list[str]:
     return [_bronze_name(c, taken) for c in header]
 
 
+#: What a batch reads: the raw-read rows, the header they are under, and how many there are.
+ReadRows = tuple[nw.LazyFrame[Any], list[str], int]
+
+
+@dataclass(frozen=True)
+class _Replay:
+    """A replay's original batch, and its quarantine rows that stay as they are (malformed lines)."""
+
+    batch_of: str
+    kept: pa.Table
+
+
 class BatchPipeline:
     """Runs one batch of one source against a table store and a metadata store."""
 
@@ -239,12 +267,17 @@ class BatchPipeline:
         execution_mode: str,
         logger: Any,
         progress: Progress | None = None,
+        lake: str | None = None,
+        on_batch: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.metadata = metadata
         self.execution_mode = execution_mode
         self.log = logger
         self.progress = progress or (lambda _layer, _message: None)
+        self.lake = lake
+        #: Told the batch id before anything is recorded or written (the lake's lock names it).
+        self.on_batch = on_batch or (lambda _batch_id: None)
 
     def run(
         self,
@@ -267,9 +300,80 @@ class BatchPipeline:
             return result
         result.batch_id = batch_id or new_batch_id(started)
         result.files = files
-        log = self.log.bind(batch_id=result.batch_id, execution_mode=self.execution_mode, source=source.name)
         checksum = hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest()
-        self.metadata.start_batch(
+        return self._execute(
+            source, result, started, clock, checksum=checksum, read=lambda: self._read(source, result), replay=None
+        )
+
+    def replay(
+        self, source: SourceConfig, batch_of: str, *, now: datetime | None = None, batch_id: str | None = None
+    ) -> BatchResult:
+        """Re-run the rows batch `batch_of` quarantined through `source`'s current config and rules,
+        as a new batch: rows that now pass reach silver and gold (by key, so once), the rest stay
+        in quarantine under `batch_of`. Malformed lines stay as they are."""
+        started = now or datetime.now(UTC)
+        clock = time.perf_counter()
+        original = self.metadata.get_batch(batch_of)
+        if original is None:
+            raise ConfigurationError(f"there is no batch {batch_of!r}; `energy-platform quarantine list` shows them")
+        if original.source != source.name:
+            raise ConfigurationError(f"batch {batch_of} is of source {original.source!r}, not {source.name!r}")
+        if original.status != "succeeded":
+            raise ConfigurationError(
+                f"batch {batch_of} is {original.status}; only a succeeded batch's quarantine can be replayed"
+            )
+        if source.value_kind == "register":
+            raise NotAvailableError(
+                f"source {source.name!r} reads meter registers, whose intervals depend on the rows around them "
+                "in the file; re-ingest the files with --force instead of replaying their quarantine"
+            )
+        result = BatchResult(batch_id=None, source=source.name, status="skipped")
+        stored = self.store.to_arrow(self.store.read(QUARANTINE_READINGS, where=[("batch_id", "in", [batch_of])]))
+        malformed = pc.equal(stored["rule"], MALFORMED_ROW)
+        rows = stored.filter(pc.invert(malformed))
+        if rows.num_rows == 0:
+            result.error = f"batch {batch_of} has no quarantined rows that can be replayed"
+            return result
+        result.batch_id = batch_id or new_batch_id(started)
+        replay = _Replay(batch_of=batch_of, kept=stored.filter(malformed))
+        checksum = hashlib.sha256(f"replay:{batch_of}:{rows.num_rows}".encode()).hexdigest()
+        return self._execute(
+            source, result, started, clock, checksum=checksum, read=lambda: self._quarantined(rows), replay=replay
+        )
+
+    def _quarantined(self, rows: pa.Table) -> ReadRows:
+        """Quarantine rows as raw-read rows under the header their records were keyed by."""
+        records = [json.loads(text) for text in rows["raw_record"].to_pylist()]
+        header = list(dict.fromkeys(column for record in records for column in record))
+        n = rows.num_rows
+        columns: dict[str, Any] = {c: pa.array([r.get(c) for r in records], pa.string()) for c in header}
+        columns.update(
+            file_index=pa.repeat(pa.scalar(0, pa.int32()), n),
+            source_file=rows["source_file"],
+            line_number=rows["line_number"],
+            row_order=pa.array(range(n), pa.int64()),
+            kind=pa.repeat(KIND_ROW, n).cast(pa.string()),
+            detail=pa.nulls(n, pa.string()),
+            occurrence=pa.repeat(pa.scalar(0, pa.int32()), n),
+            register_delta=pa.nulls(n, pa.string()),
+        )
+        return self.store.frame(pa.table(columns).cast(read_schema(header))), header, n
+
+    def _execute(
+        self,
+        source: SourceConfig,
+        result: BatchResult,
+        started: datetime,
+        clock: float,
+        *,
+        checksum: str,
+        read: Callable[[], ReadRows],
+        replay: _Replay | None,
+    ) -> BatchResult:
+        assert result.batch_id is not None
+        self.on_batch(result.batch_id)
+        log = self.log.bind(batch_id=result.batch_id, execution_mode=self.execution_mode, source=source.name)
+        sequence = self.metadata.start_batch(
             BatchRecord(
                 batch_id=result.batch_id,
                 source=source.name,
@@ -277,17 +381,27 @@ class BatchPipeline:
                 status="running",
                 started_at=started,
                 ingestion_time=started,
-                files=files,
+                files=result.files,
                 checksum=checksum,
+                kind="replay" if replay else "ingest",
+                replay_of=replay.batch_of if replay else None,
+                lake=self.lake,
             )
         )
-        log.info("batch_started", files=[f.path for f in files], record_count=None)
+        log.info(
+            "batch_started",
+            files=[f.path for f in result.files],
+            replay_of=replay.batch_of if replay else None,
+            sequence=sequence,
+            record_count=None,
+        )
         try:
-            self._layers(source, result, log, started)
+            self._layers(source, result, log, started, read=read, sequence=sequence, replay=replay)
         except PlatformError as error:
-            result.status, result.error = "failed", str(error)
+            result.status, result.error = "failed", self._undone(result.batch_id, str(error), log)
         except Exception as error:  # recorded, then re-raised: the batch must not stay "running"
-            result.status, result.error = "failed", f"{type(error).__name__}: {error}"
+            message = self._undone(result.batch_id, f"{type(error).__name__}: {error}", log)
+            result.status, result.error = "failed", message
             self._finish(result)
             log.error("batch_failed", error=result.error)
             raise
@@ -305,6 +419,18 @@ class BatchPipeline:
                 peak_rss_mib=round(peak_rss_mib(), 1),
             )
         return result
+
+    def _undone(self, batch_id: str, error: str, log: Any) -> str:
+        """Roll back what a failed batch committed; the batch's error, saying so."""
+        try:
+            undone = self.store.rollback(batch_id)
+        except Exception as failure:  # the batch's own error stays the one reported
+            log.error("rollback_failed", error=f"{type(failure).__name__}: {failure}")
+            return f"{error} (rolling back its commits failed too: {failure})"
+        if not undone:
+            return error
+        log.warning("batch_rolled_back", tables=undone)
+        return f"{error} (its commits to {', '.join(sorted(undone))} were rolled back)"
 
     def _finish(self, result: BatchResult) -> None:
         assert result.batch_id is not None
@@ -355,7 +481,17 @@ class BatchPipeline:
         ]
         return read, header, sum(counts)
 
-    def _layers(self, source: SourceConfig, result: BatchResult, log: Any, started: datetime) -> None:
+    def _layers(
+        self,
+        source: SourceConfig,
+        result: BatchResult,
+        log: Any,
+        started: datetime,
+        *,
+        read: Callable[[], ReadRows],
+        sequence: int,
+        replay: _Replay | None,
+    ) -> None:
         assert result.batch_id is not None
         batch_id = result.batch_id
         store = self.store
@@ -363,10 +499,13 @@ class BatchPipeline:
         # Read, type and validate everything first: a rule of severity `fail` stops the
         # batch before any table is written.
         clock = time.perf_counter()
-        self.progress("bronze", f"reading {len(result.files)} file(s)")
-        read, header, rows_read = self._read(source, result)
-        rows = read.filter(nw.col("kind") == KIND_ROW)
-        malformed = read.filter(nw.col("kind") == KIND_MALFORMED)
+        if replay:
+            self.progress("bronze", f"replaying the quarantine of batch {replay.batch_of}")
+        else:
+            self.progress("bronze", f"reading {len(result.files)} file(s)")
+        raw, header, rows_read = read()
+        rows = raw.filter(nw.col("kind") == KIND_ROW)
+        malformed = raw.filter(nw.col("kind") == KIND_MALFORMED)
         names = bronze_columns(header)
         bronze = rows.select(
             *(nw.col(c).alias(n) for c, n in zip(header, names, strict=True)),
@@ -391,22 +530,30 @@ class BatchPipeline:
         if failures:
             raise ValidationFailedError(failures)
 
-        # Bronze: every row as received, with lineage.
-        write_clock = time.perf_counter()
-        spec = bronze_spec(source.name, names)
-        bronze_rows = store.append(spec, bronze, batch_id=batch_id)
-        result.tables[spec.name] = store.location(spec.name)
-        malformed_rows = rows_read - bronze_rows
-        self._layer_done(
-            result,
-            LayerMetrics(
-                "bronze", rows_read, bronze_rows, malformed_rows, bronze_seconds + time.perf_counter() - write_clock
-            ),
-            log,
-        )
+        # Bronze: every row as received, with lineage. A replay's rows are in bronze already.
+        if replay is None:
+            write_clock = time.perf_counter()
+            spec = bronze_spec(source.name, names)
+            bronze_rows = store.append(spec, bronze, batch_id=batch_id, sequence=sequence)
+            result.tables[spec.name] = store.location(spec.name)
+            malformed_rows = rows_read - bronze_rows
+            self._layer_done(
+                result,
+                LayerMetrics(
+                    "bronze", rows_read, bronze_rows, malformed_rows, bronze_seconds + time.perf_counter() - write_clock
+                ),
+                log,
+            )
+        else:
+            bronze_rows, malformed_rows = rows_read, 0
 
-        # Silver: accepted reads and estimates upserted; rejected rows to quarantine.
-        lineage: dict[str, Any] = {"source": source.name, "batch_id": batch_id, "at": started}
+        # Silver: accepted reads and estimates upserted; rejected rows to quarantine (a replay's
+        # stay under the batch they came from).
+        lineage: dict[str, Any] = {
+            "source": source.name,
+            "batch_id": replay.batch_of if replay else batch_id,
+            "at": started,
+        }
         # Rows a series rule quarantined, with their raw columns from the validated rows.
         series_keys = ["meter_id", "direction", "interval_start_utc", "row_order"]
         series_rejected = validated.drop("rejection_rule").join(
@@ -444,7 +591,20 @@ class BatchPipeline:
         )
         if rows_read != silver_rows + quarantined + duplicates:
             raise ReconciliationError(f"batch {batch_id}: {result.reconciliation}")
-        written = store.append(QUARANTINE_READINGS, quarantine, batch_id=batch_id)
+        if replay is None:
+            written = store.append(QUARANTINE_READINGS, quarantine, batch_id=batch_id, sequence=sequence)
+        else:
+            kept = replay.kept.num_rows
+            written = (
+                store.replace(
+                    QUARANTINE_READINGS,
+                    _concat([quarantine, store.frame(replay.kept.cast(QUARANTINE_READINGS.schema))]),
+                    batch_of=replay.batch_of,
+                    batch_id=batch_id,
+                    sequence=sequence,
+                )
+                - kept
+            )
         if written != quarantined:
             raise ReconciliationError(f"batch {batch_id}: {quarantined} rows rejected but {written} quarantined")
         bounds = self._bounds(silver) if silver_rows + estimated else None
@@ -458,6 +618,7 @@ class BatchPipeline:
             batch_id=batch_id,
             local_days=around,
             rank="quality_rank",
+            sequence=sequence,
         )
         result.reconciliation = Reconciliation(
             rows_read=rows_read,
@@ -487,7 +648,7 @@ class BatchPipeline:
 
         # Gold: recompute only the meter-days and hours this batch touched.
         clock = time.perf_counter()
-        gold_in, gold_out = self._gold(silver, bounds, batch_id) if bounds else (0, 0)
+        gold_in, gold_out = self._gold(silver, bounds, batch_id, sequence) if bounds else (0, 0)
         for table in (GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD):
             result.tables[table.name] = store.location(table.name)
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
@@ -608,7 +769,7 @@ class BatchPipeline:
             )
         ).to_pylist()[0]
 
-    def _gold(self, silver: nw.LazyFrame[Any], bounds: dict[str, Any], batch_id: str) -> tuple[int, int]:
+    def _gold(self, silver: nw.LazyFrame[Any], bounds: dict[str, Any], batch_id: str, sequence: int) -> tuple[int, int]:
         store = self.store
         days = (bounds["first_day"], bounds["last_day"])
         touched_keys = silver.select("meter_id", "local_date").unique()
@@ -619,7 +780,7 @@ class BatchPipeline:
         zones = store.collect(touched.select("local_date", "timezone").unique()).to_pylist()
         calendar = local_day_minutes((z["local_date"], z["timezone"]) for z in zones)
         daily = gold_daily_meter_energy(touched, store.frame(calendar))
-        daily_counts = self._upsert(GOLD_DAILY_METER_ENERGY, daily, batch_id, local_days=days)
+        daily_counts = self._upsert(GOLD_DAILY_METER_ENERGY, daily, batch_id, sequence, local_days=days)
 
         first = bounds["first"].replace(minute=0, second=0, microsecond=0)
         last = bounds["last"] + timedelta(hours=1)
@@ -633,11 +794,18 @@ class BatchPipeline:
                 ("local_date", "<=", days[1] + timedelta(days=1)),
             ],
         )
-        hourly_counts = self._upsert(GOLD_HOURLY_PORTFOLIO_LOAD, gold_hourly_portfolio_load(hours), batch_id)
+        hourly_counts = self._upsert(GOLD_HOURLY_PORTFOLIO_LOAD, gold_hourly_portfolio_load(hours), batch_id, sequence)
         return store.count_rows(touched), daily_counts + hourly_counts
 
     def _upsert(
-        self, spec: TableSpec, frame: nw.LazyFrame[Any], batch_id: str, local_days: tuple[date, date] | None = None
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        batch_id: str,
+        sequence: int,
+        local_days: tuple[date, date] | None = None,
     ) -> int:
-        counts = self.store.upsert(spec, frame, compare=spec.value_columns, batch_id=batch_id, local_days=local_days)
+        counts = self.store.upsert(
+            spec, frame, compare=spec.value_columns, batch_id=batch_id, local_days=local_days, sequence=sequence
+        )
         return counts.inserted + counts.updated + counts.unchanged

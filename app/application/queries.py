@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import narwhals as nw
 import pyarrow as pa
 
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
-from app.infrastructure.repositories.base import RowFilter, TableStore
+from app.infrastructure.repositories.base import MetadataStore, RowFilter, TableStore
 
 
 @dataclass(frozen=True)
@@ -46,3 +47,29 @@ def meter_known(store: TableStore, meter_id: str) -> bool:
 def portfolio_hourly(store: TableStore, *, start: datetime, end: datetime, limit: int, offset: int) -> Page:
     where = [("hour_utc", ">=", start), ("hour_utc", "<", end)]
     return _page(store, GOLD_HOURLY_PORTFOLIO_LOAD, where, ["hour_utc", "direction"], limit, offset)
+
+
+@dataclass(frozen=True)
+class QuarantineTotal:
+    """Rows one batch quarantined under one rule, and the replays of that batch."""
+
+    batch_id: str
+    source: str
+    rule: str
+    rows: int
+    replays: list[str]
+
+
+def quarantine_totals(store: TableStore, metadata: MetadataStore) -> list[QuarantineTotal]:
+    """Quarantined rows per batch and rule, oldest batch first."""
+    counts = store.collect(
+        store.read(QUARANTINE_READINGS).group_by("batch_id", "source", "rule").agg(nw.len().alias("rows"))
+    ).sort_by([("batch_id", "ascending"), ("rule", "ascending")])
+    replays: dict[str, list[str]] = {}
+    for batch_id in dict.fromkeys(counts["batch_id"].to_pylist()):
+        records = metadata.list_batches(limit=1000, replay_of=batch_id)
+        replays[batch_id] = [f"{r.batch_id} ({r.status})" for r in reversed(records)]
+    return [
+        QuarantineTotal(r["batch_id"], r["source"], r["rule"], int(r["rows"]), replays[r["batch_id"]])
+        for r in counts.to_pylist()
+    ]

@@ -111,7 +111,7 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(
     finally:
         engine.dispose()
     assert {"batches", "batch_files", "layer_metrics", "rule_counts"} <= tables
-    assert [tuple(row) for row in versions] == [("0002",)]
+    assert [tuple(row) for row in versions] == [("0003",)]
     assert drift == []
     assert checks == {"ck_batches_status"}
 
@@ -131,11 +131,13 @@ def test_start_and_finish_round_trip(metadata_store: SqlMetadataStore) -> None:
     files = [InputFile("in/a.csv", _sha(), 1200), InputFile("in/b.csv", _sha(), 3400)]
     record = _record(started_at=started, files=files)
     record.record_count = 10
-    metadata_store.start_batch(record)
+    record.lake = "/lakes/one"
+    sequence = metadata_store.start_batch(record)
 
     running = metadata_store.get_batch(record.batch_id)
     assert running is not None
     assert running.status == "running"
+    assert running.sequence == sequence
     assert running.finished_at is None
     assert running.reconciliation is None
     assert running.checksum == files_checksum(files)
@@ -185,6 +187,8 @@ def test_start_and_finish_round_trip(metadata_store: SqlMetadataStore) -> None:
         reconciliation=reconciliation,
         layers=[layers[1], layers[2], layers[0]],
         rule_counts={"negative": 2, "spike": 4},
+        sequence=sequence,
+        lake="/lakes/one",
     )
     for moment in (stored.started_at, stored.ingestion_time, stored.finished_at):
         assert moment is not None
@@ -257,6 +261,22 @@ def test_starting_a_batch_id_twice_is_refused(metadata_store: SqlMetadataStore) 
     metadata_store.start_batch(record)
     with pytest.raises(MetadataStoreError, match="refused"):
         metadata_store.start_batch(record)
+
+
+def test_each_batch_gets_the_next_sequence_number(metadata_store: SqlMetadataStore) -> None:
+    first = metadata_store.start_batch(_record())
+    second = metadata_store.start_batch(_record())
+    assert second == first + 1
+
+
+def test_running_batches_lists_only_the_lakes_unfinished_ones(metadata_store: SqlMetadataStore) -> None:
+    lake = f"/lakes/{_unique('lake')}"
+    running, finished, elsewhere = _record(), _record(), _record()
+    for record, where in ((running, lake), (finished, lake), (elsewhere, lake + "-other")):
+        record.lake = where
+        metadata_store.start_batch(record)
+    _finish(metadata_store, finished)
+    assert [r.batch_id for r in metadata_store.running_batches(lake=lake)] == [running.batch_id]
 
 
 def test_naive_timestamps_are_rejected(metadata_store: SqlMetadataStore) -> None:

@@ -12,6 +12,7 @@ import narwhals as nw
 import pyarrow as pa
 
 from app.application.metrics import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
+from app.domain.errors import TableStoreError
 from app.domain.schemas import TableSpec
 from app.domain.sources import SourceConfig
 
@@ -83,7 +84,11 @@ class TableStore(Protocol):
 
     def count(self, table: str) -> int: ...
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int: ...
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+        """Append the frame's rows in one commit tagged with `batch_id`. With `sequence`, the
+        commit carries it as the platform's Delta transaction version, and a table that already
+        holds a commit of that sequence is left as it is (a retried commit is a no-op)."""
+        ...
 
     def upsert(
         self,
@@ -94,10 +99,30 @@ class TableStore(Protocol):
         batch_id: str,
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
+        sequence: int | None = None,
     ) -> UpsertCounts:
         """Insert new keys, update changed rows; `local_days` bounds the target rows a match may
         be found in (by `local_date`, inclusive), so the merge reads only those partitions.
-        With `rank`, a row replaces a stored one only if its `rank` column is equal or higher."""
+        With `rank`, a row replaces a stored one only if its `rank` column is equal or higher.
+        `sequence` as for `append`."""
+        ...
+
+    def replace(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
+    ) -> int:
+        """Replace the rows whose `batch_id` column is `batch_of` with the frame's rows (which
+        must all have that `batch_id`) in one commit; `sequence` as for `append`."""
+        ...
+
+    def tables(self) -> list[str]:
+        """Names of the lake's Delta tables."""
+        ...
+
+    def rollback(self, batch_id: str) -> dict[str, int | None]:
+        """Undo the commits tagged with `batch_id` in every table, each table in one commit,
+        back to the version before the batch's first (a table the batch created is removed).
+        Returns each table changed with the version it went back to (None: removed). Doing it
+        again changes nothing."""
         ...
 
     def head(self, table: str, *, limit: int) -> pa.Table: ...
@@ -110,7 +135,9 @@ class MetadataStore(Protocol):
 
     def ping(self) -> float: ...
 
-    def start_batch(self, record: BatchRecord) -> None: ...
+    def start_batch(self, record: BatchRecord) -> int:
+        """Record the batch as running; returns its sequence number."""
+        ...
 
     def finish_batch(
         self,
@@ -128,9 +155,47 @@ class MetadataStore(Protocol):
 
     def successful_checksums(self, checksums: list[str]) -> dict[str, str]: ...
 
-    def list_batches(self, *, limit: int = 20, source: str | None = None) -> list[BatchRecord]: ...
+    def list_batches(
+        self, *, limit: int = 20, source: str | None = None, replay_of: str | None = None
+    ) -> list[BatchRecord]: ...
+
+    def running_batches(self, *, lake: str) -> list[BatchRecord]: ...
 
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+
+#: The Delta transaction application id under which the platform's commits record their
+#: batch sequence.
+APP_ID = "energy-platform"
+#: Batch ids as the platform makes them and accepts them: they go into paths and predicates.
+BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+
+
+def sql_string(value: str) -> str:
+    """`value` as an SQL string literal, for the Delta predicates that only take SQL text."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def rollback_plan(table: str, history: Sequence[dict[str, Any]], batch_id: str) -> tuple[bool, int | None]:
+    """From a table's commit history (any order; each entry with `version` and the commit's
+    custom metadata): whether `batch_id` has commits to undo, and the version to restore to
+    (None: remove the table, which the batch created)."""
+    ours = [entry["version"] for entry in history if entry.get("batch_id") == batch_id]
+    if not ours or any(entry.get("rollback_of") == batch_id for entry in history):
+        return False, None
+    later = [
+        entry
+        for entry in history
+        if entry["version"] > min(ours) and entry.get("batch_id") != batch_id and entry.get("rollback_of") is None
+    ]
+    if later:
+        newest = max(later, key=lambda entry: entry["version"])
+        raise TableStoreError(
+            f"cannot roll back batch {batch_id} in {table}: version {newest['version']} was committed after it"
+            f" by {newest.get('batch_id') or 'another writer'}"
+        )
+    first = min(ours)
+    return True, None if first == 0 else first - 1
 
 
 #: Relative difference below which two floats are the same value to a merge: sums depend on

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar, cast, get_args
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
 
 from alembic import command
 from alembic.config import Config
@@ -34,6 +36,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     delete,
+    func,
     insert,
     make_url,
     select,
@@ -41,7 +44,15 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, DataError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from app.application.metrics import (
     BatchRecord,
@@ -52,6 +63,7 @@ from app.application.metrics import (
     Reconciliation,
 )
 from app.domain.errors import MetadataStoreError
+from app.infrastructure.logging import get_logger
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -73,6 +85,66 @@ _RECONCILIATION_FIELDS = (
 )
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
+
+#: PostgreSQL error classes that mean "the server went away or is not there yet": connection
+#: exceptions (08xxx), shutdown by an administrator or a crash, "starting up", too many clients.
+_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+#: Waits between attempts grow from the first to the cap, until the store's retry time is spent.
+_FIRST_WAIT_SECONDS = 0.2
+_MAX_WAIT_SECONDS = 5.0
+
+
+class MetadataUnavailableError(MetadataStoreError):
+    """The metadata database could not be reached; the call may succeed if tried again."""
+
+
+def _transient(exc: DBAPIError) -> bool:
+    """Whether `exc` is a lost or refused connection (worth retrying), not a refused statement."""
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    original = exc.orig
+    if isinstance(original, sqlite3.Error):
+        # A file that another process holds locked; every other SQLite error is final.
+        return "locked" in str(original) or "busy" in str(original)
+    sqlstate = getattr(original, "sqlstate", None)
+    # No SQLSTATE: the client never got an answer (refused, reset, closed mid-statement).
+    return sqlstate is None or str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
+
+
+def _with_retries(store: SqlMetadataStore, operation: str, call: Callable[[int], _T]) -> _T:
+    """`call(attempt)`, made again after a growing wait while the database is unreachable,
+    until the store's retry time is spent."""
+    deadline = time.monotonic() + store.retry_seconds
+    wait = _FIRST_WAIT_SECONDS
+    attempt = 1
+    while True:
+        try:
+            return call(attempt)
+        except MetadataUnavailableError as error:
+            if time.monotonic() + wait > deadline:
+                raise
+            get_logger().warning(
+                "metadata_retry", operation=operation, attempt=attempt, wait_seconds=wait, error=str(error)
+            )
+            time.sleep(wait)
+            wait = min(wait * 2, _MAX_WAIT_SECONDS)
+            attempt += 1
+
+
+def _retried(
+    method: Callable[Concatenate[SqlMetadataStore, _P], _T],
+) -> Callable[Concatenate[SqlMetadataStore, _P], _T]:
+    """Retry `method` while the database is unreachable; each such method is idempotent, so a
+    call whose answer was lost can simply be made again."""
+
+    @functools.wraps(method)
+    def call(self: SqlMetadataStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
+        return _with_retries(self, method.__name__, lambda _attempt: method(self, *args, **kwargs))
+
+    return call
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -121,9 +193,14 @@ batches = Table(
     Column("checksum", String(64), nullable=True),
     Column("error", Text(), nullable=True),
     *(Column(name, BigInteger(), nullable=True) for name in _RECONCILIATION_FIELDS),
+    Column("sequence", BigInteger(), nullable=True),
+    Column("kind", String(16), nullable=False, server_default="ingest"),
+    Column("replay_of", String(128), nullable=True),
+    Column("lake", Text(), nullable=True),
     PrimaryKeyConstraint("batch_id"),
     CheckConstraint("status IN ('running', 'succeeded', 'failed', 'skipped')", name="status"),
     Index(None, "started_at"),
+    Index(None, "sequence", unique=True),
 )
 
 batch_files = Table(
@@ -178,7 +255,9 @@ def files_checksum(files: Iterable[InputFile]) -> str | None:
 class SqlMetadataStore:
     """Records batches, their input files, layer metrics and rule counts in a SQL database."""
 
-    def __init__(self, url: str, *, create_dirs: bool = True) -> None:
+    def __init__(self, url: str, *, create_dirs: bool = True, retry_seconds: float = 60.0) -> None:
+        #: How long a call keeps retrying while the database is unreachable
+        self.retry_seconds = retry_seconds
         try:
             self._url = make_url(url)
         except ArgumentError:
@@ -213,6 +292,7 @@ class SqlMetadataStore:
         """The database URL with its password masked."""
         return self._url.render_as_string(hide_password=True)
 
+    @_retried
     def migrate(self) -> None:
         """Bring the schema up to the newest migration; does nothing if it is already there."""
         config = Config()
@@ -238,12 +318,32 @@ class SqlMetadataStore:
             connection.execute(text("SELECT 1")).scalar_one()
         return time.perf_counter() - started
 
-    def start_batch(self, record: BatchRecord) -> None:
-        """Record a batch as running, together with its input files."""
+    def start_batch(self, record: BatchRecord) -> int:
+        """Record a batch as running, with its input files; returns the batch's sequence number,
+        one more than any batch's before it. A batch id already recorded is refused, except when
+        this call is a retry whose first attempt did record it before the connection was lost."""
         _require_aware(record.started_at, "started_at")
         _require_aware(record.ingestion_time, "ingestion_time")
+        return _with_retries(self, "start_batch", lambda attempt: self._start_batch(record, retry=attempt > 1))
+
+    def _start_batch(self, record: BatchRecord, *, retry: bool) -> int:
         checksum = record.checksum if record.checksum is not None else files_checksum(record.files)
         with self._transaction(f"start batch {record.batch_id!r}") as connection:
+            stored = connection.execute(
+                select(batches.c.sequence, batches.c.started_at, batches.c.checksum, batches.c.status).where(
+                    batches.c.batch_id == record.batch_id
+                )
+            ).first()
+            if (
+                retry
+                and stored is not None
+                and stored.sequence is not None
+                and stored.status == "running"
+                and stored.started_at == record.started_at
+                and stored.checksum == checksum
+            ):
+                return int(stored.sequence)
+            sequence = int(connection.execute(select(func.coalesce(func.max(batches.c.sequence), 0))).scalar_one()) + 1
             connection.execute(
                 insert(batches).values(
                     batch_id=record.batch_id,
@@ -254,6 +354,10 @@ class SqlMetadataStore:
                     ingestion_time=record.ingestion_time,
                     record_count=record.record_count,
                     checksum=checksum,
+                    sequence=sequence,
+                    kind=record.kind,
+                    replay_of=record.replay_of,
+                    lake=record.lake,
                 )
             )
             if record.files:
@@ -261,7 +365,9 @@ class SqlMetadataStore:
                     insert(batch_files),
                     [_file_row(record.batch_id, file) for file in record.files],
                 )
+        return sequence
 
+    @_retried
     def finish_batch(
         self,
         *,
@@ -299,6 +405,7 @@ class SqlMetadataStore:
             if files is not None:
                 self._update_files(connection, batch_id, files)
 
+    @_retried
     def successful_checksums(self, checksums: list[str]) -> dict[str, str]:
         """Map each given SHA-256 already ingested by a succeeded batch to that batch's id."""
         found: dict[str, str] = {}
@@ -315,17 +422,36 @@ class SqlMetadataStore:
                     found.setdefault(sha256, batch_id)
         return found
 
-    def list_batches(self, *, limit: int = 20, source: str | None = None) -> list[BatchRecord]:
-        """Return the newest batches first, optionally only those of one source."""
+    @_retried
+    def list_batches(
+        self, *, limit: int = 20, source: str | None = None, replay_of: str | None = None
+    ) -> list[BatchRecord]:
+        """Return the newest batches first, optionally only those of one source, or only the
+        replays of one batch."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         query = select(batches)
         if source is not None:
             query = query.where(batches.c.source == source)
+        if replay_of is not None:
+            query = query.where(batches.c.replay_of == replay_of)
         query = query.order_by(batches.c.started_at.desc(), batches.c.batch_id.desc()).limit(limit)
         with self._connection("list batches") as connection:
             return self._records(connection, connection.execute(query).all())
 
+    @_retried
+    def running_batches(self, *, lake: str) -> list[BatchRecord]:
+        """Batches of `lake` recorded as running, oldest first: under the lake's lock, those
+        are batches whose process died before it recorded how they ended."""
+        query = (
+            select(batches)
+            .where(batches.c.status == "running", batches.c.lake == lake)
+            .order_by(batches.c.started_at, batches.c.batch_id)
+        )
+        with self._connection("list running batches") as connection:
+            return self._records(connection, connection.execute(query).all())
+
+    @_retried
     def get_batch(self, batch_id: str) -> BatchRecord | None:
         """Return the full record of one batch, or None if there is no such batch."""
         with self._connection(f"read batch {batch_id!r}") as connection:
@@ -377,7 +503,8 @@ class SqlMetadataStore:
                 f"{self._reason(exc)}. Check that batch ids are unique and values are valid."
             ) from exc
         except DBAPIError as exc:
-            raise MetadataStoreError(
+            error = MetadataUnavailableError if _transient(exc) else MetadataStoreError
+            raise error(
                 f"Could not {action} in the metadata database at {self.url_for_display}: "
                 f"{self._reason(exc)}. Check that the database is running and reachable, that "
                 "the URL, credentials and file permissions are right, and that migrations "
@@ -487,6 +614,10 @@ class SqlMetadataStore:
                 reconciliation=_reconciliation(row),
                 layers=sorted(layers[row.batch_id], key=lambda layer: LAYER_ORDER[layer.layer]),
                 rule_counts=counts[row.batch_id],
+                sequence=row.sequence,
+                kind=row.kind,
+                replay_of=row.replay_of,
+                lake=row.lake,
             )
             for row in rows
         ]

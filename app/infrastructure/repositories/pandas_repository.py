@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -12,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
-from deltalake import CommitProperties, DeltaTable, QueryBuilder, write_deltalake
+from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
 from app.domain.errors import InputFileError, TableStoreError
@@ -20,20 +21,26 @@ from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
+    APP_ID,
     COMPARISONS,
     ArrowBatchFunction,
     RowFilter,
     UpsertCounts,
     changed_condition,
     local_days_condition,
+    rollback_plan,
+    sql_string,
     with_partition_bounds,
 )
 
 _SQL_COMPARISONS = (">=", "<=", "<")
 
 
-def _commit(batch_id: str) -> CommitProperties:
-    return CommitProperties(custom_metadata={"batch_id": batch_id})
+def _commit(batch_id: str, sequence: int | None = None) -> CommitProperties:
+    """Every commit names its batch; with `sequence`, it also records it as the platform's
+    Delta transaction version, which a retried commit then finds."""
+    transactions = None if sequence is None else [Transaction(app_id=APP_ID, version=sequence)]
+    return CommitProperties(custom_metadata={"batch_id": batch_id}, app_transactions=transactions)
 
 
 class PandasDeltaStore:
@@ -158,7 +165,15 @@ class PandasDeltaStore:
         data = self._conform(spec, frame)
         return data, lambda: data.num_rows
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
+    def _committed(self, table: str, sequence: int | None) -> bool:
+        """Whether `table` already holds the commit of batch `sequence`."""
+        if sequence is None or not self.exists(table):
+            return False
+        return (self._table(table).transaction_version(APP_ID) or 0) >= sequence
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+        if self._committed(spec.name, sequence):
+            return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
         if self.exists(spec.name) and self.count_rows(frame) == 0:
             return 0
         data, rows = self._source(spec, frame)
@@ -169,12 +184,72 @@ class PandasDeltaStore:
                 mode="append",
                 schema_mode="merge",
                 partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id),
+                commit_properties=_commit(batch_id, sequence),
                 **self._write_options,
             )
         except DeltaError as error:
             raise TableStoreError(f"{spec.name}: append failed: {error}") from error
         return rows()
+
+    def replace(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
+    ) -> int:
+        if self._committed(spec.name, sequence):
+            return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
+        if not self.exists(spec.name):
+            return self.append(spec, frame, batch_id=batch_id, sequence=sequence)
+        data, rows = self._source(spec, frame)
+        try:
+            write_deltalake(
+                str(self._path(spec.name)),
+                data,
+                mode="overwrite",
+                predicate=f"batch_id = {sql_string(batch_of)}",
+                partition_by=list(spec.partition_by) or None,
+                commit_properties=_commit(batch_id, sequence),
+                **self._write_options,
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{spec.name}: replacing the rows of batch {batch_of} failed: {error}") from error
+        return rows()
+
+    def _commit_metrics(self, table: str, batch_id: str) -> dict[str, int]:
+        """The operation metrics of `batch_id`'s commit to `table`."""
+        for entry in self._table(table).history():
+            if entry.get("batch_id") == batch_id:
+                return {k: int(v) for k, v in entry.get("operationMetrics", {}).items() if isinstance(v, int)}
+        return {}
+
+    def tables(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            path.name
+            for layer in self.root.iterdir()
+            if layer.is_dir()
+            for path in layer.iterdir()
+            if DeltaTable.is_deltatable(str(path))
+        )
+
+    def rollback(self, batch_id: str) -> dict[str, int | None]:
+        undone: dict[str, int | None] = {}
+        for table in self.tables():
+            path = self._path(table)
+            delta = DeltaTable(str(path))
+            needed, target = rollback_plan(table, delta.history(), batch_id)
+            if not needed:
+                continue
+            if target is None:
+                # Every commit of the table is the batch's: the table goes. Renamed first (one
+                # atomic step), so a crash midway leaves no half-deleted table behind.
+                doomed = path.with_name(f".{path.name}.rolled-back-{batch_id}")
+                path.rename(doomed)
+                shutil.rmtree(doomed)
+                undone[table] = None
+                continue
+            delta.restore(target, commit_properties=CommitProperties(custom_metadata={"rollback_of": batch_id}))
+            undone[table] = target
+        return undone
 
     def upsert(
         self,
@@ -185,8 +260,14 @@ class PandasDeltaStore:
         batch_id: str,
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
+        sequence: int | None = None,
     ) -> UpsertCounts:
         path = str(self._path(spec.name))
+        if self._committed(spec.name, sequence):
+            done = self._commit_metrics(spec.name, batch_id)
+            inserted = done.get("num_target_rows_inserted", done.get("num_added_rows", 0))
+            updated = done.get("num_target_rows_updated", 0)
+            return UpsertCounts(inserted, updated, self.count_rows(frame) - inserted - updated)
         if not self.exists(spec.name):
             data, rows = self._source(spec, frame)
             write_deltalake(
@@ -194,7 +275,7 @@ class PandasDeltaStore:
                 data,
                 mode="append",
                 partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id),
+                commit_properties=_commit(batch_id, sequence),
                 **self._write_options,
             )
             return UpsertCounts(inserted=rows(), updated=0, unchanged=0)
@@ -213,7 +294,7 @@ class PandasDeltaStore:
                     predicate=on,
                     source_alias="s",
                     target_alias="t",
-                    commit_properties=_commit(batch_id),
+                    commit_properties=_commit(batch_id, sequence),
                     **self._merge_options,
                 )
                 .when_matched_update_all(predicate=changed)
