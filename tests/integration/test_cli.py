@@ -114,3 +114,39 @@ def test_secrets_stay_out_of_output_and_logs(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     for secret in ("api-key-s3cret", "dapi-s3cret", "db-s3cret"):
         assert secret not in output
+
+
+def test_quarantine_list_and_replay_from_the_command_line(tmp_path: Path) -> None:
+    from tests.integration.test_reliability import day_rows, write_day
+
+    day = write_day(tmp_path / "in" / "day1.csv", day_rows(1))
+    assert cli(tmp_path, "run-batch", "--input", str(day)).returncode == 0
+    listed = cli(tmp_path, "quarantine", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "above_physical_max" in listed.stdout and "value_unparseable" in listed.stdout
+    batch_id = next(line.split("│")[1].strip() for line in listed.stdout.splitlines() if "value_unparseable" in line)
+
+    rows = cli(tmp_path, "quarantine", "list", "--batch-id", batch_id)
+    assert f"Quarantine of batch {batch_id}: 2 row(s)" in rows.stdout
+    assert '"value": "abc"' in rows.stdout and "day1.csv" in rows.stdout
+
+    config = tmp_path / "sources.toml"
+    config.write_text(
+        "[sources.meter_readings]\n"
+        'path = "in/*.csv"\n'
+        'columns = { unit = "unit" }\n'
+        'timestamp_timezone = "Europe/London"\n'
+        'series_timezone = "Europe/London"\n'
+        "max_demand_kw = 5000\n",
+        encoding="utf-8",
+    )
+    replayed = cli(tmp_path, "quarantine", "replay", "--batch-id", batch_id, "--config", str(config))
+    assert replayed.returncode == 0, replayed.stderr
+    assert "reconciliation: 2 read = 1 accepted + 1 quarantined" in replayed.stdout
+    after = cli(tmp_path, "quarantine", "list")
+    assert "value_unparseable" in after.stdout and "above_physical_max" not in after.stdout
+    assert "(succeeded)" in after.stdout  # the replay, listed against its batch
+
+    missing = cli(tmp_path, "quarantine", "replay", "--batch-id", "no_such_batch")
+    assert missing.returncode == 1
+    assert "there is no batch 'no_such_batch'" in missing.stderr and "Traceback" not in missing.stderr
