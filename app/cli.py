@@ -44,10 +44,12 @@ def _console(stderr: bool = False) -> Any:
 
 
 def _error(message: object) -> None:
-    """`error: <message>` on stderr, the message verbatim."""
+    """`error: <message>` on stderr, the message verbatim but for secrets, which are masked."""
     from rich.text import Text
 
-    _console(stderr=True).print(Text("error: ", style="bold red") + Text(str(message)))
+    from app.infrastructure.logging import redact_text
+
+    _console(stderr=True).print(Text("error: ", style="bold red") + Text(redact_text(str(message))))
 
 
 @contextmanager
@@ -250,7 +252,9 @@ def show_batch(batch_id: str) -> None:
     if record.replay_of:
         console.print(f"replay of batch {record.replay_of}")
     if record.error:
-        console.print(f"error: {record.error}")
+        from app.infrastructure.logging import redact_text
+
+        console.print(f"error: {redact_text(record.error)}")
     for f in record.files:
         console.print(f"  file {f.path} ({f.record_count:,} rows, sha256 {f.sha256[:16]}…)")
     layers = Table(title="Layers")

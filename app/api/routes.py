@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
+from fastapi import Path as PathParameter
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
@@ -17,6 +18,8 @@ from app.api.dependencies import PlatformDep, ReadAccess, RunServiceDep, Setting
 from app.application import prometheus, queries
 from app.application.metrics import BatchRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
+from app.infrastructure.logging import redact_text
+from app.infrastructure.repositories.base import BATCH_ID_PATTERN
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 
 router = APIRouter()
@@ -24,6 +27,14 @@ reads = APIRouter(dependencies=[ReadAccess])
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page.")]
 Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
+
+#: Batch and run ids as the platform makes them (`20250601_120000_ab12cd`): anything else is refused
+#: with 422 before it reaches a query, a predicate or a path.
+_ID = f"^{BATCH_ID_PATTERN}$"
+_ID_HELP = "Letters, digits, '_', '.', ':' and '-', starting with a letter or digit; at most 128."
+BatchIdQuery = Annotated[str, Query(pattern=_ID, description=f"A batch id. {_ID_HELP}")]
+BatchIdPath = Annotated[str, PathParameter(pattern=_ID, description=f"A batch id. {_ID_HELP}")]
+RunIdPath = Annotated[str, PathParameter(pattern=_ID, description=f"A run id. {_ID_HELP}")]
 
 
 @router.get("/health", tags=["service"])
@@ -40,7 +51,7 @@ def health(settings: SettingsDep) -> JSONResponse:
         store.ping()
         checks["metadata_database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - clock) * 1000, 2)}
     except PlatformError as error:
-        checks["metadata_database"] = {"status": "failed", "error": str(error)}
+        checks["metadata_database"] = {"status": "failed", "error": redact_text(str(error))}
     finally:
         if store is not None:
             store.dispose()
@@ -75,6 +86,8 @@ class RunAccepted(BaseModel):
 def _run_view(record: BatchRecord) -> dict[str, Any]:
     view = asdict(record)
     view["run_id"] = record.batch_id
+    if record.error:  # an error text can quote a connection string or a token
+        view["error"] = redact_text(record.error)
     return view
 
 
@@ -100,7 +113,7 @@ def list_runs(platform: PlatformDep, limit: Limit = 20) -> list[dict[str, Any]]:
 
 
 @reads.get("/runs/{run_id}", tags=["runs"])
-def get_run(run_id: str, platform: PlatformDep, runs: RunServiceDep) -> dict[str, Any]:
+def get_run(run_id: RunIdPath, platform: PlatformDep, runs: RunServiceDep) -> dict[str, Any]:
     """One run: status, per-layer metrics, reconciliation, rule counts, error."""
     record = platform.metadata.get_batch(run_id)
     if record is not None:
@@ -130,12 +143,12 @@ def _batch(platform: Any, batch_id: str) -> BatchRecord:
 
 
 @reads.get("/batches/{batch_id}", tags=["batches"])
-def get_batch(batch_id: str, platform: PlatformDep) -> dict[str, Any]:
+def get_batch(batch_id: BatchIdPath, platform: PlatformDep) -> dict[str, Any]:
     return _batch_view(_batch(platform, batch_id))
 
 
 @reads.get("/quality", tags=["quality"])
-def quality(batch_id: str, platform: PlatformDep) -> dict[str, Any]:
+def quality(batch_id: BatchIdQuery, platform: PlatformDep) -> dict[str, Any]:
     """Rows per validation rule for one batch, with its reconciliation."""
     record = _batch(platform, batch_id)
     reconciliation = asdict(record.reconciliation) if record.reconciliation else None
@@ -143,7 +156,7 @@ def quality(batch_id: str, platform: PlatformDep) -> dict[str, Any]:
 
 
 @reads.get("/quarantine", tags=["quality"])
-def quarantine(batch_id: str, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
+def quarantine(batch_id: BatchIdQuery, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
     """Rejected rows of one batch with rule, file, line and the raw record, paged."""
     _batch(platform, batch_id)
     return asdict(queries.quarantined_rows(platform.store, batch_id=batch_id, limit=limit, offset=offset))

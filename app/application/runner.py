@@ -15,7 +15,7 @@ from app.domain.sources import SourceConfig
 from app.infrastructure.lock import LakeBusyError, LakeLock
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
-from app.infrastructure.repositories.base import TableStore
+from app.infrastructure.repositories.base import TableStore, checked_batch_id
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.settings import Settings
@@ -83,7 +83,7 @@ def table_store(settings: Settings) -> TableStore:
 def open_platform(settings: Settings) -> Iterator[Platform]:
     """Build the platform for `settings`; the metadata schema is migrated on open."""
     settings.require_available()
-    metadata = SqlMetadataStore(settings.metadata_url)
+    metadata = SqlMetadataStore(settings.metadata_url, retry_seconds=settings.metadata_retry_seconds)
     store: TableStore | None = None
     try:
         metadata.migrate()
@@ -123,6 +123,8 @@ def run_batch(
 ) -> BatchResult:
     """Run one batch of `source_name` over `input_path` (default: the source's declared path),
     holding the lake's lock (waiting up to `wait_seconds` for it)."""
+    if batch_id is not None:
+        checked_batch_id(batch_id)
     source = platform.source(source_name, config_file)
     paths = resolve_inputs(input_path or source.path, source.format)
     with platform.lock(f"run-batch --source {source_name}", wait_seconds=wait_seconds) as lock:
@@ -143,7 +145,7 @@ def replay_quarantine(
     wait_seconds: float = 0.0,
 ) -> BatchResult:
     """Re-run batch `batch_id`'s quarantined rows through its source's current config and rules."""
-    original = platform.metadata.get_batch(batch_id)
+    original = platform.metadata.get_batch(checked_batch_id(batch_id))
     if original is None:
         raise ConfigurationError(f"there is no batch {batch_id!r}; `energy-platform quarantine list` shows them")
     source = platform.source(source_name or original.source, config_file)

@@ -5,21 +5,50 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote
 
 from app.application.pipeline import new_batch_id
 from app.application.runner import open_platform, run_batch
-from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
-from app.infrastructure.logging import get_logger
+from app.domain.errors import (
+    ConfigurationError,
+    ForbiddenPathError,
+    InputFileError,
+    PlatformError,
+    RunInProgressError,
+)
+from app.infrastructure.logging import get_logger, redact_text
+from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources
 
+#: How many rounds of percent-decoding an input path is checked after (`%252e` is `%2e` is `.`).
+_DECODE_ROUNDS = 3
+
+
+def _forms(requested: str) -> list[str]:
+    """The path as given and as any layer of percent-decoding would read it, `\\` taken as `/`."""
+    forms = [requested]
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote(forms[-1])
+        if decoded == forms[-1]:
+            break
+        forms.append(decoded)
+    return [form.replace("\\", "/") for form in forms]
+
 
 def confined_input(landing: Path, requested: str) -> str:
-    """A path or glob under `landing`; absolute paths and `..` that leave it are refused."""
+    """A path or glob under `landing`. Refused: absolute paths, `..`, the same written
+    percent-encoded or with backslashes, control characters, and anything that leads out of
+    `landing` once symlinks are followed."""
+    for form in _forms(requested):
+        if any(ord(ch) < 32 or ch == "\x7f" for ch in form):
+            raise ForbiddenPathError(f"input_path {requested!r} contains control characters")
+        if form.startswith("/") or ".." in PurePosixPath(form).parts:
+            raise ForbiddenPathError(
+                f"input_path {requested!r} must be relative to the landing directory, without '..'"
+            )
     candidate = Path(requested)
-    if candidate.is_absolute() or ".." in candidate.parts:
-        raise ForbiddenPathError(f"input_path {requested!r} must be relative to the landing directory, without '..'")
     prefix: list[str] = []
     for part in candidate.parts:  # up to the first glob character; resolving follows symlinks
         if any(ch in part for ch in "*?["):
@@ -27,8 +56,23 @@ def confined_input(landing: Path, requested: str) -> str:
         prefix.append(part)
     if not landing.joinpath(*prefix).resolve().is_relative_to(landing):
         raise ForbiddenPathError(f"input_path {requested!r} leads outside the landing directory")
-    full = landing / candidate
-    return str(full)
+    return str(landing / candidate)
+
+
+def check_inputs_confined(landing: Path, pattern: str, source_format: str) -> None:
+    """Refuse `pattern` if a file it matches now (through a symlinked file or folder below a glob)
+    lies outside `landing`. No match is no error here: the run reports missing input itself."""
+    try:
+        files = resolve_inputs(pattern, source_format)
+    except InputFileError:
+        return
+    outside = [f for f in files if not f.resolve().is_relative_to(landing)]
+    if outside:
+        shown = outside[0].relative_to(landing) if outside[0].is_relative_to(landing) else outside[0].name
+        raise ForbiddenPathError(
+            f"input_path matches {len(outside)} file(s) that lead outside the landing directory "
+            f"through a symlink, e.g. {str(shown)!r}"
+        )
 
 
 @dataclass
@@ -38,6 +82,7 @@ class RunState:
     run_id: str
     source: str
     input_path: str | None
+    source_format: str = "csv"
     status: str = "queued"
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
@@ -60,10 +105,15 @@ class RunService:
         sources = load_sources(settings.sources_config)
         if source not in sources:
             raise ConfigurationError(f"unknown source {source!r}; declared sources: {', '.join(sorted(sources))}")
-        path = confined_input(settings.landing_root, input_path) if input_path else None
+        path = None
+        if input_path:
+            path = confined_input(settings.landing_root, input_path)
+            check_inputs_confined(settings.landing_root, path, sources[source].format)
         if not self._lock.acquire(blocking=False):
             raise RunInProgressError(self._running or "unknown")
-        run = RunState(run_id=new_batch_id(datetime.now(UTC)), source=source, input_path=path)
+        run = RunState(
+            run_id=new_batch_id(datetime.now(UTC)), source=source, input_path=path, source_format=sources[source].format
+        )
         self._running = run.run_id
         self.runs[run.run_id] = run
         return run
@@ -73,14 +123,16 @@ class RunService:
         log = get_logger(run_id=run.run_id, source=run.source)
         run.status = "running"
         try:
+            if run.input_path is not None:  # again: the landing directory may have changed since submit
+                check_inputs_confined(settings.landing_root, run.input_path, run.source_format)
             with open_platform(settings) as platform:
                 result = run_batch(platform, source_name=run.source, input_path=run.input_path, batch_id=run.run_id)
-            run.status, run.error = result.status, result.error
+            run.status, run.error = result.status, result.error and redact_text(result.error)
         except PlatformError as error:
-            run.status, run.error = "failed", str(error)
+            run.status, run.error = "failed", redact_text(str(error))
             log.error("run_failed", error=run.error)
         except Exception as error:  # the service must stay usable; the traceback goes to the log
-            run.status, run.error = "failed", f"{type(error).__name__}: {error}"
+            run.status, run.error = "failed", redact_text(f"{type(error).__name__}: {error}")
             log.exception("run_failed")
         finally:
             self._running = None

@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from app.domain.errors import ConfigurationError, NotAvailableError
+from app.infrastructure.logging import MASK, is_secret_key, mask_url, redact_text, register_secrets, url_password
+
+
+class SecretUrl(SecretStr):
+    """A URL that may carry a password: repr, str and JSON dumps show it with the password masked
+    (`postgresql+psycopg://energy:***@db:5432/energy`); `get_secret_value()` gives the real URL."""
+
+    def _display(self) -> str:
+        return mask_url(self.get_secret_value())
+
+
+def masked_conf(conf: dict[str, str]) -> dict[str, str]:
+    """Spark settings with the values of secret-named keys (`...secret.key`, `...password`) masked."""
+    return {key: MASK if is_secret_key(key) else value for key, value in conf.items()}
+
+
+#: Fields whose values are never echoed in an error message.
+SECRET_FIELDS = frozenset({"metadata_db_url", "databricks_token", "api_key", "spark_conf"})
 
 
 class Settings(BaseSettings):
@@ -36,8 +56,14 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("DATA_DIR", "STORAGE_PATH"),
         description="Root of the lake: DATA_DIR/<layer>/<table>. STORAGE_PATH is accepted as an alias.",
     )
-    metadata_db_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the metadata store; default SQLite in DATA_DIR."
+    metadata_db_url: SecretUrl | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata store; default SQLite in DATA_DIR. Shown with its password masked.",
+    )
+    metadata_retry_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How long a metadata call keeps retrying (with backoff) while the database is unreachable.",
     )
     sources_config: Path | None = Field(
         default=None, description="TOML file declaring sources; the built-in sources when unset."
@@ -58,7 +84,8 @@ class Settings(BaseSettings):
     )
     spark_conf: dict[str, str] = Field(
         default_factory=dict,
-        description='Extra Spark settings as a JSON object, e.g. {"spark.sql.shuffle.partitions": "64"}.',
+        description='Extra Spark settings as a JSON object, e.g. {"spark.sql.shuffle.partitions": "64"}; '
+        "values of secret-named keys are masked when shown.",
     )
 
     @field_validator("api_key", "metadata_db_url", "databricks_token", mode="before")
@@ -79,12 +106,35 @@ class Settings(BaseSettings):
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @field_serializer("spark_conf")
+    def _masked_spark_conf(self, conf: dict[str, str]) -> dict[str, str]:
+        return masked_conf(conf)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr/str as pydantic shows them, with the secret values of SPARK_CONF masked (the
+        SecretStr fields mask themselves)."""
+        for name, value in super().__repr_args__():
+            yield name, masked_conf(value) if name == "spark_conf" else value
+
     @property
     def metadata_url(self) -> str:
-        """The configured URL, or a SQLite file under the data directory."""
+        """The configured URL (password included: pass it to the database, never print it), or a
+        SQLite file under the data directory."""
         if self.metadata_db_url:
-            return self.metadata_db_url
+            return self.metadata_db_url.get_secret_value()
         return f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret: the API key, the Databricks token, the metadata URL and its
+        password, and secret-named Spark settings."""
+        values = [secret.get_secret_value() for secret in (self.api_key, self.databricks_token) if secret]
+        if self.metadata_db_url:
+            url = self.metadata_db_url.get_secret_value()
+            values.append(url)
+            values.append(url_password(url))
+            values += [value for key, value in parse_qsl(urlsplit(url).query) if is_secret_key(key)]
+        values += [value for key, value in self.spark_conf.items() if is_secret_key(key)]
+        return values
 
     @property
     def landing_root(self) -> Path:
@@ -111,19 +161,23 @@ def environment_variable_names() -> set[str]:
 
 
 def load_settings() -> Settings:
-    """Read settings, turning validation errors into one message naming each variable."""
+    """Read settings, turning validation errors into one message naming each variable (the values
+    of secret settings are never echoed). The secrets read are registered with the log redaction."""
     try:
-        return Settings()
+        settings = Settings()
     except SettingsError as error:  # a complex value (SPARK_CONF) that is not valid JSON
         found = re.search(r'field "(\w+)"', str(error))
         variable = found.group(1).upper() if found else "settings"
-        raise ConfigurationError(f"Invalid settings: {variable}: not valid JSON ({error})") from None
+        raise ConfigurationError(redact_text(f"Invalid settings: {variable}: not valid JSON ({error})")) from None
     except ValidationError as error:
         problems = []
         for item in error.errors():
-            variable = str(item["loc"][0]).upper() if item["loc"] else "settings"
-            problems.append(f"{variable}: {item['msg']} (got {item.get('input')!r})")
-        raise ConfigurationError("Invalid settings: " + "; ".join(problems)) from None
+            field = str(item["loc"][0]) if item["loc"] else "settings"
+            given = "value hidden" if field.lower() in SECRET_FIELDS else f"got {item.get('input')!r}"
+            problems.append(f"{field.upper()}: {item['msg']} ({given})")
+        raise ConfigurationError(redact_text("Invalid settings: " + "; ".join(problems))) from None
+    register_secrets(*settings.secret_values())
+    return settings
 
 
 @lru_cache(maxsize=1)

@@ -109,8 +109,9 @@ def test_secrets_stay_out_of_output_and_logs(tmp_path: Path) -> None:
         "DATABRICKS_TOKEN": "dapi-s3cret",
         "METADATA_DB_URL": "postgresql+psycopg://energy:db-s3cret@127.0.0.1:1/energy",
     }
-    result = cli(tmp_path, "run-batch", LOG_LEVEL="DEBUG", **secrets)
+    result = cli(tmp_path, "run-batch", LOG_LEVEL="DEBUG", METADATA_RETRY_SECONDS="1", **secrets)
     assert result.returncode == 1 and "127.0.0.1" in result.stderr  # it failed, naming the server
+    assert '"event": "metadata_retry"' in result.stderr  # after retrying for a second
     output = result.stdout + result.stderr
     for secret in ("api-key-s3cret", "dapi-s3cret", "db-s3cret"):
         assert secret not in output

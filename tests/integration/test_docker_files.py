@@ -522,7 +522,7 @@ def test_environment_values_are_valid_settings(
         monkeypatch.setenv(variable, interpolate(value, {}))
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert settings.execution_mode == "local"
-    assert settings.metadata_db_url and settings.metadata_db_url.startswith("postgresql")
+    assert settings.metadata_url.startswith("postgresql")
     assert settings.data_dir == Path("/data")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -12,7 +13,7 @@ import narwhals as nw
 import pyarrow as pa
 
 from app.application.metrics import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
-from app.domain.errors import TableStoreError
+from app.domain.errors import ConfigurationError, TableStoreError
 from app.domain.schemas import TableSpec
 from app.domain.sources import SourceConfig
 
@@ -169,6 +170,26 @@ class MetadataStore(Protocol):
 APP_ID = "energy-platform"
 #: Batch ids as the platform makes them and accepts them: they go into paths and predicates.
 BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+#: Table names: they become folder names under the lake root, so letters, digits and underscores only.
+TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
+
+
+def checked_table_name(name: str) -> str:
+    """`name` if it is a valid table name, else TableStoreError (no path or SQL metacharacters)."""
+    if not isinstance(name, str) or not TABLE_NAME.fullmatch(name):
+        raise TableStoreError(
+            f"invalid table name {name!r}: use letters, digits and underscores, starting with a letter"
+        )
+    return name
+
+
+def checked_batch_id(batch_id: str) -> str:
+    """`batch_id` if it has the form of a batch id, else ConfigurationError."""
+    if not isinstance(batch_id, str) or not re.fullmatch(BATCH_ID_PATTERN, batch_id):
+        raise ConfigurationError(
+            f"invalid batch id {batch_id!r}: up to 128 letters, digits and _ . : - , starting with a letter or digit"
+        )
+    return batch_id
 
 
 def sql_string(value: str) -> str:

@@ -39,6 +39,7 @@ _WRITER = WriterProperties(max_row_group_size=65_536)
 #: Data file size of Delta writes: the writer holds a file in memory until it is complete.
 _FILE_BYTES = 32 * 1024 * 1024
 
+
 #: Rows per Arrow batch handed to a mapped function.
 BATCH_ROWS = 250_000
 #: Rows of whole groups handed to one call of a grouped function (more when one hash part is larger).
@@ -78,6 +79,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
         return self._con
 
     def _name(self) -> str:
+        """A name for a table, view or work file of this session: `t<n>`, never outside text."""
         return f"t{next(self._names)}"
 
     def release(self) -> None:
@@ -94,11 +96,7 @@ class DuckDBDeltaStore(PandasDeltaStore):
 
     def frame(self, data: pa.Table) -> nw.LazyFrame[Any]:
         name = self._name()
-        self.con.register("arrow_input", data)
-        try:
-            self.con.execute(f"CREATE TABLE {name} AS SELECT * FROM arrow_input")
-        finally:
-            self.con.unregister("arrow_input")
+        self.con.from_arrow(data).to_table(name)
         return self._keep(self.con.table(name))
 
     def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table:
@@ -179,12 +177,11 @@ class DuckDBDeltaStore(PandasDeltaStore):
         parts = max(1, -(-self.count_rows(frame) // GROUP_ROWS))
         folder = self._work / self._name()
         native = frame.to_native()
-        view = self._name()
-        native.to_view(view)
-        key_list = ", ".join(f'"{k}"' for k in keys)
-        self.con.execute(
-            f"COPY (SELECT *, hash({key_list}) % {parts} AS group_part FROM {view}) "
-            f"TO '{_sql_text(folder)}' (FORMAT parquet, COMPRESSION lz4, PARTITION_BY (group_part))"
+        # Built with DuckDB's expression API: column names and the folder are values, never SQL text.
+        group_part = duckdb.FunctionExpression("hash", *(duckdb.ColumnExpression(k) for k in keys))
+        group_part = group_part % duckdb.ConstantExpression(parts)
+        native.select(duckdb.StarExpression(), group_part.alias("group_part")).write_parquet(
+            str(folder), compression="lz4", partition_by=["group_part"]
         )
 
         groups: list[list[Path]] = []
@@ -275,8 +272,3 @@ def _plain_parquet(table: DeltaTable) -> bool:
     features = set(table.protocol().reader_features or ())
     mapped = table.metadata().configuration.get("delta.columnMapping.mode", "none") != "none"
     return not mapped and not features & {"deletionVectors", "columnMapping"}
-
-
-def _sql_text(path: Path) -> str:
-    """A work-folder path as the body of a SQL string literal."""
-    return str(path).replace("'", "''")

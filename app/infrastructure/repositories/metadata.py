@@ -63,7 +63,7 @@ from app.application.metrics import (
     Reconciliation,
 )
 from app.domain.errors import MetadataStoreError
-from app.infrastructure.logging import get_logger
+from app.infrastructure.logging import get_logger, redact_text
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -289,8 +289,8 @@ class SqlMetadataStore:
 
     @property
     def url_for_display(self) -> str:
-        """The database URL with its password masked."""
-        return self._url.render_as_string(hide_password=True)
+        """The database URL with its password masked (in the user part or the query string)."""
+        return redact_text(self._url.render_as_string(hide_password=True))
 
     @_retried
     def migrate(self) -> None:
@@ -518,7 +518,7 @@ class SqlMetadataStore:
 
     def _scrub(self, message: str) -> str:
         password = self._url.password
-        return message.replace(password, "***") if password else message
+        return redact_text(message.replace(password, "***") if password else message)
 
     def _replace_children(
         self,

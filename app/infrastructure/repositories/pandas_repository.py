@@ -27,6 +27,7 @@ from app.infrastructure.repositories.base import (
     RowFilter,
     UpsertCounts,
     changed_condition,
+    checked_table_name,
     local_days_condition,
     rollback_plan,
     sql_string,
@@ -52,6 +53,7 @@ class PandasDeltaStore:
         self.root = root
 
     def _path(self, table: str) -> Path:
+        checked_table_name(table)
         spec = TABLES.get(table)
         layer = spec.layer if spec else table.split("_", 1)[0]
         return self.root / layer / table

@@ -8,7 +8,9 @@ and only counts, keys and bounds come back.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -23,13 +25,30 @@ from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
+    APP_ID,
     ArrowBatchFunction,
     RowFilter,
     UpsertCounts,
     changed_condition,
+    checked_table_name,
     local_days_condition,
+    rollback_plan,
+    sql_string,
     with_partition_bounds,
 )
+
+#: The commit tag (user metadata) of a rollback: this, then the batch id rolled back.
+ROLLBACK_TAG = "rollback_of:"
+
+
+def _commit_tags(user_metadata: str | None) -> dict[str, str]:
+    """A commit's user metadata as the tags `rollback_plan` reads."""
+    if not user_metadata:
+        return {}
+    if user_metadata.startswith(ROLLBACK_TAG):
+        return {"rollback_of": user_metadata.removeprefix(ROLLBACK_TAG)}
+    return {"batch_id": user_metadata}
+
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -64,6 +83,12 @@ def _read_file_batches(
             yield from raw_read_table(i, paths[i], content, source, header).to_batches()
 
 
+def _column(alias: str, name: str) -> str:
+    """`alias.name` as Spark SQL text, the name backtick-quoted: the one way a column name
+    (always from a table spec, never outside text) enters the merge conditions."""
+    return f"{alias}.`{name.replace('`', '``')}`"
+
+
 def _map_batches(
     batches: Iterator[pa.RecordBatch], *, function: ArrowBatchFunction, schema: pa.Schema
 ) -> Iterator[pa.RecordBatch]:
@@ -89,7 +114,7 @@ class SparkDeltaStore:
         self._cached: list[DataFrame] = []
 
     def location(self, table: str) -> str:
-        spec = TABLES.get(table)
+        spec = TABLES.get(checked_table_name(table))
         layer = spec.layer if spec else table.split("_", 1)[0]
         return f"{self.root}/{layer}/{table}"
 
@@ -216,21 +241,79 @@ class SparkDeltaStore:
             builder = builder.partitionedBy(*spec.partition_by)
         builder.execute()
 
-    def _create_or_append(self, spec: TableSpec, data: DataFrame, batch_id: str) -> int:
+    def _create_or_append(
+        self, spec: TableSpec, data: DataFrame, batch_id: str, sequence: int | None, *, replace: str | None = None
+    ) -> int:
         if spec.partition_by:  # one file per partition value, not one per task and value
             data = data.repartition(*spec.partition_by)
-        writer = data.write.format("delta").mode("append").option("mergeSchema", "true")
-        writer = writer.option("userMetadata", batch_id)
+        mode = "append" if replace is None else "overwrite"
+        writer = data.write.format("delta").mode(mode).option("userMetadata", batch_id)
+        writer = writer.option("mergeSchema", "true") if replace is None else writer.option("replaceWhere", replace)
+        if sequence is not None:
+            # Delta skips a write whose (application, version) the table already holds.
+            writer = writer.option("txnAppId", APP_ID).option("txnVersion", sequence)
         try:
             if not self.exists(spec.name):
-                self._create(spec)
+                with self._commit_metadata(batch_id):  # the table's first commit is the batch's too
+                    self._create(spec)
             writer.save(self.location(spec.name))
         except Exception as error:
-            raise TableStoreError(f"{spec.name}: append failed: {error}") from error
+            raise TableStoreError(f"{spec.name}: {mode} failed: {error}") from error
         return int(self._last_metrics(spec.name).get("numOutputRows", 0))
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str) -> int:
-        return self._create_or_append(spec, self._conform(spec, frame), batch_id)
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+        return self._create_or_append(spec, self._conform(spec, frame), batch_id, sequence)
+
+    def replace(
+        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
+    ) -> int:
+        condition = f"batch_id = {sql_string(batch_of)}"
+        return self._create_or_append(spec, self._conform(spec, frame), batch_id, sequence, replace=condition)
+
+    def tables(self) -> list[str]:
+        root = Path(self.root)
+        if not root.is_dir():
+            return []
+        return sorted(p.parent.name for p in root.glob("*/*/_delta_log"))
+
+    def rollback(self, batch_id: str) -> dict[str, int | None]:
+        from delta.tables import DeltaTable
+
+        undone: dict[str, int | None] = {}
+        for table in self.tables():
+            delta = DeltaTable.forPath(self.spark, self.location(table))
+            history = [
+                {"version": row["version"], **_commit_tags(row["userMetadata"])}
+                for row in delta.history().select("version", "userMetadata").collect()
+            ]
+            needed, target = rollback_plan(table, history, batch_id)
+            if not needed:
+                continue
+            if target is None:
+                path = Path(self.location(table))
+                doomed = path.with_name(f".{path.name}.rolled-back-{batch_id}")
+                path.rename(doomed)
+                shutil.rmtree(doomed)
+            else:
+                with self._commit_metadata(f"{ROLLBACK_TAG}{batch_id}"):
+                    delta.restoreToVersion(target)
+            undone[table] = target
+        return undone
+
+    @contextmanager
+    def _commit_metadata(self, text: str, sequence: int | None = None) -> Iterator[None]:
+        """Session settings that tag the next SQL or DeltaTable commit (and make it idempotent)."""
+        settings = {"spark.databricks.delta.commitInfo.userMetadata": text}
+        if sequence is not None:
+            settings["spark.databricks.delta.write.txnAppId"] = APP_ID
+            settings["spark.databricks.delta.write.txnVersion"] = str(sequence)
+        for key, value in settings.items():
+            self.spark.conf.set(key, value)
+        try:
+            yield
+        finally:
+            for key in settings:
+                self.spark.conf.unset(key)
 
     def upsert(
         self,
@@ -241,30 +324,31 @@ class SparkDeltaStore:
         batch_id: str,
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
+        sequence: int | None = None,
     ) -> UpsertCounts:
         from delta.tables import DeltaTable
 
         data = self._conform(spec, frame)
         if not self.exists(spec.name):
-            return UpsertCounts(inserted=self._create_or_append(spec, data, batch_id), updated=0, unchanged=0)
-        on = " AND ".join(f"t.`{k}` = s.`{k}`" for k in spec.keys) + local_days_condition(local_days, spec)
-        changed = changed_condition(spec, compare, lambda c: f"NOT (t.`{c}` <=> s.`{c}`)")
+            inserted = self._create_or_append(spec, data, batch_id, sequence)
+            return UpsertCounts(inserted=inserted, updated=0, unchanged=0)
+        # Column names from the spec and ISO dates only: no value from outside is SQL text here.
+        on = " AND ".join(f"{_column('t', k)} = {_column('s', k)}" for k in spec.keys)
+        on += local_days_condition(local_days, spec)
+        changed = changed_condition(spec, compare, lambda c: f"NOT ({_column('t', c)} <=> {_column('s', c)})")
         if rank is not None:
-            changed = f"({changed}) AND s.`{rank}` >= t.`{rank}`"
-        key = "spark.databricks.delta.commitInfo.userMetadata"
-        self.spark.conf.set(key, batch_id)
+            changed = f"({changed}) AND {_column('s', rank)} >= {_column('t', rank)}"
         try:
-            target = DeltaTable.forPath(self.spark, self.location(spec.name)).alias("t")
-            (
-                target.merge(data.alias("s"), on)
-                .whenMatchedUpdateAll(condition=changed)
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
+            with self._commit_metadata(batch_id, sequence):
+                target = DeltaTable.forPath(self.spark, self.location(spec.name)).alias("t")
+                (
+                    target.merge(data.alias("s"), on)
+                    .whenMatchedUpdateAll(condition=changed)
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
         except Exception as error:
             raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
-        finally:
-            self.spark.conf.unset(key)
         metrics = self._last_metrics(spec.name)
         source_rows = int(metrics.get("numSourceRows", 0))
         inserted = int(metrics.get("numTargetRowsInserted", 0))
