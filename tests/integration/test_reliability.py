@@ -18,6 +18,7 @@ import pytest
 from deltalake import DeltaTable
 
 from app.application.runner import Platform, open_platform, replay_quarantine, run_batch
+from app.main import app
 from app.domain.errors import TableStoreError
 from app.domain.schemas import GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, SILVER_READINGS, TableSpec
 from app.infrastructure.lock import LakeBusyError, LakeLock, holder_of
@@ -359,3 +360,60 @@ def pc_filter(silver: pa.Table, meter: str, at: datetime) -> list[tuple[str, flo
 def _read_gold_day(platform: Platform, meter: str) -> float:
     table = DeltaTable(platform.store.location("gold_daily_meter_energy")).to_pyarrow_table()
     return float(sum(r["energy_kwh"] for r in table.to_pylist() if r["meter_id"] == meter))
+
+
+# --- The HTTP service -------------------------------------------------------------------------
+
+
+def test_an_http_run_while_another_process_holds_the_lake_fails_naming_its_batch(tmp_path: Path) -> None:
+    from tests.integration.test_api import KEY, _client, _landing_file
+
+    settings = Settings(data_dir=tmp_path / "lake", api_key=KEY, _env_file=None)  # type: ignore[call-arg]
+    _landing_file(settings)
+    holder = _hold_lock(settings.data_dir, "20250601_120000_abcdef")
+    try:
+        client = _client(settings)
+        run_id = client.post("/runs", json={"input_path": "meters/*.csv"}, headers={"X-API-Key": KEY}).json()["run_id"]
+        detail = client.get(f"/runs/{run_id}").json()
+    finally:
+        holder.kill()
+        holder.wait()
+        app.dependency_overrides.clear()
+    assert detail["status"] == "failed"
+    assert "is in use by batch 20250601_120000_abcdef" in detail["error"]
+    assert not (settings.data_dir / "silver").exists()
+
+
+def test_an_http_request_after_a_killed_run_sees_it_rolled_back(tmp_path: Path, days: tuple[Path, Path]) -> None:
+    from tests.integration.test_api import _client
+
+    settings = Settings(data_dir=tmp_path / "lake", _env_file=None)  # type: ignore[call-arg]
+    with open_platform(settings) as platform:
+        assert run_batch(platform, input_path=str(days[0]), now=NOW).status == "succeeded"
+    before = lake_state(settings.data_dir)
+    env = {**os.environ, "STORAGE_PATH": str(settings.data_dir), "PYTHONPATH": str(ROOT)}
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.integration.crash_run",
+            "after silver commit",
+            "run-batch",
+            "--input",
+            str(days[1]),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL
+
+    try:
+        batches = _client(settings).get("/batches").json()
+    finally:
+        app.dependency_overrides.clear()
+    assert [b["status"] for b in batches] == ["failed", "succeeded"]
+    after = lake_state(settings.data_dir)
+    for name in before:
+        assert _sorted(after[name]) == _sorted(before[name]), name
