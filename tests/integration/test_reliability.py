@@ -18,12 +18,12 @@ import pytest
 from deltalake import DeltaTable
 
 from app.application.runner import Platform, open_platform, replay_quarantine, run_batch
-from app.main import app
 from app.domain.errors import TableStoreError
 from app.domain.schemas import GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, SILVER_READINGS, TableSpec
 from app.infrastructure.lock import LakeBusyError, LakeLock, holder_of
 from app.infrastructure.repositories.base import UpsertCounts
 from app.infrastructure.settings import Settings
+from app.main import app
 from tests.integration.conftest import NOW
 
 ROOT = Path(__file__).resolve().parents[2]
