@@ -361,7 +361,8 @@ def _parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chunke
     missing = pc.is_in(text, value_set=pa.array(list(source.missing_values), pa.string()))
     number = number_text(text, source)
     numeric = pc.match_substring_regex(number, _NUMBER)
-    value = pc.cast(pc.if_else(numeric, number, "0"), pa.float64())
+    # Adding zero turns "-0" (and a negative number too small for a double) into 0.0, not -0.0.
+    value = pc.add(pc.cast(pc.if_else(numeric, number, "0"), pa.float64()), 0.0)
     finite = pc.is_finite(value)
     status = pc.if_else(pc.and_(numeric, finite), VALUE_OK, VALUE_UNPARSEABLE)
     status = pc.if_else(pc.equal(text, REGISTER_RESET), VALUE_REGISTER_RESET, status)

@@ -16,10 +16,13 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +36,8 @@ from app.domain.sources import CANONICAL_COLUMNS, ColumnMapping, SourceConfig
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _OTHER_DELIMITERS = (",", ";", "\t", "|")
 _XML_FEED = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:feed|entry)[\s>/]")
+#: A line ends at CRLF, LF or a bare CR (old Mac files), as Arrow's CSV reader splits lines.
+_LINE_END = re.compile(rb"\r\n|\n|\r")
 
 #: File name patterns a folder is searched for, per source format.
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
@@ -86,6 +91,10 @@ def sha256_of(path: Path) -> str:
 
 #: Bytes read from the top of a file to find its header.
 HEAD_BYTES = 1 << 16
+#: Bytes Arrow's CSV reader takes at a time: the longest line (or quoted record) a file may have.
+BLOCK_BYTES = 1 << 24
+#: Longest text of a header quoted in an error message.
+_QUOTED_CHARS = 300
 
 #: Columns every raw-read row carries besides the file's own columns.
 READ_LINEAGE = pa.schema(
@@ -115,6 +124,16 @@ def _empty_check(path: str, data: bytes) -> None:
         raise InputFileError(path, "is empty (no header, no rows)")
     if data[:2] == b"\x1f\x8b":
         raise InputFileError(path, "is gzip-compressed; decompress it first", line=1)
+    if data[:4] == b"PK\x03\x04":
+        raise InputFileError(
+            path, "is a ZIP archive (an Excel .xlsx workbook is one); extract the file or export it as CSV", line=1
+        )
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    """The 1-based physical line holding byte `offset` (CRLF, LF and bare CR end lines)."""
+    ends = data.count(b"\n", 0, offset) + data.count(b"\r", 0, offset) - data.count(b"\r\n", 0, offset)
+    return ends + 1
 
 
 def _decode_check(path: str, data: bytes, encoding: str) -> None:
@@ -123,7 +142,7 @@ def _decode_check(path: str, data: bytes, encoding: str) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
+        line = _line_of(data, error.start)
         raise InputFileError(
             path,
             f"byte 0x{data[error.start]:02x} is not valid UTF-8 (rule: encoding); "
@@ -143,7 +162,7 @@ def canonical_header(source: SourceConfig) -> list[str]:
 
 def _header_line(path: str, head: bytes, source: SourceConfig) -> tuple[str, int]:
     """(text of the header row, its physical line number), after `skip_lines` preamble lines."""
-    lines = head.split(b"\n", source.skip_lines + 1)
+    lines = _LINE_END.split(head, source.skip_lines + 1)
     if len(lines) <= source.skip_lines:
         raise InputFileError(
             path,
@@ -151,8 +170,16 @@ def _header_line(path: str, head: bytes, source: SourceConfig) -> tuple[str, int
             "before the header (rule: skip_lines)",
             line=len(lines),
         )
-    text = lines[source.skip_lines].decode(source.encoding, errors="replace").lstrip("\ufeff").rstrip("\r")
-    return text, source.skip_lines + 1
+    line = source.skip_lines + 1
+    if len(lines) == line and len(head) >= HEAD_BYTES:
+        raise InputFileError(
+            path,
+            f"no header row: the line is longer than {HEAD_BYTES:,} bytes (rule: line too long); "
+            "is this a delimited text file?",
+            line=line,
+        )
+    text = lines[source.skip_lines].decode(source.encoding, errors="replace").lstrip("\ufeff")
+    return text, line
 
 
 def _split_line(text: str, source: SourceConfig) -> list[str]:
@@ -173,6 +200,50 @@ def _wanted_columns(source: SourceConfig) -> list[str]:
     return list(dict.fromkeys(c for c in named if c))
 
 
+def _shorten(text: str, limit: int = _QUOTED_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _not_text(path: str, head: bytes, line: int) -> None:
+    """UTF-16 text or binary data where delimited text is expected: say so, not which columns are missing."""
+    if head[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise InputFileError(
+            path,
+            f"is UTF-16 text (byte order mark 0x{head[0]:02x} 0x{head[1]:02x}) (rule: encoding); "
+            "save it as UTF-8, or as the encoding the source config declares",
+            line=line,
+        )
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        raise InputFileError(
+            path,
+            f"is not delimited text: it holds binary data (a NUL byte on line {_line_of(head, nul)}) "
+            "(rule: binary file); is this the right file?",
+            line=line,
+        )
+
+
+def _header_hint(text: str, header: list[str], missing: list[str], head: bytes, line: int, source: SourceConfig) -> str:
+    """Why the header may lack columns: another delimiter, case or blanks, or a preamble above it."""
+    if len(header) <= 1:
+        found = [d for d in _OTHER_DELIMITERS if d != source.delimiter and d in text]
+        if found:
+            return (
+                f"; the header looks {found[0]!r}-separated but the source expects "
+                f"{source.delimiter!r} (rule: wrong delimiter)"
+            )
+    near = [f"{h!r} for {c!r}" for c in missing for h in header if h != c and h.strip().lower() == c.lower()]
+    if near:
+        return f"; column names differ in case or blanks: {', '.join(near)}"
+    wanted = set(_wanted_columns(source))
+    lines = _LINE_END.split(head, 50)[line:-1]  # whole lines below the header within the head
+    for number, raw in enumerate(lines, start=line + 1):
+        fields = _split_line(raw.decode(source.encoding, errors="replace"), source) if raw else []
+        if wanted <= set(fields):
+            return f"; the header looks to be on line {number}: set skip_lines = {number - 1} (rule: skip_lines)"
+    return ""
+
+
 def _file_header(path: str, head: bytes, source: SourceConfig) -> tuple[list[str], int]:
     """A delimited file's own header and its line, checked against the columns the source names."""
     _empty_check(path, head)
@@ -183,17 +254,11 @@ def _file_header(path: str, head: bytes, source: SourceConfig) -> tuple[list[str
             header.pop()
     missing = [c for c in _wanted_columns(source) if c not in header]
     if missing:
-        hint = ""
-        if len(header) <= 1:
-            found = [d for d in _OTHER_DELIMITERS if d != source.delimiter and d in text]
-            if found:
-                hint = (
-                    f"; the header looks {found[0]!r}-separated but the source expects "
-                    f"{source.delimiter!r} (rule: wrong delimiter)"
-                )
+        _not_text(path, head, line)
+        hint = _header_hint(text, header, missing, head, line, source)
         raise InputFileError(
             path,
-            f"missing required column(s) {', '.join(missing)}; header has {header}{hint}",
+            f"missing required column(s) {', '.join(missing)}; header has {_shorten(repr(header))}{hint}",
             line=line,
         )
     duplicated = sorted({c for c in header if header.count(c) > 1})
@@ -247,10 +312,10 @@ def _body_offset(data: bytes, header_line: int) -> int:
     """Byte offset just past the header row (`header_line` is 1-based)."""
     offset = 0
     for _ in range(header_line):
-        end = data.find(b"\n", offset)
-        if end < 0:
+        end = _LINE_END.search(data, offset)
+        if end is None:
             return len(data)
-        offset = end + 1
+        offset = end.end()
     return offset
 
 
@@ -280,6 +345,124 @@ def _trim_trailing(body: bytes, source: SourceConfig, width: int) -> bytes:
     return b"\n".join(lines)
 
 
+def _csv_dialect(source: SourceConfig) -> dict[str, Any]:
+    if source.quote_char is None:
+        return {"delimiter": source.delimiter, "quoting": csv.QUOTE_NONE}
+    return {"delimiter": source.delimiter, "quotechar": source.quote_char}
+
+
+def _record_starts(body: bytes, source: SourceConfig) -> tuple[list[int], tuple[int, int] | None]:
+    """The line (1-based, within `body`) on which each record starts, as a CSV parser splits records.
+
+    CRLF, LF and bare CR end lines; a line break inside quotes does not end a record. Also
+    returns the (first, last) line of the last record when it opens a quote that is never
+    closed: such a record swallows every line after it.
+    """
+    text = body.decode(source.encoding, errors="replace")
+    physical: list[str] = []
+
+    def lines() -> Iterator[str]:
+        for line in io.StringIO(text, newline=""):
+            physical.append(line)
+            yield line
+
+    dialect = _csv_dialect(source)
+    limit = csv.field_size_limit()
+    csv.field_size_limit(max(limit, len(text) + 1))  # a record may be as long as the file
+    try:
+        reader = csv.reader(lines(), **dialect)
+        starts: list[int] = []
+        last = 0
+        record: list[str] = []  # the lines of the last record
+        for _ in reader:
+            starts.append(last + 1)
+            last = reader.line_num
+            record = physical[:]
+            physical.clear()
+        open_quote = None
+        if starts and source.quote_char is not None and last > starts[-1]:
+            tail = io.StringIO("".join(record), newline="")
+            try:
+                for _ in csv.reader(tail, strict=True, **dialect):
+                    pass
+            except csv.Error as error:
+                if "unexpected end of data" in str(error):
+                    open_quote = (starts[-1], last)
+    finally:
+        csv.field_size_limit(limit)
+    return starts, open_quote
+
+
+def _unterminated(path: str, open_quote: tuple[int, int], header_line: int) -> InputFileError:
+    first, last = (header_line + n for n in open_quote)
+    return InputFileError(
+        path,
+        f"a quoted field opens on this line and is never closed, so lines {first}-{last} would be read "
+        "as one field (rule: unterminated quote)",
+        line=first,
+    )
+
+
+def _overlong_line(body: bytes) -> tuple[int, int] | None:
+    """(line within `body`, its length in bytes) of the first line longer than BLOCK_BYTES."""
+    start, number = 0, 1
+    for match in _LINE_END.finditer(body):
+        if match.start() - start > BLOCK_BYTES:
+            return number, match.start() - start
+        start, number = match.end(), number + 1
+    return (number, len(body) - start) if len(body) - start > BLOCK_BYTES else None
+
+
+def _too_long(path: str, body: bytes, source: SourceConfig, header_line: int) -> InputFileError:
+    """The error for a record longer than Arrow reads at a time, naming its line."""
+    overlong = _overlong_line(body)
+    if overlong is not None:
+        number, size = overlong
+        return InputFileError(
+            path,
+            f"the line is {size:,} bytes long, more than the {BLOCK_BYTES:,} a line may have (rule: line too long)",
+            line=header_line + number,
+        )
+    starts, open_quote = _record_starts(body, source)
+    if open_quote is not None:
+        return _unterminated(path, open_quote, header_line)
+    ends = [*starts[1:], body.count(b"\n") + 2]
+    widest = max(range(len(starts)), key=lambda i: ends[i] - starts[i]) if starts else 0
+    return InputFileError(
+        path,
+        f"a quoted record is longer than the {BLOCK_BYTES:,} bytes a line may have (rule: line too long)",
+        line=header_line + (starts[widest] if starts else 1),
+    )
+
+
+def _physical_lines(
+    path: str, body: bytes, source: SourceConfig, header_line: int, rows: int, invalid: list[tuple[int, str]]
+) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Physical line numbers of the parsed rows, and the malformed records with theirs.
+
+    Arrow numbers records (`invalid` holds its record numbers within `body`), not lines. While
+    every record is one LF- or CRLF-ended line the two agree; a quoted line break or bare CR line
+    ends make them differ, and the records are then located with Python's csv module.
+    """
+    first = header_line + 1
+    body_lines = body.count(b"\n") + (0 if not body or body.endswith(b"\n") else 1)
+    bad = np.array(sorted(header_line + n for n, _ in invalid if n > 0), dtype=np.int64)
+    lines = np.setdiff1d(np.arange(first, first + body_lines, dtype=np.int64), bad, assume_unique=True)
+    if len(lines) == rows:
+        return lines, [(header_line + n if n > 0 else -1, text) for n, text in invalid]
+    starts, open_quote = _record_starts(body, source)
+    if open_quote is not None:
+        raise _unterminated(path, open_quote, header_line)
+    numbers = [n for n, _ in invalid]
+    if len(starts) == rows + len(invalid) and all(0 < n <= len(starts) for n in numbers):
+        line_of = np.asarray(starts, dtype=np.int64) + header_line
+        is_bad = np.zeros(len(starts), dtype=bool)
+        is_bad[np.asarray(numbers, dtype=np.int64) - 1] = True
+        return line_of[~is_bad], [(int(line_of[n - 1]), text) for n, text in invalid]
+    # Arrow and Python's csv split records differently: number the rows in order.
+    return np.arange(first, first + rows, dtype=np.int64), [(header_line + n if n > 0 else -1, t) for n, t in invalid]
+
+
 def _read_delimited(path: str, data: bytes, source: SourceConfig) -> RawFile:
     """One delimited file's bytes as strings under its own header, with physical line numbers."""
     _empty_check(path, data)
@@ -288,10 +471,10 @@ def _read_delimited(path: str, data: bytes, source: SourceConfig) -> RawFile:
     body = data[_body_offset(data, header_line) :]
     if source.trim_trailing_delimiters:
         body = _trim_trailing(body, source, len(header))
-    malformed: list[tuple[int, str]] = []
+    invalid: list[tuple[int, str]] = []  # (record number within the body, text)
 
     def on_invalid(row: pcsv.InvalidRow) -> str:
-        malformed.append((header_line + row.number if row.number else -1, row.text))
+        invalid.append((row.number if row.number and row.number > 0 else -1, row.text))
         return "skip"
 
     if body.strip():
@@ -299,7 +482,7 @@ def _read_delimited(path: str, data: bytes, source: SourceConfig) -> RawFile:
             table = pcsv.read_csv(
                 pa.BufferReader(body),
                 read_options=pcsv.ReadOptions(
-                    use_threads=False, encoding=source.encoding, column_names=header, block_size=1 << 24
+                    use_threads=False, encoding=source.encoding, column_names=header, block_size=BLOCK_BYTES
                 ),
                 parse_options=pcsv.ParseOptions(
                     delimiter=source.delimiter,
@@ -314,17 +497,12 @@ def _read_delimited(path: str, data: bytes, source: SourceConfig) -> RawFile:
                 ),
             )
         except (pa.ArrowInvalid, UnicodeDecodeError) as error:
+            if "straddl" in str(error):  # a record longer than a block
+                raise _too_long(path, body, source, header_line) from None
             raise InputFileError(path, f"cannot be read as delimited text: {error}", line=header_line) from None
     else:
         table = pa.schema([pa.field(c, pa.string()) for c in header]).empty_table()
-    # Line numbers: physical lines after the header, less those reported malformed
-    # (the invalid-row handler reports physical line numbers).
-    body_lines = body.count(b"\n") + (0 if not body or body.endswith(b"\n") else 1)
-    bad = np.array(sorted(n for n, _ in malformed if n > 0), dtype=np.int64)
-    first = header_line + 1
-    lines = np.setdiff1d(np.arange(first, first + body_lines, dtype=np.int64), bad, assume_unique=True)
-    if len(lines) != table.num_rows:  # quoted newlines or bare CR line ends: count rows instead
-        lines = np.arange(first, first + table.num_rows, dtype=np.int64)
+    lines, malformed = _physical_lines(path, body, source, header_line, table.num_rows, invalid)
     table = table.append_column("line_number", pa.array(lines, pa.int64()))
     blank = np.ones(table.num_rows, dtype=bool)
     for name in header:
