@@ -15,6 +15,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import (
     BigInteger,
@@ -294,11 +296,38 @@ class SqlMetadataStore:
 
     @_retried
     def migrate(self) -> None:
-        """Bring the schema up to the newest migration; does nothing if it is already there."""
+        """Bring the schema up to the newest migration; does nothing if it is already there.
+
+        Two processes opening a new database at once both start migrating it; the one that
+        loses finds the schema already created, waits for the other to finish, and goes on."""
         config = Config()
         # Config values go through configparser interpolation, so a literal % must be doubled.
         config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
         config.set_main_option("sqlalchemy.url", self._url.render_as_string(hide_password=False).replace("%", "%%"))
+        for wait in (0.2, 0.5, 1.0, 2.0, None):
+            try:
+                self._upgrade(config)
+                return
+            except MetadataUnavailableError:
+                raise
+            except MetadataStoreError:
+                if wait is None:
+                    raise
+                time.sleep(wait)
+                if self._at_head(config):
+                    return
+
+    def _at_head(self, config: Config) -> bool:
+        """Whether the database's schema is at the newest migration."""
+        heads = set(ScriptDirectory.from_config(config).get_heads())
+        try:
+            with self._connection("read the schema version") as connection:
+                current = set(MigrationContext.configure(connection).get_current_heads())
+        except MetadataStoreError:
+            return False
+        return current == heads
+
+    def _upgrade(self, config: Config) -> None:
         with self._transaction("apply the schema migrations") as connection:
             config.attributes["connection"] = connection
             try:
