@@ -327,10 +327,16 @@ class BatchPipeline:
                 f"source {source.name!r} reads meter registers, whose intervals depend on the rows around them "
                 "in the file; re-ingest the files with --force instead of replaying their quarantine"
             )
+        if source.ambiguous_time == "order":
+            raise NotAvailableError(
+                f"source {source.name!r} tells repeated fall-back hours apart by their order in the file, "
+                "which quarantined rows no longer have; re-ingest the files with --force instead"
+            )
         result = BatchResult(batch_id=None, source=source.name, status="skipped")
         stored = self.store.to_arrow(self.store.read(QUARANTINE_READINGS, where=[("batch_id", "in", [batch_of])]))
         malformed = pc.equal(stored["rule"], MALFORMED_ROW)
-        rows = stored.filter(pc.invert(malformed))
+        # In file order, so that of two reads of one interval the later line wins, as on ingest.
+        rows = stored.filter(pc.invert(malformed)).sort_by([("source_file", "ascending"), ("line_number", "ascending")])
         if rows.num_rows == 0:
             result.error = f"batch {batch_of} has no quarantined rows that can be replayed"
             return result
@@ -398,17 +404,21 @@ class BatchPipeline:
         try:
             self._layers(source, result, log, started, read=read, sequence=sequence, replay=replay)
         except PlatformError as error:
-            result.status, result.error = "failed", self._undone(result.batch_id, str(error), log)
+            result.status, result.error = "failed", str(error)
+            recorded = self._undone(result, log)
         except Exception as error:  # recorded, then re-raised: the batch must not stay "running"
-            message = self._undone(result.batch_id, f"{type(error).__name__}: {error}", log)
-            result.status, result.error = "failed", message
-            self._finish(result)
+            result.status, result.error = "failed", f"{type(error).__name__}: {error}"
+            if self._undone(result, log):
+                self._finish(result)
             log.error("batch_failed", error=result.error)
             raise
+        else:
+            recorded = True
         finally:
             self.store.release()
         result.duration_seconds = time.perf_counter() - clock
-        self._finish(result)
+        if recorded:
+            self._finish(result)
         if result.status == "failed":
             log.error("batch_failed", error=result.error)
         else:
@@ -420,17 +430,23 @@ class BatchPipeline:
             )
         return result
 
-    def _undone(self, batch_id: str, error: str, log: Any) -> str:
-        """Roll back what a failed batch committed; the batch's error, saying so."""
+    def _undone(self, result: BatchResult, log: Any) -> bool:
+        """Roll back what a failed batch committed, saying so in its error. False if that failed:
+        the batch then stays recorded as running, so the next run's recovery tries again."""
+        assert result.batch_id is not None
         try:
-            undone = self.store.rollback(batch_id)
+            undone = self.store.rollback(result.batch_id)
         except Exception as failure:  # the batch's own error stays the one reported
             log.error("rollback_failed", error=f"{type(failure).__name__}: {failure}")
-            return f"{error} (rolling back its commits failed too: {failure})"
-        if not undone:
-            return error
-        log.warning("batch_rolled_back", tables=undone)
-        return f"{error} (its commits to {', '.join(sorted(undone))} were rolled back)"
+            result.error = (
+                f"{result.error} (rolling back its commits failed too: {failure}; the batch stays recorded as "
+                "running, and the next run tries the rollback again)"
+            )
+            return False
+        if undone:
+            log.warning("batch_rolled_back", tables=undone)
+            result.error = f"{result.error} (its commits to {', '.join(sorted(undone))} were rolled back)"
+        return True
 
     def _finish(self, result: BatchResult) -> None:
         assert result.batch_id is not None
@@ -619,6 +635,9 @@ class BatchPipeline:
             local_days=around,
             rank="quality_rank",
             sequence=sequence,
+            # A replayed read fills what its batch could not (an estimate, a gap), and never
+            # overwrites a read a later batch delivered.
+            replace_equal_rank=replay is None,
         )
         result.reconciliation = Reconciliation(
             rows_read=rows_read,

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from app.application.metrics import BatchRecord
+from app.domain.errors import TableStoreError
 from app.infrastructure.lock import Holder
 from app.infrastructure.logging import get_logger
 from app.infrastructure.repositories.base import MetadataStore, TableStore
@@ -31,7 +32,14 @@ def recover_interrupted(
     interrupted = metadata.running_batches(lake=lake)
     log = get_logger()
     for record in reversed(interrupted):  # newest first: its commits are the latest
-        undone = store.rollback(record.batch_id)
+        try:
+            undone = store.rollback(record.batch_id)
+        except Exception as failure:
+            log.error("batch_recovery_failed", batch_id=record.batch_id, error=f"{type(failure).__name__}: {failure}")
+            raise TableStoreError(
+                f"batch {record.batch_id} was interrupted and its commits could not be rolled back: {failure}. "
+                "It stays recorded as running, and the next run tries again; nothing else is written until then."
+            ) from failure
         who = "its run"
         if stale is not None and stale.batch_id == record.batch_id:
             who = f"its run (process {stale.pid} on {stale.host})"
@@ -41,16 +49,7 @@ def recover_interrupted(
             else "; it had committed nothing"
         )
         error = f"interrupted: {who} ended before the batch finished{restored}. Run the batch again."
-        metadata.finish_batch(
-            batch_id=record.batch_id,
-            status="failed",
-            finished_at=datetime.now(UTC),
-            record_count=record.record_count,
-            reconciliation=None,
-            layers=[],
-            rule_counts={},
-            error=error,
-        )
+        metadata.fail_running(batch_id=record.batch_id, finished_at=datetime.now(UTC), error=error)
         log.warning("batch_recovered", batch_id=record.batch_id, rolled_back=undone)
         if progress is not None:
             progress("recover", f"batch {record.batch_id} was interrupted{restored}; marked failed")

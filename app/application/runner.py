@@ -10,7 +10,7 @@ from pathlib import Path
 
 from app.application.pipeline import BatchPipeline, BatchResult, Progress
 from app.application.recovery import recover_interrupted
-from app.domain.errors import ConfigurationError
+from app.domain.errors import ConfigurationError, PlatformError
 from app.domain.sources import SourceConfig
 from app.infrastructure.lock import LakeBusyError, LakeLock
 from app.infrastructure.logging import get_logger
@@ -99,14 +99,18 @@ def open_platform(settings: Settings) -> Iterator[Platform]:
 
 def _recover_if_abandoned(platform: Platform) -> None:
     """If a killed run left a batch running and nobody holds the lake now, recover it, so
-    that no command shows a half-written batch."""
-    if not platform.metadata.running_batches(lake=platform.lake):
+    that no command shows a half-written batch. In Databricks mode only runs recover (the
+    job runs one at a time; a file lock on cluster storage may not be seen by other nodes).
+    A recovery that fails is logged and left to the next run: reading goes on."""
+    if platform.settings.execution_mode == "databricks" or not platform.metadata.running_batches(lake=platform.lake):
         return
     try:
         with platform.lock("recover") as lock:
             platform.recover(lock)
     except LakeBusyError:
         return  # the batch is at work in another process
+    except (PlatformError, OSError) as error:
+        get_logger().error("recovery_deferred", error=str(error))
 
 
 def run_batch(

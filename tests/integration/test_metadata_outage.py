@@ -39,6 +39,24 @@ def database() -> Iterator[str]:
         yield url
 
 
+def test_a_refused_connection_is_not_retried(database: str) -> None:
+    """A database that does not exist (like a wrong password) fails at once, not after the retry time."""
+    from sqlalchemy import make_url
+
+    from app.domain.errors import MetadataStoreError
+    from app.infrastructure.repositories.metadata import SqlMetadataStore
+
+    url = make_url(database).set(database="no_such_database").render_as_string(hide_password=False)
+    store = SqlMetadataStore(url, retry_seconds=30)
+    started = time.monotonic()
+    try:
+        with pytest.raises(MetadataStoreError, match="does not exist"):
+            store.migrate()
+    finally:
+        store.dispose()
+    assert time.monotonic() - started < 5
+
+
 class _Outage:
     """Stops the server when the run reports its first step, and starts it again DOWN_SECONDS later."""
 

@@ -94,7 +94,7 @@ def test_a_retried_commit_of_the_same_sequence_is_a_no_op(platform: Platform) ->
     assert first == UpsertCounts(inserted=3, updated=0, unchanged=0)
     assert retried == first
     assert DeltaTable(store.location(spec.name)).version() == version
-    assert DeltaTable(store.location(spec.name)).transaction_version("energy-platform") == 7
+    assert DeltaTable(store.location(spec.name)).transaction_version("energy-platform:b1:7") == 7
 
     appended = store.append(QUARANTINE_READINGS, store.frame(_quarantine_rows("b1", 2)), batch_id="b1", sequence=7)
     again = store.append(QUARANTINE_READINGS, store.frame(_quarantine_rows("b1", 2)), batch_id="b1", sequence=7)
@@ -350,6 +350,22 @@ def test_replay_after_a_config_fix_moves_passing_rows_to_silver_and_gold_once(
     again = replay_quarantine(platform, batch_id=first.batch_id, config_file=_raise_max_demand(tmp_path), now=NOW)
     assert again.reconciliation is not None and again.reconciliation.rows_read == 1
     assert _sorted(_read(platform, SILVER_READINGS), ("batch_id",)) == _sorted(silver, ("batch_id",))
+
+
+def test_replay_never_overwrites_a_read_a_later_batch_delivered(
+    platform: Platform, days: tuple[Path, Path], tmp_path: Path
+) -> None:
+    first = run_batch(platform, input_path=str(days[0]), now=NOW)
+    assert first.batch_id is not None
+    at = datetime(2025, 6, 1, 6, tzinfo=UTC)
+    corrected = write_day(tmp_path / "in" / "corrected.csv", ["M-2,2025-06-01T06:00:00Z,0.33,kWh"])
+    assert run_batch(platform, input_path=str(corrected), now=NOW).status == "succeeded"
+    assert pc_filter(_read(platform, SILVER_READINGS), "M-2", at) == [("actual", 0.33)]
+
+    replay = replay_quarantine(platform, batch_id=first.batch_id, config_file=_raise_max_demand(tmp_path), now=NOW)
+    assert replay.status == "succeeded" and replay.reconciliation is not None
+    assert replay.reconciliation.rows_accepted == 1 and replay.reconciliation.silver_updated == 0
+    assert pc_filter(_read(platform, SILVER_READINGS), "M-2", at) == [("actual", 0.33)]
 
 
 def pc_filter(silver: pa.Table, meter: str, at: datetime) -> list[tuple[str, float]]:

@@ -4,6 +4,7 @@ one batch's rows are replaced in one commit."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -61,6 +62,16 @@ def test_an_append_retried_with_its_sequence_writes_nothing_more(engine: Any) ->
     assert engine.count(QUARANTINE_READINGS.name) == 3
 
 
+def test_a_commit_of_another_batch_with_a_higher_number_does_not_stop_a_write(engine: Any) -> None:
+    # Tables written under another metadata store (or before it was reset) hold higher numbers.
+    engine.append(QUARANTINE_READINGS, engine.frame(_quarantine("old", [2])), batch_id="old", sequence=40)
+    _upsert(engine, [1.0], "old", 40)
+    assert engine.append(QUARANTINE_READINGS, engine.frame(_quarantine("new", [3])), batch_id="new", sequence=1) == 1
+    assert _upsert(engine, [2.0, 3.0], "new", 1).inserted == 1
+    assert engine.count(QUARANTINE_READINGS.name) == 2
+    assert [r[2] for r in _rows(engine, GOLD_HOURLY_PORTFOLIO_LOAD)] == [2.0, 3.0]
+
+
 def test_a_merge_retried_with_its_sequence_changes_nothing(engine: Any) -> None:
     _upsert(engine, [1.0, 2.0], "b1", 1)
     _upsert(engine, [5.0, 6.0, 7.0], "b2", 2)
@@ -114,3 +125,11 @@ def test_replace_swaps_one_batchs_rows_in_one_commit(engine: Any) -> None:
     assert rows == [("b1", 3, "unit_unknown"), ("b2", 9, "value_missing")]
     assert list(engine.rollback("r1")) == [QUARANTINE_READINGS.name]
     assert len(_rows(engine, QUARANTINE_READINGS)) == 4
+
+
+def test_the_remains_of_an_interrupted_table_removal_are_skipped_and_cleared(engine: Any, tmp_path: Path) -> None:
+    engine.append(QUARANTINE_READINGS, engine.frame(_quarantine("b1", [2])), batch_id="b1", sequence=1)
+    remains = Path(engine.location(QUARANTINE_READINGS.name)).with_name(".silver_readings.rolled-back-b0")
+    (remains / "_delta_log").mkdir(parents=True)
+    assert engine.tables() == [QUARANTINE_READINGS.name]
+    assert not remains.exists()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import operator
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import narwhals as nw
@@ -101,10 +103,12 @@ class TableStore(Protocol):
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
         sequence: int | None = None,
+        replace_equal_rank: bool = True,
     ) -> UpsertCounts:
         """Insert new keys, update changed rows; `local_days` bounds the target rows a match may
         be found in (by `local_date`, inclusive), so the merge reads only those partitions.
-        With `rank`, a row replaces a stored one only if its `rank` column is equal or higher.
+        With `rank`, a row replaces a stored one only if its `rank` column is equal or higher
+        (only higher without `replace_equal_rank`).
         `sequence` as for `append`."""
         ...
 
@@ -162,12 +166,24 @@ class MetadataStore(Protocol):
 
     def running_batches(self, *, lake: str) -> list[BatchRecord]: ...
 
+    def fail_running(self, *, batch_id: str, finished_at: datetime, error: str) -> bool: ...
+
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
 
-#: The Delta transaction application id under which the platform's commits record their
-#: batch sequence.
+#: Prefix of the Delta transaction application id under which a batch's commits record its
+#: sequence number: `energy-platform:<batch id>:<sequence>`.
 APP_ID = "energy-platform"
+
+
+def transaction_app_id(batch_id: str, sequence: int) -> str:
+    """The Delta transaction application id of one batch's commits: one per batch and sequence
+    number, so that a table finds a retried commit of this batch, and never mistakes a commit of
+    another batch (say, one recorded by another metadata store, whose numbers and even batch ids
+    may repeat) for it."""
+    return f"{APP_ID}:{batch_id}:{sequence}"
+
+
 #: Batch ids as the platform makes them and accepts them: they go into paths and predicates.
 BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 #: Table names: they become folder names under the lake root, so letters, digits and underscores only.
@@ -197,17 +213,48 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+#: How a rollback commit is tagged in a commit's user metadata: this, then the batch id.
+ROLLBACK_TAG = "rollback_of:"
+
+
+def commit_tags(batch_id: str | None = None, *, rollback_of: str | None = None) -> dict[str, str]:
+    """A commit's tags, as custom commit metadata. `userMetadata` is what Spark reads back, and
+    the other keys what the local stores read; `read_tags` understands both."""
+    if rollback_of is not None:
+        return {"rollback_of": rollback_of, "userMetadata": f"{ROLLBACK_TAG}{rollback_of}"}
+    assert batch_id is not None
+    return {"batch_id": batch_id, "userMetadata": batch_id}
+
+
+def read_tags(entry: dict[str, Any]) -> dict[str, str]:
+    """The batch (or rolled-back batch) of one history entry, from either engine's commit."""
+    if entry.get("batch_id") or entry.get("rollback_of"):
+        return {k: entry[k] for k in ("batch_id", "rollback_of") if entry.get(k)}
+    user = entry.get("userMetadata")
+    if not user:
+        return {}
+    if user.startswith(ROLLBACK_TAG):
+        return {"rollback_of": user.removeprefix(ROLLBACK_TAG)}
+    return {"batch_id": user}
+
+
 def rollback_plan(table: str, history: Sequence[dict[str, Any]], batch_id: str) -> tuple[bool, int | None]:
     """From a table's commit history (any order; each entry with `version` and the commit's
-    custom metadata): whether `batch_id` has commits to undo, and the version to restore to
-    (None: remove the table, which the batch created)."""
-    ours = [entry["version"] for entry in history if entry.get("batch_id") == batch_id]
-    if not ours or any(entry.get("rollback_of") == batch_id for entry in history):
+    tags, see `read_tags`): whether `batch_id` has commits to undo, and the version to restore
+    to (None: remove the table, which the batch created). Commits of batches rolled back since,
+    and the rollbacks themselves, change nothing and do not stand in the way."""
+    entries = [{"version": entry["version"], **read_tags(entry)} for entry in history]
+    undone = {entry["rollback_of"] for entry in entries if "rollback_of" in entry}
+    ours = [entry["version"] for entry in entries if entry.get("batch_id") == batch_id]
+    if not ours or batch_id in undone:
         return False, None
     later = [
         entry
-        for entry in history
-        if entry["version"] > min(ours) and entry.get("batch_id") != batch_id and entry.get("rollback_of") is None
+        for entry in entries
+        if entry["version"] > min(ours)
+        and entry.get("batch_id") != batch_id
+        and "rollback_of" not in entry
+        and entry.get("batch_id") not in undone
     ]
     if later:
         newest = max(later, key=lambda entry: entry["version"])
@@ -217,6 +264,47 @@ def rollback_plan(table: str, history: Sequence[dict[str, Any]], batch_id: str) 
         )
     first = min(ours)
     return True, None if first == 0 else first - 1
+
+
+def plan_rollback(
+    tables: Sequence[str], history: Callable[[str], Sequence[dict[str, Any]]], batch_id: str
+) -> dict[str, int | None]:
+    """`rollback_plan` for every table that has something to undo, all planned before any
+    is changed, so a table that refuses stops the rollback before it starts."""
+    plans: dict[str, int | None] = {}
+    for table in tables:
+        needed, target = rollback_plan(table, history(table), batch_id)
+        if needed:
+            plans[table] = target
+    return plans
+
+
+#: Marks the folder of a table that a rollback removes, until it is deleted.
+_REMOVED = ".rolled-back-"
+
+
+def lake_tables(root: Path) -> list[str]:
+    """Names of the Delta tables under `root/<layer>/`; the remains of a table whose removal
+    was interrupted are deleted on the way."""
+    if not root.is_dir():
+        return []
+    names = []
+    for log in root.glob("*/*/_delta_log"):
+        table = log.parent
+        if table.name.startswith(".") or table.parent.name.startswith("."):
+            if _REMOVED in table.name:
+                shutil.rmtree(table, ignore_errors=True)
+            continue
+        names.append(table.name)
+    return sorted(names)
+
+
+def remove_table(path: Path, batch_id: str) -> None:
+    """Delete a table folder: renamed first (one atomic step), so an interrupted delete leaves
+    a hidden folder that `lake_tables` skips and clears, never a half-deleted table."""
+    doomed = path.with_name(f".{path.name}{_REMOVED}{batch_id}")
+    path.rename(doomed)
+    shutil.rmtree(doomed)
 
 
 #: Relative difference below which two floats are the same value to a merge: sums depend on

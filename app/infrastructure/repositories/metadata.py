@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import sqlite3
 import time
 from collections import defaultdict
@@ -92,6 +93,12 @@ _P = ParamSpec("_P")
 #: PostgreSQL error classes that mean "the server went away or is not there yet": connection
 #: exceptions (08xxx), shutdown by an administrator or a crash, "starting up", too many clients.
 _TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+#: Connection failures that trying again will not mend: credentials, names, access rules.
+_REFUSED = re.compile(
+    r"authentication failed|does not exist|no pg_hba\.conf entry|could not translate host name|"
+    r"Name or service not known|permission denied|SSL|certificate",
+    re.IGNORECASE,
+)
 #: Waits between attempts grow from the first to the cap, until the store's retry time is spent.
 _FIRST_WAIT_SECONDS = 0.2
 _MAX_WAIT_SECONDS = 5.0
@@ -112,8 +119,11 @@ def _transient(exc: DBAPIError) -> bool:
         # A file that another process holds locked; every other SQLite error is final.
         return "locked" in str(original) or "busy" in str(original)
     sqlstate = getattr(original, "sqlstate", None)
-    # No SQLSTATE: the client never got an answer (refused, reset, closed mid-statement).
-    return sqlstate is None or str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
+    if sqlstate is None:
+        # No SQLSTATE: the client got no answer (refused, reset, closed mid-statement), or the
+        # driver turned the server's refusal of the connection into text: those stay refused.
+        return not _REFUSED.search(str(original))
+    return str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
 
 
 def _with_retries(store: SqlMetadataStore, operation: str, call: Callable[[int], _T]) -> _T:
@@ -353,7 +363,19 @@ class SqlMetadataStore:
         this call is a retry whose first attempt did record it before the connection was lost."""
         _require_aware(record.started_at, "started_at")
         _require_aware(record.ingestion_time, "ingestion_time")
-        return _with_retries(self, "start_batch", lambda attempt: self._start_batch(record, retry=attempt > 1))
+        return _with_retries(self, "start_batch", lambda attempt: self._start_numbered(record, retry=attempt > 1))
+
+    def _start_numbered(self, record: BatchRecord, *, retry: bool) -> int:
+        """`_start_batch`, again if another batch took the same next number at the same moment
+        (two data directories sharing one database)."""
+        for _ in range(10):
+            try:
+                return self._start_batch(record, retry=retry)
+            except MetadataStoreError as error:
+                cause = error.__cause__
+                if not (isinstance(cause, IntegrityError) and "sequence" in str(cause.orig).lower()):
+                    raise
+        raise MetadataStoreError(f"could not give batch {record.batch_id!r} a sequence number; try again")
 
     def _start_batch(self, record: BatchRecord, *, retry: bool) -> int:
         checksum = record.checksum if record.checksum is not None else files_checksum(record.files)
@@ -433,6 +455,18 @@ class SqlMetadataStore:
             self._replace_children(connection, batch_id, layers, rule_counts)
             if files is not None:
                 self._update_files(connection, batch_id, files)
+
+    @_retried
+    def fail_running(self, *, batch_id: str, finished_at: datetime, error: str) -> bool:
+        """Record a batch that is still running as failed with `error`; False if it was not running."""
+        _require_aware(finished_at, "finished_at")
+        with self._transaction(f"fail batch {batch_id!r}") as connection:
+            updated = connection.execute(
+                update(batches)
+                .where(batches.c.batch_id == batch_id, batches.c.status == "running")
+                .values(status="failed", finished_at=finished_at, error=_storable_text(error))
+            )
+            return bool(updated.rowcount)
 
     @_retried
     def successful_checksums(self, checksums: list[str]) -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -21,16 +20,20 @@ from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
-    APP_ID,
     COMPARISONS,
     ArrowBatchFunction,
     RowFilter,
     UpsertCounts,
     changed_condition,
     checked_table_name,
+    commit_tags,
+    lake_tables,
     local_days_condition,
-    rollback_plan,
+    plan_rollback,
+    read_tags,
+    remove_table,
     sql_string,
+    transaction_app_id,
     with_partition_bounds,
 )
 
@@ -40,8 +43,10 @@ _SQL_COMPARISONS = (">=", "<=", "<")
 def _commit(batch_id: str, sequence: int | None = None) -> CommitProperties:
     """Every commit names its batch; with `sequence`, it also records it as the platform's
     Delta transaction version, which a retried commit then finds."""
-    transactions = None if sequence is None else [Transaction(app_id=APP_ID, version=sequence)]
-    return CommitProperties(custom_metadata={"batch_id": batch_id}, app_transactions=transactions)
+    if sequence is None:
+        return CommitProperties(custom_metadata=commit_tags(batch_id))
+    transaction = Transaction(app_id=transaction_app_id(batch_id, sequence), version=sequence)
+    return CommitProperties(custom_metadata=commit_tags(batch_id), app_transactions=[transaction])
 
 
 class PandasDeltaStore:
@@ -167,14 +172,14 @@ class PandasDeltaStore:
         data = self._conform(spec, frame)
         return data, lambda: data.num_rows
 
-    def _committed(self, table: str, sequence: int | None) -> bool:
-        """Whether `table` already holds the commit of batch `sequence`."""
+    def _committed(self, table: str, batch_id: str, sequence: int | None) -> bool:
+        """Whether `table` already holds the commit of batch `batch_id` (number `sequence`)."""
         if sequence is None or not self.exists(table):
             return False
-        return (self._table(table).transaction_version(APP_ID) or 0) >= sequence
+        return self._table(table).transaction_version(transaction_app_id(batch_id, sequence)) == sequence
 
     def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
-        if self._committed(spec.name, sequence):
+        if self._committed(spec.name, batch_id, sequence):
             return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
         if self.exists(spec.name) and self.count_rows(frame) == 0:
             return 0
@@ -196,7 +201,7 @@ class PandasDeltaStore:
     def replace(
         self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
     ) -> int:
-        if self._committed(spec.name, sequence):
+        if self._committed(spec.name, batch_id, sequence):
             return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
         if not self.exists(spec.name):
             return self.append(spec, frame, batch_id=batch_id, sequence=sequence)
@@ -218,40 +223,22 @@ class PandasDeltaStore:
     def _commit_metrics(self, table: str, batch_id: str) -> dict[str, int]:
         """The operation metrics of `batch_id`'s commit to `table`."""
         for entry in self._table(table).history():
-            if entry.get("batch_id") == batch_id:
+            if read_tags(entry).get("batch_id") == batch_id:
                 return {k: int(v) for k, v in entry.get("operationMetrics", {}).items() if isinstance(v, int)}
         return {}
 
     def tables(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            path.name
-            for layer in self.root.iterdir()
-            if layer.is_dir()
-            for path in layer.iterdir()
-            if DeltaTable.is_deltatable(str(path))
-        )
+        return lake_tables(self.root)
 
     def rollback(self, batch_id: str) -> dict[str, int | None]:
-        undone: dict[str, int | None] = {}
-        for table in self.tables():
-            path = self._path(table)
-            delta = DeltaTable(str(path))
-            needed, target = rollback_plan(table, delta.history(), batch_id)
-            if not needed:
-                continue
-            if target is None:
-                # Every commit of the table is the batch's: the table goes. Renamed first (one
-                # atomic step), so a crash midway leaves no half-deleted table behind.
-                doomed = path.with_name(f".{path.name}.rolled-back-{batch_id}")
-                path.rename(doomed)
-                shutil.rmtree(doomed)
-                undone[table] = None
-                continue
-            delta.restore(target, commit_properties=CommitProperties(custom_metadata={"rollback_of": batch_id}))
-            undone[table] = target
-        return undone
+        plans = plan_rollback(self.tables(), lambda table: self._table(table).history(), batch_id)
+        for table, target in plans.items():
+            if target is None:  # every commit of the table is the batch's: the table goes
+                remove_table(self._path(table), batch_id)
+            else:
+                tags = CommitProperties(custom_metadata=commit_tags(rollback_of=batch_id))
+                self._table(table).restore(target, commit_properties=tags)
+        return plans
 
     def upsert(
         self,
@@ -263,9 +250,10 @@ class PandasDeltaStore:
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
         sequence: int | None = None,
+        replace_equal_rank: bool = True,
     ) -> UpsertCounts:
         path = str(self._path(spec.name))
-        if self._committed(spec.name, sequence):
+        if self._committed(spec.name, batch_id, sequence):
             done = self._commit_metrics(spec.name, batch_id)
             inserted = done.get("num_target_rows_inserted", done.get("num_added_rows", 0))
             updated = done.get("num_target_rows_updated", 0)
@@ -286,7 +274,7 @@ class PandasDeltaStore:
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
         changed = changed_condition(spec, compare, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
         if rank is not None:
-            changed = f"({changed}) AND s.{rank} >= t.{rank}"
+            changed = f"({changed}) AND s.{rank} {'>=' if replace_equal_rank else '>'} t.{rank}"
         data, rows = self._source(spec, frame)
         try:
             metrics = (

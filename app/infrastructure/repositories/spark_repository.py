@@ -8,7 +8,6 @@ and only counts, keys and bounds come back.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
@@ -25,30 +24,20 @@ from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
-    APP_ID,
     ArrowBatchFunction,
     RowFilter,
     UpsertCounts,
     changed_condition,
     checked_table_name,
+    commit_tags,
+    lake_tables,
     local_days_condition,
-    rollback_plan,
+    plan_rollback,
+    remove_table,
     sql_string,
+    transaction_app_id,
     with_partition_bounds,
 )
-
-#: The commit tag (user metadata) of a rollback: this, then the batch id rolled back.
-ROLLBACK_TAG = "rollback_of:"
-
-
-def _commit_tags(user_metadata: str | None) -> dict[str, str]:
-    """A commit's user metadata as the tags `rollback_plan` reads."""
-    if not user_metadata:
-        return {}
-    if user_metadata.startswith(ROLLBACK_TAG):
-        return {"rollback_of": user_metadata.removeprefix(ROLLBACK_TAG)}
-    return {"batch_id": user_metadata}
-
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -251,7 +240,7 @@ class SparkDeltaStore:
         writer = writer.option("mergeSchema", "true") if replace is None else writer.option("replaceWhere", replace)
         if sequence is not None:
             # Delta skips a write whose (application, version) the table already holds.
-            writer = writer.option("txnAppId", APP_ID).option("txnVersion", sequence)
+            writer = writer.option("txnAppId", transaction_app_id(batch_id, sequence)).option("txnVersion", sequence)
         try:
             if not self.exists(spec.name):
                 with self._commit_metadata(batch_id):  # the table's first commit is the batch's too
@@ -271,41 +260,31 @@ class SparkDeltaStore:
         return self._create_or_append(spec, self._conform(spec, frame), batch_id, sequence, replace=condition)
 
     def tables(self) -> list[str]:
-        root = Path(self.root)
-        if not root.is_dir():
-            return []
-        return sorted(p.parent.name for p in root.glob("*/*/_delta_log"))
+        return lake_tables(Path(self.root))
 
     def rollback(self, batch_id: str) -> dict[str, int | None]:
         from delta.tables import DeltaTable
 
-        undone: dict[str, int | None] = {}
-        for table in self.tables():
-            delta = DeltaTable.forPath(self.spark, self.location(table))
-            history = [
-                {"version": row["version"], **_commit_tags(row["userMetadata"])}
-                for row in delta.history().select("version", "userMetadata").collect()
-            ]
-            needed, target = rollback_plan(table, history, batch_id)
-            if not needed:
-                continue
+        def history(table: str) -> list[dict[str, Any]]:
+            rows = DeltaTable.forPath(self.spark, self.location(table)).history().select("version", "userMetadata")
+            return [row.asDict() for row in rows.collect()]
+
+        plans = plan_rollback(self.tables(), history, batch_id)
+        for table, target in plans.items():
             if target is None:
-                path = Path(self.location(table))
-                doomed = path.with_name(f".{path.name}.rolled-back-{batch_id}")
-                path.rename(doomed)
-                shutil.rmtree(doomed)
+                remove_table(Path(self.location(table)), batch_id)
             else:
-                with self._commit_metadata(f"{ROLLBACK_TAG}{batch_id}"):
-                    delta.restoreToVersion(target)
-            undone[table] = target
-        return undone
+                with self._commit_metadata(commit_tags(rollback_of=batch_id)["userMetadata"]):
+                    DeltaTable.forPath(self.spark, self.location(table)).restoreToVersion(target)
+        return plans
 
     @contextmanager
     def _commit_metadata(self, text: str, sequence: int | None = None) -> Iterator[None]:
-        """Session settings that tag the next SQL or DeltaTable commit (and make it idempotent)."""
+        """Session settings that tag the next SQL or DeltaTable commit with `text` (a batch id, or
+        a rollback's tag) and, with `sequence`, make it the batch's idempotent write."""
         settings = {"spark.databricks.delta.commitInfo.userMetadata": text}
         if sequence is not None:
-            settings["spark.databricks.delta.write.txnAppId"] = APP_ID
+            settings["spark.databricks.delta.write.txnAppId"] = transaction_app_id(text, sequence)
             settings["spark.databricks.delta.write.txnVersion"] = str(sequence)
         for key, value in settings.items():
             self.spark.conf.set(key, value)
@@ -325,6 +304,7 @@ class SparkDeltaStore:
         local_days: tuple[date, date] | None = None,
         rank: str | None = None,
         sequence: int | None = None,
+        replace_equal_rank: bool = True,
     ) -> UpsertCounts:
         from delta.tables import DeltaTable
 
@@ -337,7 +317,8 @@ class SparkDeltaStore:
         on += local_days_condition(local_days, spec)
         changed = changed_condition(spec, compare, lambda c: f"NOT ({_column('t', c)} <=> {_column('s', c)})")
         if rank is not None:
-            changed = f"({changed}) AND {_column('s', rank)} >= {_column('t', rank)}"
+            wins = ">=" if replace_equal_rank else ">"
+            changed = f"({changed}) AND {_column('s', rank)} {wins} {_column('t', rank)}"
         try:
             with self._commit_metadata(batch_id, sequence):
                 target = DeltaTable.forPath(self.spark, self.location(spec.name)).alias("t")
