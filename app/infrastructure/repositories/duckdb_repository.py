@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 import duckdb
 import narwhals as nw
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, WriterProperties
 
@@ -40,6 +41,8 @@ _WRITER = WriterProperties(max_row_group_size=65_536)
 _FILE_BYTES = 32 * 1024 * 1024
 
 
+#: The column that orders rows by group in `map_groups`.
+_GROUP_HASH = "_group_hash"
 #: Rows per Arrow batch handed to a mapped function.
 BATCH_ROWS = 250_000
 #: Rows of whole groups handed to one call of a grouped function (more when one hash part is larger).
@@ -167,47 +170,44 @@ class DuckDBDeltaStore(PandasDeltaStore):
     def map_groups(
         self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
     ) -> nw.LazyFrame[Any]:
-        """The rows hashed on `keys` into Parquet folders of about GROUP_ROWS rows in one write
-        (no sort); `function` gets whole folders, so every group whole."""
-        self.con  # noqa: B018 - opens the work folder
-        assert self._work is not None
-        # Materialised first: its row count sets the number of parts, and the hash-partitioned
-        # write then reads stored rows instead of evaluating the frame.
-        frame = self.cache(frame)
-        parts = max(1, -(-self.count_rows(frame) // GROUP_ROWS))
-        folder = self._work / self._name()
+        """The rows streamed in order of a hash of `keys` (an integer sort, which DuckDB spills
+        past its memory limit), cut into calls of about GROUP_ROWS rows where the hash changes,
+        so `function` sees every group whole."""
         native = frame.to_native()
-        # Built with DuckDB's expression API: column names and the folder are values, never SQL text.
-        group_part = duckdb.FunctionExpression("hash", *(duckdb.ColumnExpression(k) for k in keys))
-        group_part = group_part % duckdb.ConstantExpression(parts)
-        native.select(duckdb.StarExpression(), group_part.alias("group_part")).write_parquet(
-            str(folder), compression="lz4", partition_by=["group_part"]
+        # Built with DuckDB's expression API: column names are values, never SQL text.
+        group_hash = duckdb.FunctionExpression("hash", *(duckdb.ColumnExpression(k) for k in keys))
+        ordered = native.select(duckdb.StarExpression(), group_hash.alias(_GROUP_HASH)).sort(
+            duckdb.ColumnExpression(_GROUP_HASH)
         )
 
-        groups: list[list[Path]] = []
-        size = 0
-        for part in sorted(folder.glob("group_part=*")):
-            rows = sum(pq.read_metadata(f).num_rows for f in part.glob("*.parquet"))
-            if not groups or size + rows > GROUP_ROWS:
-                groups.append([])
-                size = 0
-            groups[-1].append(part)
-            size += rows
-
-        def load(parts: list[Path]) -> pa.Table:
-            files = [str(f) for part in parts for f in sorted(part.glob("*.parquet"))]
-            return pq.read_table(files, columns=list(native.columns))
+        def groups() -> Iterator[pa.Table]:
+            pending: list[pa.Table] = []
+            size = 0
+            for batch in ordered.to_arrow_reader(BATCH_ROWS):
+                pending.append(pa.Table.from_batches([batch]))
+                size += batch.num_rows
+                if size < GROUP_ROWS:
+                    continue
+                rows = pa.concat_tables(pending)
+                hashes = rows[_GROUP_HASH]
+                cut = pc.index(hashes, hashes[-1]).as_py()  # the last group may go on in the next batch
+                if cut == 0:
+                    continue
+                yield rows.slice(0, cut).drop_columns([_GROUP_HASH])
+                pending, size = [rows.slice(cut)], rows.num_rows - cut
+            if size:
+                yield pa.concat_tables(pending).drop_columns([_GROUP_HASH])
 
         def tables() -> Iterator[pa.Table]:
-            # The next part is read on a second thread while `function` runs on this one.
+            # The next rows are fetched on a second thread while `function` runs on this one.
             with ThreadPoolExecutor(max_workers=1) as pool:
-                ahead = pool.submit(load, groups[0]) if groups else None
-                for index in range(len(groups)):
-                    assert ahead is not None
-                    rows = ahead.result()
-                    ahead = pool.submit(load, groups[index + 1]) if index + 1 < len(groups) else None
+                source = groups()
+                ahead = pool.submit(next, source, None)
+                while (rows := ahead.result()) is not None:
+                    ahead = pool.submit(next, source, None)
                     yield function(rows)
 
+        self.con  # noqa: B018 - opens the work folder
         return self._spooled(tables(), schema)
 
     # Tables -----------------------------------------------------------------------------
