@@ -173,7 +173,9 @@ class DuckDBDeltaStore(PandasDeltaStore):
         """The rows streamed in order of a hash of `keys` (an integer sort, which DuckDB spills
         past its memory limit), cut into calls of about GROUP_ROWS rows where the hash changes,
         so `function` sees every group whole."""
-        native = frame.to_native()
+        # Materialised first: sorting the query itself (de-duplication's joins and windows,
+        # stored silver scanned for history) ran out of DuckDB's memory where a table sorts.
+        native = self.cache(frame).to_native()
         # Built with DuckDB's expression API: column names are values, never SQL text.
         group_hash = duckdb.FunctionExpression("hash", *(duckdb.ColumnExpression(k) for k in keys))
         ordered = native.select(duckdb.StarExpression(), group_hash.alias(_GROUP_HASH)).sort(
