@@ -306,16 +306,14 @@ class BatchPipeline:
         )
 
     def replay(
-        self, source: SourceConfig, batch_of: str, *, now: datetime | None = None, batch_id: str | None = None
+        self, source: SourceConfig, original: BatchRecord, *, now: datetime | None = None, batch_id: str | None = None
     ) -> BatchResult:
-        """Re-run the rows batch `batch_of` quarantined through `source`'s current config and rules,
+        """Re-run the rows batch `original` quarantined through `source`'s current config and rules,
         as a new batch: rows that now pass reach silver and gold (by key, so once), the rest stay
-        in quarantine under `batch_of`. Malformed lines stay as they are."""
+        in quarantine under the original batch. Malformed lines stay as they are."""
         started = now or datetime.now(UTC)
         clock = time.perf_counter()
-        original = self.metadata.get_batch(batch_of)
-        if original is None:
-            raise ConfigurationError(f"there is no batch {batch_of!r}; `energy-platform quarantine list` shows them")
+        batch_of = original.batch_id
         if original.source != source.name:
             raise ConfigurationError(f"batch {batch_of} is of source {original.source!r}, not {source.name!r}")
         if original.status != "succeeded":

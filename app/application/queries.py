@@ -66,10 +66,9 @@ def quarantine_totals(store: TableStore, metadata: MetadataStore) -> list[Quaran
         store.read(QUARANTINE_READINGS).group_by("batch_id", "source", "rule").agg(nw.len().alias("rows"))
     ).sort_by([("batch_id", "ascending"), ("rule", "ascending")])
     replays: dict[str, list[str]] = {}
-    for batch_id in dict.fromkeys(counts["batch_id"].to_pylist()):
-        records = metadata.list_batches(limit=1000, replay_of=batch_id)
-        replays[batch_id] = [f"{r.batch_id} ({r.status})" for r in reversed(records)]
+    for replay in reversed(metadata.list_batches(limit=10_000, kind="replay")):  # oldest first
+        replays.setdefault(replay.replay_of or "", []).append(f"{replay.batch_id} ({replay.status})")
     return [
-        QuarantineTotal(r["batch_id"], r["source"], r["rule"], int(r["rows"]), replays[r["batch_id"]])
+        QuarantineTotal(r["batch_id"], r["source"], r["rule"], int(r["rows"]), replays.get(r["batch_id"], []))
         for r in counts.to_pylist()
     ]

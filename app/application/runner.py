@@ -155,4 +155,4 @@ def replay_quarantine(
     source = platform.source(source_name or original.source, config_file)
     with platform.lock(f"quarantine replay --batch-id {batch_id}", wait_seconds=wait_seconds) as lock:
         platform.recover(lock, progress)
-        return platform.pipeline(progress=progress, lock=lock).replay(source, batch_id, now=now)
+        return platform.pipeline(progress=progress, lock=lock).replay(source, original, now=now)

@@ -486,18 +486,15 @@ class SqlMetadataStore:
         return found
 
     @_retried
-    def list_batches(
-        self, *, limit: int = 20, source: str | None = None, replay_of: str | None = None
-    ) -> list[BatchRecord]:
-        """Return the newest batches first, optionally only those of one source, or only the
-        replays of one batch."""
+    def list_batches(self, *, limit: int = 20, source: str | None = None, kind: str | None = None) -> list[BatchRecord]:
+        """Return the newest batches first, optionally only those of one source or one kind."""
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         query = select(batches)
         if source is not None:
             query = query.where(batches.c.source == source)
-        if replay_of is not None:
-            query = query.where(batches.c.replay_of == replay_of)
+        if kind is not None:
+            query = query.where(batches.c.kind == kind)
         query = query.order_by(batches.c.started_at.desc(), batches.c.batch_id.desc()).limit(limit)
         with self._connection("list batches") as connection:
             return self._records(connection, connection.execute(query).all())

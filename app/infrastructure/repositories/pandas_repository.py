@@ -178,25 +178,40 @@ class PandasDeltaStore:
             return False
         return self._table(table).transaction_version(transaction_app_id(batch_id, sequence)) == sequence
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
-        if self._committed(spec.name, batch_id, sequence):
-            return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
-        if self.exists(spec.name) and self.count_rows(frame) == 0:
-            return 0
+    def _write(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        sequence: int | None,
+        action: str,
+        **options: Any,
+    ) -> int:
+        """One Delta write of the frame's rows (`options` as `write_deltalake` takes them), as one
+        commit of the batch; the rows written."""
         data, rows = self._source(spec, frame)
         try:
             write_deltalake(
                 str(self._path(spec.name)),
                 data,
-                mode="append",
-                schema_mode="merge",
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id, sequence),
+                **options,
                 **self._write_options,
             )
         except DeltaError as error:
-            raise TableStoreError(f"{spec.name}: append failed: {error}") from error
+            raise TableStoreError(f"{spec.name}: {action} failed: {error}") from error
         return rows()
+
+    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+        if self._committed(spec.name, batch_id, sequence):
+            return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
+        if self.exists(spec.name) and self.count_rows(frame) == 0:
+            return 0
+        return self._write(
+            spec, frame, batch_id=batch_id, sequence=sequence, action="append", mode="append", schema_mode="merge"
+        )
 
     def replace(
         self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
@@ -205,20 +220,15 @@ class PandasDeltaStore:
             return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
         if not self.exists(spec.name):
             return self.append(spec, frame, batch_id=batch_id, sequence=sequence)
-        data, rows = self._source(spec, frame)
-        try:
-            write_deltalake(
-                str(self._path(spec.name)),
-                data,
-                mode="overwrite",
-                predicate=f"batch_id = {sql_string(batch_of)}",
-                partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id, sequence),
-                **self._write_options,
-            )
-        except DeltaError as error:
-            raise TableStoreError(f"{spec.name}: replacing the rows of batch {batch_of} failed: {error}") from error
-        return rows()
+        return self._write(
+            spec,
+            frame,
+            batch_id=batch_id,
+            sequence=sequence,
+            action=f"replacing the rows of batch {batch_of}",
+            mode="overwrite",
+            predicate=f"batch_id = {sql_string(batch_of)}",
+        )
 
     def _commit_metrics(self, table: str, batch_id: str) -> dict[str, int]:
         """The operation metrics of `batch_id`'s commit to `table`."""
@@ -259,16 +269,8 @@ class PandasDeltaStore:
             updated = done.get("num_target_rows_updated", 0)
             return UpsertCounts(inserted, updated, self.count_rows(frame) - inserted - updated)
         if not self.exists(spec.name):
-            data, rows = self._source(spec, frame)
-            write_deltalake(
-                path,
-                data,
-                mode="append",
-                partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id, sequence),
-                **self._write_options,
-            )
-            return UpsertCounts(inserted=rows(), updated=0, unchanged=0)
+            written = self._write(spec, frame, batch_id=batch_id, sequence=sequence, action="create", mode="append")
+            return UpsertCounts(inserted=written, updated=0, unchanged=0)
         if self.count_rows(frame) == 0:
             return UpsertCounts(0, 0, 0)
         on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
