@@ -10,11 +10,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 import tomllib
 from collections import Counter
 from collections.abc import Callable
@@ -33,6 +30,7 @@ from app.application.runner import open_platform
 from app.cli import app
 from app.domain.sources import DEFAULT_SEVERITIES
 from app.infrastructure.settings import Settings
+from tests.integration.test_cli import OUTER_SETTINGS, cli
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"
 MANIFEST: dict[str, Any] = tomllib.loads((CORPUS / "expected.toml").read_text(encoding="utf-8"))
@@ -53,7 +51,7 @@ RECONCILIATION = re.compile(
     r"reconciliation: ([\d,]+) read = ([\d,]+) accepted \+ ([\d,]+) quarantined \+ ([\d,]+) duplicates replaced"
 )
 #: Settings from the outer environment that would point the CLI elsewhere.
-UNSET = ("EXECUTION_MODE", "PROCESSING_MODE", "METADATA_DB_URL", "SOURCES_CONFIG", "LOCAL_ENGINE", "STORAGE_PATH")
+UNSET = OUTER_SETTINGS
 
 # --- Generated inputs ---------------------------------------------------------------------------
 
@@ -289,17 +287,7 @@ def test_bad_input_through_the_cli(
 def test_bad_input_in_a_real_process(name: str, tmp_path: Path) -> None:
     entry = COMMITTED[name]
     path = CORPUS / name
-    environment = {k: v for k, v in os.environ.items() if k not in UNSET}
-    environment.update({"DATA_DIR": str(tmp_path / "lake"), "LOG_FORMAT": "json", "COLUMNS": "200"})
-    run = subprocess.run(
-        [sys.executable, "-m", "app.cli", "run-batch", "--input", str(path)],
-        capture_output=True,
-        text=True,
-        env=environment,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    run = cli(tmp_path, "run-batch", "--input", str(path))
 
     assert "Traceback" not in run.stdout + run.stderr
     if entry["outcome"] == "fails":

@@ -12,10 +12,20 @@ import pytest
 
 from tests.integration.conftest import write_csv
 
+#: Settings of the shell the tests run in that would change what the command does.
+OUTER_SETTINGS = (
+    "EXECUTION_MODE",
+    "PROCESSING_MODE",
+    "METADATA_DB_URL",
+    "SOURCES_CONFIG",
+    "LOCAL_ENGINE",
+    "STORAGE_PATH",
+)
+
 
 def cli(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {
-        **{k: v for k, v in os.environ.items() if k not in ("EXECUTION_MODE", "PROCESSING_MODE", "METADATA_DB_URL")},
+        **{k: v for k, v in os.environ.items() if k not in OUTER_SETTINGS},
         "DATA_DIR": str(tmp_path / "lake"),
         "LOG_FORMAT": "json",
         "COLUMNS": "200",
