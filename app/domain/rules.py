@@ -77,11 +77,11 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
     latest_start = params.now_utc - timedelta(minutes=params.interval_minutes)
     demand_kw = nw.col("energy_kwh").abs() * 60 / nw.col("interval_minutes").cast(nw.Float64())
     seconds_of_day = nw.col("local_seconds")  # in the series' zone, from parsing
-    negative = nw.col("energy_kwh") < 0
-    if not params.bidirectional:
-        negative = negative & (nw.col("direction") == "import")
-    else:
-        negative = negative & nw.lit(value=False)
+    below_zero = nw.col("energy_kwh") < 0
+    # A channel declared bidirectional may run either way; otherwise energy flows one way per direction.
+    one_way = nw.lit(value=not params.bidirectional)
+    negative = below_zero & (nw.col("direction") == "import") & one_way
+    negative_export = below_zero & (nw.col("direction") == "export") & one_way
     return [
         ("meter_id_missing", nw.col("meter_id") == ""),
         ("timestamp_unparseable", nw.col("timestamp_status") == TS_UNPARSEABLE),
@@ -103,6 +103,7 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
         ("direction_unknown", ~nw.col("direction").is_in(["import", "export"])),
         ("quality_unknown", ~nw.col("quality").is_in(list(QUALITY_RANK))),
         ("negative_import", negative),
+        ("negative_export", negative_export),
         ("above_physical_max", demand_kw > params.max_demand_kw),
     ]
 

@@ -68,6 +68,13 @@ class ColumnMapping(BaseModel):
         default=None, description="Interval number within the local day, 1-based; `timestamp` then holds the date."
     )
     interval_minutes: str | None = None
+    interval_end: str | tuple[str, ...] | None = Field(
+        default=None,
+        description="The interval's end (one column, or date and time columns); its length is end - start.",
+    )
+    period: str | None = Field(
+        default=None, description='One column holding start and end, "A to B" (see `period_separator`).'
+    )
 
     def timestamp_columns(self) -> tuple[str, ...]:
         return (self.timestamp,) if isinstance(self.timestamp, str) else self.timestamp
@@ -105,6 +112,9 @@ class SeriesColumn(BaseModel):
         default=None, description="Default: from `unit_pattern` on the column name, else the source's unit."
     )
     direction: Direction | None = None
+    value_scale: float | None = Field(
+        default=None, description="Factor applied to this series' values (default: the source's value_scale)."
+    )
 
 
 class RuleSetting(BaseModel):
@@ -163,6 +173,7 @@ DEFAULT_SEVERITIES: dict[str, Severity] = {
     "register_start": "quarantine",
     "register_reset": "quarantine",
     "negative_import": "quarantine",
+    "negative_export": "quarantine",
     "above_physical_max": "quarantine",
     "duplicate_replaced": "warn",
     "missing_intervals": "warn",
@@ -178,7 +189,15 @@ NO_WARN = tuple(
     name
     for name in DEFAULT_SEVERITIES
     if name not in NO_QUARANTINE
-    and name not in ("spike", "high_low", "zero_run", "negative_import", "above_physical_max", "timestamp_in_future")
+    and name not in (
+        "spike",
+        "high_low",
+        "zero_run",
+        "negative_import",
+        "negative_export",
+        "above_physical_max",
+        "timestamp_in_future",
+    )
 )
 
 
@@ -188,10 +207,10 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    format: Literal["csv", "nem12", "greenbutton"] = "csv"
+    format: Literal["csv", "nem12", "greenbutton", "parquet"] = "csv"
     path: str = Field(description="File path or glob; relative paths are read from the config file's folder.")
     # Delimited text
-    layout: Literal["long", "wide"] = "long"
+    layout: Literal["long", "wide", "time_of_day"] = "long"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
     quote_char: str | None = Field(default='"', max_length=1, description='"" or None: quotes are ordinary characters.')
     encoding: Literal["utf-8", "utf-8-sig", "latin-1", "cp1252"] = "utf-8"
@@ -199,9 +218,17 @@ class SourceConfig(BaseModel):
     trim_trailing_delimiters: bool = Field(default=False, description="Drop empty fields at the end of every line.")
     fill_down: tuple[str, ...] = Field(default=(), description="Columns whose empty cells repeat the value above.")
     decimal: Literal[".", ","] = "."
+    header: tuple[str, ...] = Field(
+        default=(), description="Names for the file's columns, in order, in place of its own header row."
+    )
     columns: ColumnMapping = ColumnMapping()
     series: tuple[SeriesColumn, ...] = Field(default=(), description="Wide layout: the value columns.")
     unit_pattern: str | None = Field(default=None, description="Regex with a group 'unit', run on wide column names.")
+    interval_columns: str = Field(
+        default=r"^\s*\d{1,2}[:.h]\d{2}",
+        description="Layout 'time_of_day': regex matching the interval columns, numbered 1, 2, ... in header order.",
+    )
+    period_separator: str = Field(default=" to ", min_length=1, description="Between start and end in columns.period.")
     meter_id: str | None = Field(default=None, description="Fixed meter id (`{file_stem}` allowed) when no column.")
     # Time
     timestamp_format: str = Field(default="iso8601", description="'iso8601' or a strptime format.")
@@ -224,6 +251,10 @@ class SourceConfig(BaseModel):
         description="Quality column values meaning nothing flowed: an empty value with one of them is 0.",
     )
     value_kind: Literal["interval", "register"] = "interval"
+    value_scale: float = Field(default=1.0, description="Factor applied to every value, e.g. -1 or 0.001.")
+    unit_values: dict[str, str] = Field(
+        default_factory=dict, description="Unit column value -> unit name, for sources that spell units their way."
+    )
     bidirectional: bool = False
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
     max_demand_kw: float = Field(default=1000.0, gt=0)
