@@ -37,7 +37,8 @@ class Reconciliation:
     """Proof that every row read is accounted for: read = accepted + quarantined + duplicates.
 
     Silver receives the accepted rows plus the intervals estimation filled, so the merge's
-    counts add up to accepted + estimated.
+    counts add up to accepted + estimated. A register read whose span covers several intervals
+    is booked on each of them: `rows_spread` rows more are accepted than were read.
     """
 
     rows_read: int
@@ -48,12 +49,13 @@ class Reconciliation:
     silver_updated: int = 0
     silver_unchanged: int = 0
     rows_estimated: int = 0
+    rows_spread: int = 0
 
     @property
     def balanced(self) -> bool:
         accounted = self.rows_accepted + self.rows_quarantined + self.duplicates_replaced
         written = self.silver_inserted + self.silver_updated + self.silver_unchanged
-        return self.rows_read == accounted and written == self.rows_accepted + self.rows_estimated
+        return self.rows_read + self.rows_spread == accounted and written == self.rows_accepted + self.rows_estimated
 
 
 @dataclass

@@ -23,12 +23,20 @@ from app.application.metrics import BatchRecord, InputFile, LayerMetrics, Reconc
 from app.domain.errors import (
     ConfigurationError,
     InputFileError,
+    InvariantError,
     NotAvailableError,
     PlatformError,
     ReconciliationError,
     ValidationFailedError,
 )
 from app.domain.parsing import parsed_readings, parsed_schema, raw_column
+from app.domain.registers import (
+    METHOD_REGISTER_SPREAD,
+    RegisterParams,
+    difference_registers,
+    register_schema,
+    spread_register_spans,
+)
 from app.domain.rules import MALFORMED_ROW, SERIES_RULES, RuleParams, validated_readings
 from app.domain.schemas import (
     BRONZE_LINEAGE,
@@ -140,6 +148,8 @@ class _Counts:
     quarantined: int
     duplicates: int
     estimates: dict[str, int]
+    #: Rows added by booking register spans on each of their intervals.
+    spread: int = 0
 
 
 #: Columns the VEE stage works on, besides the raw file columns carried for quarantine.
@@ -157,6 +167,7 @@ _VEE_FIELDS = pa.schema(
         ("rejection_rule", pa.string()),
         ("validation_flags", pa.string()),
         ("role", pa.string()),
+        ("estimation_method", pa.string()),
         ("source_file", pa.string()),
         ("line_number", pa.int64()),
         ("row_order", pa.int64()),
@@ -180,6 +191,8 @@ def _vee_columns(
         "quality_flag": nw.col("quality"),
         "role": nw.lit("batch"),
     }
+    if "estimation_method" not in frame.collect_schema().names():  # set on register spans only
+        derived["estimation_method"] = nw.lit(None, nw.String())
     return frame.select(
         *(
             (derived[n] if n in derived else nw.col(n)).cast(NARWHALS_TYPES[schema.field(n).type]).alias(n)
@@ -218,6 +231,18 @@ _GOLD_DAILY_INPUT = (
 )
 #: Parsed columns the rules read and nothing after them does.
 _PARSE_ONLY = ("timestamp_status", "value", "value_status", "unit", "local_seconds")
+
+
+#: Relative tolerance of the invariants' float comparisons.
+_TOLERANCE = 1e-9
+
+
+def _validated_schema(parsed: pa.Schema) -> pa.Schema:
+    """Schema of `validated_readings` over parsed rows, without the columns only the rules read."""
+    kept = [f for f in parsed if f.name not in _PARSE_ONLY]
+    return pa.schema(
+        [*kept, ("energy_kwh", pa.float64()), ("rejection_rule", pa.string()), ("validation_flags", pa.string())]
+    )
 
 
 def _concat(frames: list[nw.LazyFrame[Any]]) -> nw.LazyFrame[Any]:
@@ -359,7 +384,6 @@ class BatchPipeline:
             kind=pa.repeat(KIND_ROW, n).cast(pa.string()),
             detail=pa.nulls(n, pa.string()),
             occurrence=pa.repeat(pa.scalar(0, pa.int32()), n),
-            register_delta=pa.nulls(n, pa.string()),
         )
         return self.store.frame(pa.table(columns).cast(read_schema(header))), header, n
 
@@ -532,12 +556,9 @@ class BatchPipeline:
         bronze_seconds = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), parsed_schema(header))
-        params = RuleParams.for_source(source, now_utc=started)
-        # Only what VEE, quarantine and the counts read next is kept.
-        validated = store.cache(validated_readings(parsed, params).drop(*_PARSE_ONLY))
-        vee = store.cache(self._vee(source, validated))
-        counts = self._rule_counts(source, validated, vee, malformed)
+        validated, accepted = self._validated(source, rows, header, started)
+        vee = store.cache(self._vee(source, validated, accepted))
+        counts = self._rule_counts(validated, accepted, vee, malformed)
         result.rule_counts = counts.rules
         result.estimates = counts.estimates
         failures = {r: n for r, n in counts.rules.items() if n and source.severity(r) == "fail"}
@@ -602,8 +623,9 @@ class BatchPipeline:
             rows_quarantined=quarantined,
             duplicates_replaced=duplicates,
             rows_estimated=estimated,
+            rows_spread=counts.spread,
         )
-        if rows_read != silver_rows + quarantined + duplicates:
+        if rows_read + counts.spread != silver_rows + quarantined + duplicates:
             raise ReconciliationError(f"batch {batch_id}: {result.reconciliation}")
         if replay is None:
             written = store.append(QUARANTINE_READINGS, quarantine, batch_id=batch_id, sequence=sequence)
@@ -646,6 +668,7 @@ class BatchPipeline:
             silver_updated=merged.updated,
             silver_unchanged=merged.unchanged,
             rows_estimated=estimated,
+            rows_spread=counts.spread,
         )
         if not result.reconciliation.balanced:
             raise ReconciliationError(f"batch {batch_id}: rows do not reconcile: {result.reconciliation}")
@@ -668,14 +691,50 @@ class BatchPipeline:
         gold_in, gold_out = self._gold(silver, bounds, batch_id, sequence) if bounds else (0, 0)
         for table in (GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD):
             result.tables[table.name] = store.location(table.name)
+        if bounds:
+            self._check_invariants(bounds, validated if source.value_kind == "register" else None, vee)
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
         result.status = "succeeded"
 
-    def _vee(self, source: SourceConfig, validated: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+    def _validated(
+        self, source: SourceConfig, rows: nw.LazyFrame[Any], header: list[str], started: datetime
+    ) -> tuple[nw.LazyFrame[Any], nw.LazyFrame[Any]]:
+        """Raw rows -> (every row typed and judged by the row rules, the accepted ones).
+
+        Register reads are differenced per series in time order first, and a difference that
+        spans several intervals is booked on each of them among the accepted rows.
+        """
+        store = self.store
+        schema = parsed_schema(header)
+        parsed = store.map_arrow(rows, partial(parse_rows, source=source, header=header), schema)
+        params = RuleParams.for_source(source, now_utc=started)
+        register = source.value_kind == "register"
+        if register:
+            ends_given = source.columns.interval_end is not None or source.columns.period is not None
+            differencing = RegisterParams(
+                rules=params,
+                label="end" if ends_given else source.timestamp_label,
+                series_timezone=source.series_timezone,
+            )
+            schema = register_schema(schema)
+            parsed = store.map_groups(
+                parsed, ["meter_id", "direction"], partial(difference_registers, params=differencing), schema
+            )
+        # Only what VEE, quarantine and the counts read next is kept.
+        validated = store.cache(validated_readings(parsed, params).drop(*_PARSE_ONLY))
+        accepted = validated.filter(nw.col("rejection_rule").is_null())
+        if register:
+            spread = partial(spread_register_spans, series_timezone=source.series_timezone)
+            accepted = store.cache(store.map_arrow(accepted, spread, _validated_schema(schema)))
+        return validated, accepted
+
+    def _vee(
+        self, source: SourceConfig, validated: nw.LazyFrame[Any], accepted: nw.LazyFrame[Any]
+    ) -> nw.LazyFrame[Any]:
         """Series rules and estimation over the batch's readings, with stored silver as context."""
         store = self.store
         schema = vee_input_schema()
-        deduped = deduplicated_readings(validated)
+        deduped = deduplicated_readings(accepted)
         placeable = (
             ~nw.col("rejection_rule").is_null()
             & (nw.col("meter_id") != "")
@@ -707,9 +766,9 @@ class BatchPipeline:
                 ],
             )
             series = in_batch.select("meter_id", "direction").unique()
-            history = stored.filter(nw.col("estimation_method").is_null()).join(
-                series, on=["meter_id", "direction"], how="semi"
-            )
+            # Estimates are not context (their intervals are gaps to fill again); register shares are reads.
+            measured = nw.col("estimation_method").is_null() | (nw.col("estimation_method") == METHOD_REGISTER_SPREAD)
+            history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
             parts.append(_history_columns(history, schema))
         params = VeeParams(
             series_timezone=source.series_timezone,
@@ -726,8 +785,8 @@ class BatchPipeline:
 
     def _rule_counts(
         self,
-        source: SourceConfig,
         validated: nw.LazyFrame[Any],
+        accepted_rows: nw.LazyFrame[Any],
         vee: nw.LazyFrame[Any],
         malformed: nw.LazyFrame[Any],
     ) -> _Counts:
@@ -760,8 +819,10 @@ class BatchPipeline:
                 if flag != rule:  # a `fail` series rule both flags and rejects its row
                     counts[flag] = counts.get(flag, 0) + n
         accepted = store.count_rows(validated.filter(nw.col("rejection_rule").is_null()))
+        # Register spans booked on several intervals add rows: one per further interval.
+        spread = store.count_rows(accepted_rows) - accepted
         kept = store.count_rows(batch_rows.filter(nw.col("rejection_rule").is_null()))
-        duplicates = accepted - kept - series_rejected
+        duplicates = accepted + spread - kept - series_rejected
         if duplicates:
             counts["duplicate_replaced"] = duplicates
         by_role = store.collect(
@@ -772,8 +833,91 @@ class BatchPipeline:
         if missing:
             counts["missing_intervals"] = missing
         return _Counts(
-            rules=dict(sorted(counts.items())), quarantined=quarantined, duplicates=duplicates, estimates=estimates
+            rules=dict(sorted(counts.items())),
+            quarantined=quarantined,
+            duplicates=duplicates,
+            estimates=estimates,
+            spread=spread,
         )
+
+    def _check_invariants(
+        self, bounds: dict[str, Any], register_reads: nw.LazyFrame[Any] | None, vee: nw.LazyFrame[Any]
+    ) -> None:
+        """What must hold after a batch's writes, over the local days it touched (so the cost follows
+        the batch, not the lake): one silver row per key; every gold day complete at most once,
+        with no more intervals than its grid has; and for registers, the energy booked equal to the
+        differences of the chain of reads. A breach fails the batch, which rolls it back."""
+        store = self.store
+        days = [
+            ("local_date", ">=", bounds["first_day"] - timedelta(days=1)),
+            ("local_date", "<=", bounds["last_day"] + timedelta(days=1)),
+        ]
+        problems: list[str] = []
+        keys = list(SILVER_READINGS.keys)
+        repeated = store.collect(
+            store.read(SILVER_READINGS, where=days)
+            .group_by(*keys)
+            .agg(nw.len().alias("rows"))
+            .filter(nw.col("rows") > 1)
+            .select(nw.len().alias("keys"), nw.col("meter_id").min().alias("meter_id"))
+        ).to_pylist()[0]
+        if repeated["keys"]:
+            problems.append(f"{repeated['keys']:,} silver key(s) stored twice (e.g. meter {repeated['meter_id']})")
+        over = store.collect(
+            store.read(GOLD_DAILY_METER_ENERGY, where=days)
+            .filter(
+                (nw.col("completeness") > 1 + _TOLERANCE)
+                | (nw.col("interval_count") > nw.col("expected_interval_count"))
+            )
+            .select(
+                nw.len().alias("days"),
+                nw.col("meter_id").min().alias("meter_id"),
+                nw.col("completeness").max().alias("completeness"),
+            )
+        ).to_pylist()[0]
+        if over["days"]:
+            problems.append(
+                f"{over['days']:,} gold day(s) with completeness above 1 or more intervals than the day has "
+                f"(e.g. meter {over['meter_id']}, completeness up to {over['completeness']})"
+            )
+        if register_reads is not None:
+            problems += self._register_energy(register_reads, vee)
+        if problems:
+            raise InvariantError("the batch's tables would be wrong, so nothing is kept: " + "; ".join(problems))
+
+    def _register_energy(self, reads: nw.LazyFrame[Any], vee: nw.LazyFrame[Any]) -> list[str]:
+        """Per series, the energy a register batch booked against the differences of its chain of reads."""
+        series = ["meter_id", "direction"]
+        derived = (
+            reads.filter(nw.col("register_chain") & nw.col("rejection_rule").is_null())
+            .group_by(*series)
+            .agg(nw.col("energy_kwh").sum().alias("derived_kwh"))
+        )
+        booked = (
+            vee.filter(
+                (nw.col("role") == "batch")
+                & (nw.col("rejection_rule").is_null() | nw.col("rejection_rule").is_in(SERIES_RULES))
+            )
+            .with_columns(
+                kwh=nw.when(nw.col("rejection_rule").is_null())
+                .then(nw.col("energy_kwh"))
+                .otherwise(nw.col("reported_kwh"))
+                .fill_null(0.0)
+            )
+            .group_by(*series)
+            .agg(nw.col("kwh").sum().alias("booked_kwh"))
+        )
+        compared = self.store.collect(derived.join(booked, on=series, how="left")).to_pylist()
+        wrong = [
+            r
+            for r in compared
+            if abs((r["booked_kwh"] or 0.0) - r["derived_kwh"]) > _TOLERANCE * max(1.0, abs(r["derived_kwh"]))
+        ]
+        return [
+            f"meter {r['meter_id']} ({r['direction']}): {r['booked_kwh'] or 0.0:.6f} kWh booked but its register reads "
+            f"differ by {r['derived_kwh']:.6f} kWh"
+            for r in wrong[:3]
+        ]
 
     def _bounds(self, silver: nw.LazyFrame[Any]) -> dict[str, Any]:
         """First and last local day and interval start of the batch's silver rows."""

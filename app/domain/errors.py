@@ -57,3 +57,7 @@ class ValidationFailedError(PlatformError):
         self.failures = dict(failures)
         listed = ", ".join(f"{rule} ({count:,} row(s))" for rule, count in sorted(failures.items()))
         super().__init__(f"rule(s) of severity 'fail' failed: {listed}; nothing was written")
+
+
+class InvariantError(PlatformError):
+    """A batch's tables broke a rule that must always hold (one row per key, completeness <= 1, energy conserved)."""

@@ -100,21 +100,32 @@ def local_day_minutes(days: Iterable[tuple[date, str]]) -> pa.Table:
     )
 
 
+#: Intervals this long or longer are one local calendar day (23, 24 or 25 hours).
+DAILY_MINUTES = 1440
+#: The hourly portfolio load takes intervals up to an hour: a longer read (a day, a month) does
+#: not say how its energy fell across the hours, so it is left to the daily table.
+HOURLY_MAX_MINUTES = 60
+
+
 def gold_daily_meter_energy(silver: nw.LazyFrame, calendar: nw.LazyFrame) -> nw.LazyFrame:
     """Energy, peak demand, DST-aware completeness and estimated share per meter and local day.
 
     Completeness counts read intervals only (actual or substituted by the source), so a
-    data-sufficiency rule such as "90% daily coverage" can be applied to it directly.
+    data-sufficiency rule such as "90% daily coverage" can be applied to it directly. A daily
+    interval covers its whole local day, whatever the day's length, and is the day's one
+    expected interval.
     """
     estimated = nw.col("quality_flag") == QUALITY_ESTIMATED
+    is_daily = nw.col("interval_minutes") >= DAILY_MINUTES
+    length = nw.when(is_daily).then(nw.col("day_minutes")).otherwise(nw.col("interval_minutes").cast(nw.Int64()))
     daily = (
-        silver.with_columns(
-            demand_kw=nw.col("energy_kwh") * 60 / nw.col("interval_minutes"),
+        silver.join(calendar, on=["local_date", "timezone"], how="left")
+        .with_columns(length_minutes=length)
+        .with_columns(
+            demand_kw=nw.col("energy_kwh") * 60 / nw.col("length_minutes"),
             is_estimated=nw.when(estimated).then(nw.lit(1, nw.Int64())).otherwise(nw.lit(0, nw.Int64())),
             estimated_kwh=nw.when(estimated).then(nw.col("energy_kwh")).otherwise(nw.lit(0.0, nw.Float64())),
-            read_minutes=nw.when(estimated)
-            .then(nw.lit(0, nw.Int64()))
-            .otherwise(nw.col("interval_minutes").cast(nw.Int64())),
+            read_minutes=nw.when(estimated).then(nw.lit(0, nw.Int64())).otherwise(nw.col("length_minutes")),
         )
         .group_by("meter_id", "direction", "local_date", "timezone")
         .agg(
@@ -125,26 +136,29 @@ def gold_daily_meter_energy(silver: nw.LazyFrame, calendar: nw.LazyFrame) -> nw.
             nw.col("estimated_kwh").sum(),
             nw.col("interval_minutes").min().alias("interval_minutes"),
             nw.col("read_minutes").sum(),
+            nw.col("day_minutes").max(),
         )
     )
-    return (
-        daily.join(calendar, on=["local_date", "timezone"], how="left")
-        .with_columns(
-            expected_interval_count=(nw.col("day_minutes") // nw.col("interval_minutes")).cast(nw.Int64()),
-            completeness=nw.col("read_minutes") / nw.col("day_minutes"),
-            interval_count=nw.col("interval_count").cast(nw.Int64()),
-            estimated_interval_count=nw.col("estimated_interval_count").cast(nw.Int64()),
-            actual_interval_count=(nw.col("interval_count") - nw.col("estimated_interval_count")).cast(nw.Int64()),
-            estimated_share=nw.col("estimated_interval_count") / nw.col("interval_count"),
-        )
-        .select(GOLD_DAILY_METER_ENERGY.schema.names)
+    expected = (
+        nw.when(nw.col("interval_minutes") >= DAILY_MINUTES)
+        .then(nw.lit(1, nw.Int64()))
+        .otherwise(nw.col("day_minutes") // nw.col("interval_minutes"))
     )
+    return daily.with_columns(
+        expected_interval_count=expected.cast(nw.Int64()),
+        completeness=nw.col("read_minutes") / nw.col("day_minutes"),
+        interval_count=nw.col("interval_count").cast(nw.Int64()),
+        estimated_interval_count=nw.col("estimated_interval_count").cast(nw.Int64()),
+        actual_interval_count=(nw.col("interval_count") - nw.col("estimated_interval_count")).cast(nw.Int64()),
+        estimated_share=nw.col("estimated_interval_count") / nw.col("interval_count"),
+    ).select(GOLD_DAILY_METER_ENERGY.schema.names)
 
 
 def gold_hourly_portfolio_load(silver: nw.LazyFrame) -> nw.LazyFrame:
-    """Energy and number of reporting meters per UTC hour and direction."""
+    """Energy and number of reporting meters per UTC hour and direction, from intervals of at most an hour."""
     return (
-        silver.with_columns(hour_utc=nw.col("interval_start_utc").dt.truncate("1h"))
+        silver.filter(nw.col("interval_minutes") <= HOURLY_MAX_MINUTES)
+        .with_columns(hour_utc=nw.col("interval_start_utc").dt.truncate("1h"))
         .group_by("hour_utc", "direction")
         .agg(nw.col("energy_kwh").sum(), nw.col("meter_id").n_unique().alias("meter_count"))
         .with_columns(nw.col("meter_count").cast(nw.Int64()))

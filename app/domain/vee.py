@@ -29,9 +29,9 @@ Documented choices (see also `VeeParams`):
   after the run, on any day. The search reaches `max_gap_days` (+1 day) beyond the judged
   days; present rows further away only tell that the series' data continues, so the gap is
   then longer than `max_gap_days` and left missing. A side with no present row at all is
-  the start or end of the series' known data: the gap is flat-filled from the other side if
-  it is at most `max_flat_minutes` long, filled like-day if longer (missing where no
-  like-day exists), and left missing beyond `max_gap_days` of that neighbour.
+  the start or end of the series' known data, and nothing is extrapolated past it by more
+  than `max_flat_minutes`: a gap up to that long is flat-filled from the other side, a longer
+  one stays missing (no like-day profile is invented where no meter spoke).
 - **Rules.** All three rules judge the present values before any rejection (history and
   batch alike), simultaneously; only accepted batch rows are flagged or rejected. A spike
   flags every interval that equals the day's highest value (ties are all "the highest").
@@ -434,12 +434,10 @@ def _gaps(present: np.ndarray, judged: np.ndarray, outside: tuple[bool, bool], g
         fill_next = (ends - first_judged) * grid.minutes
         flat_prev = prev_here & ~has_next & (fill_prev <= reach)
         flat_next = next_here & ~has_prev & (fill_next <= reach)
-        one_sided = flat_prev | flat_next
-        # A long one-sided gap is not one value repeated for hours: like-day where the
-        # series has history, else it stays missing.
+        # Past the first or last read of the series nothing is known: a short gap carries the
+        # neighbour's value; a gap longer than max_flat_minutes stays missing, never an invented profile.
         short = np.where(flat_prev, fill_prev, fill_next) <= e.max_flat_minutes
-        method[one_sided & short] = _FLAT
-        method[one_sided & ~short] = _LIKE_DAY
+        method[(flat_prev | flat_next) & short] = _FLAT
         flat_from = np.where(flat_prev, starts - 1, ends)
     else:
         flat_from = ends
@@ -644,7 +642,8 @@ def _batch_part(table: pa.Table, rows: _Rows, out: _Output, schema: pa.Schema) -
     columns["energy_kwh"] = pc.if_else(rejected, pa.scalar(None, energy.type), energy)
     reported = part["reported_kwh"]
     columns["reported_kwh"] = pc.if_else(pc.and_(rejected, pc.is_null(reported)), energy, reported)
-    columns["estimation_method"] = pa.nulls(part.num_rows, pa.string())
+    if "estimation_method" not in part.column_names:  # register shares keep theirs
+        columns["estimation_method"] = pa.nulls(part.num_rows, pa.string())
     return _as_schema(columns, part.num_rows, schema)
 
 

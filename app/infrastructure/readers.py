@@ -3,9 +3,12 @@
 Everything that depends on a file's row order happens here, per whole file, so that
 parsing can type rows independently of how they are split into batches:
 
+- gzip files and single-member ZIP archives are unpacked (the stored bytes stay what is
+  checksummed);
+- header names are replaced by the source's `header`, or made unique (`Usage`, `Usage.1`);
 - `fill_down` columns repeat the last non-empty value above;
-- the wide layout is melted into canonical rows (one per line and series);
-- register (cumulative) reads become interval differences;
+- the wide layout is melted into canonical rows (one per line and series), and the
+  time-of-day layout into one canonical row per (line, interval column);
 - with `ambiguous_time = "order"`, each row's `occurrence` counts the earlier rows of the
   file with the same series and timestamp, so a repeated fall-back wall time can be told
   apart (0: the earlier instant, 1 or more: the later).
@@ -15,23 +18,31 @@ from __future__ import annotations
 
 import csv
 import glob
+import gzip
 import hashlib
 import io
 import re
+import zipfile
+import zlib
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from app.domain.errors import InputFileError
-from app.domain.parsing import REGISTER_RESET, REGISTER_START, VALUE_OK, parse_values
-from app.domain.sources import CANONICAL_COLUMNS, ColumnMapping, SourceConfig
+from app.domain.parsing import (
+    TS_OK,
+    TS_UNPARSEABLE,
+    parse_positions,
+)
+from app.domain.sources import CANONICAL_COLUMNS, CANONICAL_MAPPING, ColumnMapping, SourceConfig
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _OTHER_DELIMITERS = (",", ";", "\t", "|")
@@ -39,12 +50,20 @@ _XML_FEED = re.compile(rb"<(?:[A-Za-z_][\w.-]*:)?(?:feed|entry)[\s>/]")
 #: A line ends at CRLF, LF or a bare CR (old Mac files), as Arrow's CSV reader splits lines.
 _LINE_END = re.compile(rb"\r\n|\n|\r")
 
-#: File name patterns a folder is searched for, per source format.
+#: File name patterns a folder is searched for, per source format: the plain files, the
+#: same gzip-compressed, and ZIP archives (each holding one such file).
 FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "csv": ("*.csv", "*.txt"),
-    "nem12": ("*.csv", "*.nem12", "*.txt"),
-    "greenbutton": ("*.xml",),
+    "csv": ("*.csv", "*.txt", "*.csv.gz", "*.txt.gz", "*.zip"),
+    "nem12": ("*.csv", "*.nem12", "*.txt", "*.csv.gz", "*.nem12.gz", "*.txt.gz", "*.zip"),
+    "greenbutton": ("*.xml", "*.xml.gz", "*.zip"),
+    "parquet": ("*.parquet", "*.zip"),
 }
+#: Formats read as a table of named columns, in the long, wide or time-of-day layout.
+TABULAR_FORMATS = ("csv", "parquet")
+#: Canonical column naming the file column a wide or time-of-day reading came from (lineage).
+COLUMN = "column"
+#: Canonical column of the interval number within the local day.
+POSITION = "position"
 
 
 @dataclass
@@ -55,6 +74,8 @@ class RawFile:
     header: list[str]
     table: pa.Table
     malformed: list[tuple[int, str]] = field(default_factory=list)
+    #: Physical line of the header row (delimited text); None when there is none (Parquet).
+    header_line: int | None = None
 
     @property
     def rows_read(self) -> int:
@@ -106,27 +127,141 @@ READ_LINEAGE = pa.schema(
         ("kind", pa.string()),
         ("detail", pa.string()),
         ("occurrence", pa.int32()),
-        # Register sources: the interval energy the reader derived (the read itself stays
-        # in its column, as received); null otherwise.
-        ("register_delta", pa.string()),
     ]
 )
 KIND_ROW, KIND_MALFORMED, KIND_ERROR = "row", "malformed", "error"
 
 
-def row_order(file_index: int, line_number: int | np.ndarray) -> int | np.ndarray:
-    """Batch-wide read order: files in the order given, lines in file order."""
-    return (file_index << 32) + line_number
+def row_order(file_index: int, ordinal: int | np.ndarray) -> int | np.ndarray:
+    """Batch-wide read order: files in the order given, then `ordinal` within the file.
+
+    Data rows take their 1-based ordinal among the file's rows in reading order, so two
+    readings of one line (a wide line, a one-line XML feed) still differ and the later one
+    wins ties like a later line does. Malformed lines and file errors, which are never
+    joined with data rows, take their line number.
+    """
+    return (file_index << 32) + ordinal
+
+
+# --- Compressed inputs --------------------------------------------------------------------------
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")  # a local file header; an empty archive's directory
+_PARQUET_MAGIC = b"PAR1"
+#: Longest Parquet footer (schema and row-group metadata) read_head takes.
+_MAX_PARQUET_FOOTER = 1 << 26
+#: Archives inside archives unpacked at most (a ZIP member that is a .csv.gz).
+_MAX_NESTING = 2
+#: Other containers seen in the wild, by their first bytes: what to say about them.
+_UNSUPPORTED = (
+    (
+        b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+        "is an Excel 97-2003 workbook (.xls) or another OLE2 document; export the sheet as CSV",
+    ),
+    (b"\xfd7zXZ\x00", "is xz-compressed; only gzip and ZIP are read: decompress it first"),
+    (b"\x28\xb5\x2f\xfd", "is zstd-compressed; only gzip and ZIP are read: decompress it first"),
+    (b"7z\xbc\xaf\x27\x1c", "is a 7-Zip archive; only gzip and ZIP are read: extract the file first"),
+)
+_BZIP2 = re.compile(rb"^BZh[1-9]1AY&SY")
+_ARCHIVE_ERRORS = (OSError, EOFError, zlib.error, zipfile.BadZipFile, RuntimeError, NotImplementedError, ValueError)
+
+
+def _members(path: str, archive: zipfile.ZipFile) -> zipfile.ZipInfo:
+    """The one file a ZIP archive must hold (folders and macOS `__MACOSX/` metadata aside)."""
+    names = [info.filename for info in archive.infolist() if not info.is_dir()]
+    if "xl/workbook.xml" in names or ("[Content_Types].xml" in names and any(n.startswith("xl/") for n in names)):
+        raise InputFileError(
+            path,
+            "is a ZIP archive holding an Excel workbook (.xlsx: XML members such as xl/workbook.xml), "
+            "not a data file; export the sheet as CSV (rule: archive)",
+            line=1,
+        )
+    if "mimetype" in names and any(n == "content.xml" for n in names):
+        raise InputFileError(
+            path,
+            "is a ZIP archive holding an OpenDocument file (.ods), not a data file; export the sheet as CSV "
+            "(rule: archive)",
+            line=1,
+        )
+    files = [i for i in archive.infolist() if not i.is_dir() and not i.filename.startswith("__MACOSX/")]
+    if len(files) != 1:
+        listed = _shorten(", ".join(names)) if names else "none"
+        raise InputFileError(
+            path,
+            f"is a ZIP archive with {len(files)} member file(s) ({listed}); it must hold exactly one file "
+            "(rule: archive)",
+            line=1,
+        )
+    return files[0]
+
+
+def _archive_error(path: str, kind: str, error: BaseException) -> InputFileError:
+    return InputFileError(path, f"is {kind} but cannot be unpacked: {error} (rule: archive)", line=1)
+
+
+def _named_check(path: str, data: bytes) -> None:
+    """A `.gz` or `.zip` name on bytes that are not that: say so rather than read them as text."""
+    name = path.lower()
+    if name.endswith(".gz") and data[:2] != _GZIP_MAGIC:
+        raise InputFileError(
+            path, "is named .gz but is not gzip-compressed (no gzip magic bytes 1f 8b) (rule: archive)", line=1
+        )
+    if name.endswith(".zip") and data[:4] not in _ZIP_MAGICS:
+        raise InputFileError(path, "is named .zip but is not a ZIP archive (rule: archive)", line=1)
+
+
+def unpack(path: str, data: bytes, *, head: bool = False) -> tuple[bytes, str]:
+    """A file's bytes as stored -> (its content, where the content came from, "" for a plain file).
+
+    gzip data (a `.gz` file, or any file starting with the gzip magic) is decompressed; a ZIP
+    archive must hold exactly one file, which is read. With `head`, `data` is only the start
+    of the file (or of its content, as `read_head` unpacks it): gzip is decompressed as far as
+    it goes, up to HEAD_BYTES.
+    """
+    if not head:
+        _named_check(path, data)
+    where: list[str] = []
+    for _ in range(_MAX_NESTING):
+        if data[:2] == _GZIP_MAGIC:
+            try:
+                if head and len(data) >= HEAD_BYTES:  # the start of a longer file: as far as it goes
+                    data = zlib.decompressobj(wbits=31).decompress(data, HEAD_BYTES)
+                else:
+                    data = gzip.decompress(data)
+            except _ARCHIVE_ERRORS as error:
+                raise _archive_error(path, "gzip-compressed", error) from None
+            where.append("the gzip-decompressed file")
+        elif data[:4] in _ZIP_MAGICS:
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                    member = _members(path, archive)
+                    data = archive.read(member)
+            except _ARCHIVE_ERRORS as error:
+                raise _archive_error(path, "a ZIP archive", error) from None
+            where.append(f"ZIP member {member.filename!r}")
+        else:
+            break
+    return data, " > ".join(where)
+
+
+def _in_archive(error: InputFileError, where: str) -> InputFileError:
+    """`error` about an unpacked file's content, saying which content its line counts in."""
+    return InputFileError(error.path, f"{error.message} (in {where})", line=error.line)
 
 
 def _empty_check(path: str, data: bytes) -> None:
     if not data.strip():
         raise InputFileError(path, "is empty (no header, no rows)")
-    if data[:2] == b"\x1f\x8b":
-        raise InputFileError(path, "is gzip-compressed; decompress it first", line=1)
-    if data[:4] == b"PK\x03\x04":
+    if data[:2] == _GZIP_MAGIC:
+        raise InputFileError(path, f"is gzip-compressed more than {_MAX_NESTING} times over (rule: archive)", line=1)
+    if data[:4] in _ZIP_MAGICS:
+        raise InputFileError(path, f"is a ZIP archive nested more than {_MAX_NESTING} deep (rule: archive)", line=1)
+    for magic, message in _UNSUPPORTED:
+        if data.startswith(magic):
+            raise InputFileError(path, f"{message} (rule: archive)", line=1)
+    if _BZIP2.match(data):
         raise InputFileError(
-            path, "is a ZIP archive (an Excel .xlsx workbook is one); extract the file or export it as CSV", line=1
+            path, "is bzip2-compressed; only gzip and ZIP are read: decompress it first (rule: archive)", line=1
         )
 
 
@@ -154,10 +289,75 @@ def _decode_check(path: str, data: bytes, encoding: str) -> None:
 # --- Headers ----------------------------------------------------------------------------------
 
 
+def _melted(source: SourceConfig) -> bool:
+    """Whether the source's tables are melted into canonical rows (wide and time-of-day layouts)."""
+    return source.format in TABULAR_FORMATS and source.layout in ("wide", "time_of_day")
+
+
 def canonical_header(source: SourceConfig) -> list[str]:
-    """The batch header of sources read as canonical rows (wide layout, NEM12, Green Button)."""
-    position = ["position"] if source.format == "csv" and source.columns.position else []
-    return list(CANONICAL_COLUMNS) + position
+    """The batch header of sources read as canonical rows (wide and time-of-day layouts, NEM12, Green Button).
+
+    The wide and time-of-day layouts add `position` (when the reading's interval is numbered
+    within its day) and `column`, the file column each value was read from.
+    """
+    if not _melted(source):
+        return list(CANONICAL_COLUMNS)
+    position = [POSITION] if source.layout == "time_of_day" or source.columns.position else []
+    return [*CANONICAL_COLUMNS, *position, COLUMN]
+
+
+def wide_meter_column(source: SourceConfig) -> str | None:
+    """The wide layout's meter column: `columns.meter_id` only when the config sets it.
+
+    (ColumnMapping defaults `meter_id` to "meter_id", which the wide layout never used: its
+    series name their meters.)
+    """
+    columns = source.columns
+    return columns.meter_id if "meter_id" in columns.model_fields_set else None
+
+
+def _time_of_day_meter_column(source: SourceConfig) -> str | None:
+    """The time-of-day layout's meter column, unless the source names a fixed meter id."""
+    return None if source.meter_id is not None else source.columns.meter_id
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """Repeated names made unique as pandas does: the second `Usage` is `Usage.1`, the third `Usage.2`.
+
+    The first occurrence keeps the bare name; a suffixed name never takes one the header has.
+    """
+    taken = set(names)
+    counts: dict[str, int] = {}
+    unique: list[str] = []
+    for name in names:
+        if name not in counts:
+            counts[name] = 0
+            unique.append(name)
+            continue
+        count = counts[name]
+        candidate = name
+        while candidate in taken:
+            count += 1
+            candidate = f"{name}.{count}"
+        counts[name] = count
+        taken.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _named_header(path: str, names: list[str], line: int | None, source: SourceConfig) -> list[str]:
+    """A file's column names as the source reads them: its `header`, else the file's, made unique."""
+    if not source.header:
+        return unique_names(names)
+    if len(names) != len(source.header):
+        where = "header row" if line is not None else "schema"
+        raise InputFileError(
+            path,
+            f"the file's {where} has {len(names)} column(s) but the source's `header` names {len(source.header)} "
+            f"(rule: header); the file's: {_shorten(repr(names))}",
+            line=line,
+        )
+    return unique_names(list(source.header))
 
 
 def _header_line(path: str, head: bytes, source: SourceConfig) -> tuple[str, int]:
@@ -192,8 +392,10 @@ def _wanted_columns(source: SourceConfig) -> list[str]:
     """File columns the source names: they must be in the file's header."""
     cols = source.columns
     if source.layout == "wide":
-        named = [*cols.timestamp_columns(), cols.position, cols.quality, cols.interval_minutes]
-        named += [s.column for s in source.series]
+        named = [wide_meter_column(source), *cols.timestamp_columns(), cols.position, cols.quality]
+        named += [cols.interval_minutes, *(s.column for s in source.series)]
+    elif source.layout == "time_of_day":
+        named = [_time_of_day_meter_column(source), *cols.timestamp_columns(), cols.unit, cols.direction, cols.quality]
     else:
         named = list(cols.required())
     named += list(source.fill_down)
@@ -245,13 +447,16 @@ def _header_hint(text: str, header: list[str], missing: list[str], head: bytes, 
 
 
 def _file_header(path: str, head: bytes, source: SourceConfig) -> tuple[list[str], int]:
-    """A delimited file's own header and its line, checked against the columns the source names."""
+    """A delimited file's header (see `_named_header`) and its line, checked against the columns the source names."""
     _empty_check(path, head)
     text, line = _header_line(path, head, source)
-    header = _split_line(text, source) if text else []
+    fields = _split_line(text, source) if text else []
     if source.trim_trailing_delimiters:
-        while header and header[-1] == "":
-            header.pop()
+        while fields and fields[-1] == "":
+            fields.pop()
+    if source.header and len(fields) != len(source.header):
+        _not_text(path, head, line)
+    header = _named_header(path, fields, line, source)
     missing = [c for c in _wanted_columns(source) if c not in header]
     if missing:
         _not_text(path, head, line)
@@ -261,9 +466,8 @@ def _file_header(path: str, head: bytes, source: SourceConfig) -> tuple[list[str
             f"missing required column(s) {', '.join(missing)}; header has {_shorten(repr(header))}{hint}",
             line=line,
         )
-    duplicated = sorted({c for c in header if header.count(c) > 1})
-    if duplicated:
-        raise InputFileError(path, f"header repeats column(s) {', '.join(duplicated)}", line=line)
+    if source.layout == "time_of_day":
+        _interval_columns(path, header, line, source)
     return header, line
 
 
@@ -283,26 +487,137 @@ def _format_check(path: str, head: bytes, source: SourceConfig) -> None:
         )
 
 
-def read_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
-    """The batch header contributed by a file, from its first bytes, checked against the source.
+def _interval_columns(path: str, header: list[str], line: int | None, source: SourceConfig) -> list[str]:
+    """The time-of-day layout's interval columns: those matching `interval_columns`, in header order.
 
-    Delimited long files: the file's own header. Wide files and non-delimited formats:
-    the canonical columns the reader turns them into.
+    Their number must be a day's count of intervals, up to the count of a 25-hour day.
     """
-    if source.format != "csv":
-        _format_check(path, head, source)
-        return canonical_header(source)
-    header, _ = _file_header(path, head, source)
-    return canonical_header(source) if source.layout == "wide" else header
+    pattern = re.compile(source.interval_columns)
+    cols = source.columns
+    named = {_time_of_day_meter_column(source), *cols.timestamp_columns(), cols.unit, cols.direction, cols.quality}
+    found = [c for c in header if c not in named and pattern.search(c)]
+    minutes = source.interval_minutes
+    day, longest = 1440 // minutes, (1440 + 60) // minutes if minutes <= 60 else 1440 // minutes
+    if not day <= len(found) <= longest:
+        listed = f": {_shorten(', '.join(found))}" if found else ""
+        raise InputFileError(
+            path,
+            f"{len(found)} column(s) match interval_columns {source.interval_columns!r}{listed}; a day of "
+            f"{minutes}-minute intervals has {day}, a 25-hour day {longest} (rule: interval_columns)",
+            line=line,
+        )
+    return found
+
+
+def _parquet_schema(path: str, data: bytes) -> pa.Schema:
+    """The schema of a Parquet file (or of the footer `read_head` frames as one)."""
+    _empty_check(path, data)
+    if data[:4] != _PARQUET_MAGIC or data[-4:] != _PARQUET_MAGIC:
+        raise InputFileError(
+            path, "is not a Parquet file (rule: format): it does not start and end with the magic PAR1", line=1
+        )
+    try:
+        return pq.read_schema(pa.BufferReader(data))
+    except (pa.ArrowException, OSError) as error:
+        raise InputFileError(path, f"is not a readable Parquet file (rule: format): {error}") from None
+
+
+def parquet_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
+    """A Parquet file's column names as the source reads them, checked against the columns it names."""
+    header = _named_header(path, _parquet_schema(path, head).names, None, source)
+    missing = [c for c in _wanted_columns(source) if c not in header]
+    if missing:
+        raise InputFileError(
+            path, f"missing required column(s) {', '.join(missing)}; its columns are {_shorten(repr(header))}"
+        )
+    if source.layout == "time_of_day":
+        _interval_columns(path, header, None, source)
+    return header
+
+
+def read_header(path: str, head: bytes, source: SourceConfig) -> list[str]:
+    """The batch header contributed by a file, from the head `read_head` gives, checked against the source.
+
+    Delimited and Parquet files in the long layout: the file's own header (see `_named_header`).
+    The wide and time-of-day layouts and non-delimited formats: the canonical columns the
+    reader turns them into. A gzip or ZIP head is unpacked as far as it goes.
+    """
+    head, where = unpack(path, head, head=True)
+    try:
+        if source.format == "parquet":
+            header = parquet_header(path, head, source)
+        elif source.format == "csv":
+            header, _ = _file_header(path, head, source)
+        else:
+            _format_check(path, head, source)
+            return canonical_header(source)
+    except InputFileError as error:
+        raise _in_archive(error, where) if where else error from None
+    return canonical_header(source) if _melted(source) else header
+
+
+def _unpacking_stream(path: str, stream: IO[bytes], head: bytes, stack: ExitStack) -> tuple[IO[bytes], str] | None:
+    """A stream of the content of `stream` when it is gzip or a one-file ZIP archive, else None."""
+    if head[:2] == _GZIP_MAGIC:
+        stream.seek(0)
+        unpacked = stack.enter_context(gzip.GzipFile(fileobj=stream, mode="rb"))
+        return cast(IO[bytes], unpacked), "gzip-compressed"
+    if head[:4] in _ZIP_MAGICS:
+        try:
+            stream.seek(0)
+            archive = stack.enter_context(zipfile.ZipFile(stream))
+            return stack.enter_context(archive.open(_members(path, archive))), "a ZIP archive"
+        except _ARCHIVE_ERRORS as error:
+            raise _archive_error(path, "a ZIP archive", error) from None
+    return None
+
+
+def _parquet_footer(path: str, stream: IO[bytes], head: bytes) -> bytes:
+    """A Parquet file's footer framed as a Parquet file (`head` if the file does not end like one)."""
+    stream.seek(-8, io.SEEK_END)
+    tail = stream.read(8)
+    if len(tail) < 8 or tail[4:] != _PARQUET_MAGIC:
+        return head
+    length = int.from_bytes(tail[:4], "little")
+    if length > _MAX_PARQUET_FOOTER:
+        raise InputFileError(
+            path,
+            f"its Parquet footer (the schema) is {length:,} bytes, more than the {_MAX_PARQUET_FOOTER:,} read "
+            "(rule: format)",
+        )
+    stream.seek(-8 - length, io.SEEK_END)
+    return _PARQUET_MAGIC + stream.read(length) + tail
 
 
 def read_head(path: Path) -> bytes:
-    """The first bytes of a file, enough for its header."""
+    """The first bytes of a file's content, enough for its header; bounded, whatever the file's size.
+
+    A gzip file or a one-file ZIP archive is unpacked as far as its first HEAD_BYTES. For a
+    Parquet file the head is its footer (the schema) framed as a Parquet file: its magic, the
+    footer, the footer's length and the magic again, which `read_header` reads the schema from.
+    """
+    name = str(path)
+    kind = ""
     try:
-        with path.open("rb") as handle:
-            return handle.read(HEAD_BYTES)
-    except OSError as error:
-        raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
+        with ExitStack() as stack:
+            stream: IO[bytes] = stack.enter_context(path.open("rb"))
+            head = stream.read(HEAD_BYTES)
+            _named_check(name, head)
+            for _ in range(_MAX_NESTING):
+                inner = _unpacking_stream(name, stream, head, stack)
+                if inner is None:
+                    break
+                stream, kind = inner
+                head = stream.read(HEAD_BYTES)
+            if head[:4] == _PARQUET_MAGIC:
+                return _parquet_footer(name, stream, head)
+            return head
+    except _ARCHIVE_ERRORS as error:
+        if kind:
+            raise _archive_error(name, kind, error) from None
+        if isinstance(error, OSError):
+            raise InputFileError(name, f"cannot be read: {error.strerror or error}") from None
+        raise
 
 
 # --- Delimited text ---------------------------------------------------------------------------
@@ -511,7 +826,7 @@ def _read_delimited(path: str, data: bytes, source: SourceConfig) -> RawFile:
         table = table.filter(pa.array(~blank))
     if table.num_rows == 0 and not malformed:
         raise InputFileError(path, "has a header but no data rows", line=header_line)
-    return RawFile(path=Path(path), header=header, table=table, malformed=malformed)
+    return RawFile(path=Path(path), header=header, table=table, malformed=malformed, header_line=header_line)
 
 
 def _fill_down(table: pa.Table, columns: tuple[str, ...]) -> pa.Table:
@@ -529,7 +844,11 @@ def _strip(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _melt_wide(raw: RawFile, source: SourceConfig) -> RawFile:
-    """A wide file's rows -> canonical rows, one per (line, series), line-major in file order."""
+    """A wide file's rows -> canonical rows, one per (line, series), line-major in file order.
+
+    Each row's meter is its series' `meter_id` (default the column name) or, when the source
+    sets `columns.meter_id`, that column's value on its line. `column` names the series' column.
+    """
     table, cols, series = raw.table, source.columns, source.series
     n, s = table.num_rows, len(series)
     per_line = pa.array(np.repeat(np.arange(n, dtype=np.int64), s))
@@ -557,8 +876,9 @@ def _melt_wide(raw: RawFile, source: SourceConfig) -> RawFile:
             return pa.repeat(pa.scalar("", pa.string()), n * s)
         return pc.take(table[name], per_line)
 
+    meter_column = wide_meter_column(source)
     columns: dict[str, pa.ChunkedArray | pa.Array] = {
-        "meter_id": constant(meter_ids),
+        "meter_id": optional(meter_column) if meter_column else constant(meter_ids),
         "timestamp": pc.take(timestamp, per_line),
         "value": pc.take(values, pa.array(series_major)),
         "unit": constant(units),
@@ -567,12 +887,101 @@ def _melt_wide(raw: RawFile, source: SourceConfig) -> RawFile:
         "interval_minutes": optional(cols.interval_minutes),
     }
     if cols.position:
-        columns["position"] = pc.take(table[cols.position], per_line)
+        columns[POSITION] = pc.take(table[cols.position], per_line)
+    columns[COLUMN] = constant([spec.column for spec in series])
     columns["line_number"] = pc.take(table["line_number"], per_line)
-    return RawFile(path=raw.path, header=canonical_header(source), table=pa.table(columns), malformed=raw.malformed)
+    return RawFile(
+        path=raw.path,
+        header=canonical_header(source),
+        table=pa.table(columns),
+        malformed=raw.malformed,
+        header_line=raw.header_line,
+    )
 
 
-# --- Per-file order: registers, occurrences ---------------------------------------------------
+def _not_a_reading(text: pa.ChunkedArray | pa.Array, source: SourceConfig) -> pa.ChunkedArray | pa.Array:
+    """Cells that hold no reading: blank, or one of the source's missing-value markers."""
+    stripped = pc.utf8_trim_whitespace(pc.fill_null(text, ""))
+    markers = pa.array(sorted({"", *source.missing_values}), pa.string())
+    return pc.is_in(stripped, value_set=markers)
+
+
+def _long_days(path: str, days: pa.ChunkedArray, lines: pa.ChunkedArray, count: int, source: SourceConfig) -> None:
+    """A day with more intervals than the file has interval columns (a 25-hour day in a 96-column file)."""
+    beyond = pa.chunked_array([pa.repeat(pa.scalar(str(count + 1)), len(days))], pa.string())
+    _, status = parse_positions(days, beyond, source)
+    longer = np.flatnonzero(np.asarray(pc.equal(status, TS_OK).to_numpy(zero_copy_only=False), dtype=bool))
+    if len(longer):
+        first = int(longer[0])
+        raise InputFileError(
+            path,
+            f"the local day {days[first].as_py()!r} has more than {count} intervals of {source.interval_minutes} "
+            f"minutes (a 25-hour day) but the file has {count} interval columns (rule: interval_columns)",
+            line=lines[first].as_py(),
+        )
+
+
+def _melt_time_of_day(raw: RawFile, source: SourceConfig) -> RawFile:
+    """One row per day, one column per interval -> canonical rows, one per (line, interval column).
+
+    The interval columns (see `_interval_columns`) are numbered 1, 2, ... in header order:
+    `position` is that number and `timestamp` the line's date, which parsing turns into the
+    interval's UTC start (`parse_positions`: elapsed time, so a fall-back day runs to 100
+    quarter-hours; wall-clock on a spring-forward day, the missing hour's positions being
+    placeholders). A cell that holds no reading (blank or a missing-value marker) at a
+    position the day does not have (beyond its count, or in its missing hour) is not a
+    row; every other cell is, blank or not, so a missing reading is reported downstream.
+    """
+    table, cols = raw.table, source.columns
+    path = str(raw.path)
+    intervals = _interval_columns(path, raw.header, raw.header_line, source)
+    n, k = table.num_rows, len(intervals)
+    stamps = [_strip(table[c]) for c in cols.timestamp_columns()]
+    days = stamps[0] if len(stamps) == 1 else pc.binary_join_element_wise(*stamps, " ")
+    days = pa.chunked_array([days]) if isinstance(days, pa.Array) else days
+    _long_days(path, days, table["line_number"], k, source)
+    per_line = pa.array(np.repeat(np.arange(n, dtype=np.int64), k))
+    cell_major = (np.arange(n, dtype=np.int64)[:, None] + np.arange(k, dtype=np.int64)[None, :] * n).ravel()
+    values = pc.take(pa.chunked_array([c for name in intervals for c in table[name].chunks], pa.string()), cell_major)
+    positions = pa.array(np.tile(np.arange(1, k + 1).astype(str).astype(object), n), pa.string())
+
+    def per_line_text(name: str | None, fixed: str) -> pa.ChunkedArray | pa.Array:
+        if name is None:
+            return pa.repeat(pa.scalar(fixed, pa.string()), n * k)
+        return pc.take(table[name], per_line)
+
+    meter_column = _time_of_day_meter_column(source)
+    fixed_meter = (source.meter_id or "").replace("{file_stem}", raw.path.stem)
+    columns: dict[str, pa.ChunkedArray | pa.Array] = {
+        "meter_id": per_line_text(meter_column, fixed_meter),
+        "timestamp": pc.take(days, per_line),
+        "value": values,
+        "unit": per_line_text(cols.unit, source.unit or ""),
+        "direction": per_line_text(cols.direction, source.direction),
+        "quality": per_line_text(cols.quality, ""),
+        "interval_minutes": pa.repeat(pa.scalar("", pa.string()), n * k),
+        POSITION: positions,
+        COLUMN: pa.array(np.tile(np.array(intervals, dtype=object), n), pa.string()),
+        "line_number": pc.take(table["line_number"], per_line),
+    }
+    melted = pa.table(columns)
+    # Which positions each day has: a date that does not parse keeps all its cells (they fail downstream).
+    _, status = parse_positions(melted["timestamp"], melted[POSITION], source)
+    _, first = parse_positions(days, pa.chunked_array([pa.repeat(pa.scalar("1"), n)], pa.string()), source)
+    dated = pc.take(pc.not_equal(first, TS_UNPARSEABLE), per_line)
+    absent = pc.and_(dated, pc.not_equal(status, TS_OK))
+    drop = pc.and_(absent, _not_a_reading(values, source))
+    melted = melted.filter(pc.invert(drop))
+    return RawFile(
+        path=raw.path,
+        header=canonical_header(source),
+        table=melted,
+        malformed=raw.malformed,
+        header_line=raw.header_line,
+    )
+
+
+# --- Per-file order: occurrences ---------------------------------------------------
 
 
 def _series_columns(mapping: ColumnMapping) -> list[str]:
@@ -607,42 +1016,6 @@ def occurrences(table: pa.Table, mapping: ColumnMapping) -> np.ndarray:
     return result
 
 
-def _decimal_text(number: Decimal, source: SourceConfig) -> str:
-    text = format(number, "f")
-    return text.replace(".", ",") if source.decimal == "," else text
-
-
-def register_differences(table: pa.Table, source: SourceConfig, mapping: ColumnMapping) -> pa.Array:
-    """Cumulative register reads -> interval energy, per series in file order.
-
-    Each good read becomes its difference to the series' previous good read, written in
-    the source's decimal convention; the first read of a series is `REGISTER_START`, a
-    read below the previous one (meter reset or rollover) `REGISTER_RESET`. A missing or
-    unparseable read keeps its text, and the next read is taken against the last good one.
-    """
-    values, status = parse_values(table[mapping.value], source)
-    good = np.asarray(pc.equal(status, VALUE_OK).to_numpy(zero_copy_only=False), dtype=bool)
-    numbers = values.to_pylist()
-    texts = table[mapping.value].to_pylist()
-    codes = _group_codes(table, _series_columns(mapping))
-    last: dict[int, Decimal] = {}
-    out: list[str | None] = []
-    for i, text in enumerate(texts):
-        if not good[i]:
-            out.append(text)
-            continue
-        reading = Decimal(repr(numbers[i]))
-        previous = last.get(int(codes[i]))
-        if previous is None:
-            out.append(REGISTER_START)
-        elif reading < previous:
-            out.append(REGISTER_RESET)
-        else:
-            out.append(_decimal_text(reading - previous, source))
-        last[int(codes[i])] = reading
-    return pa.array(out, pa.string())
-
-
 # --- Files ------------------------------------------------------------------------------------
 
 
@@ -658,32 +1031,54 @@ def _read_format(path: str, data: bytes, source: SourceConfig) -> RawFile:
     return read_greenbutton(path, data, source)
 
 
-def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
-    """One file's bytes as string rows with physical line numbers, in file order.
+def reading_columns(source: SourceConfig) -> ColumnMapping:
+    """Column mapping of the rows the reader produces: canonical for melted layouts and non-tabular formats."""
+    if _melted(source):
+        position = POSITION if source.layout == "time_of_day" or source.columns.position else None
+        return CANONICAL_MAPPING.model_copy(update={"position": position})
+    if source.format in TABULAR_FORMATS:
+        return source.columns
+    return CANONICAL_MAPPING
 
-    Delimited long files keep their own columns; wide files and other formats become
-    canonical rows. The table ends with `line_number` and `occurrence`. File-level
-    problems raise InputFileError naming the file and line; rows whose field count does
-    not match the header are returned as `malformed` for quarantine.
-    """
-    if source.format != "csv":
-        raw = _read_format(path, data, source)
+
+def _parse_content(path: str, data: bytes, source: SourceConfig) -> RawFile:
+    if source.format not in TABULAR_FORMATS:
+        return _read_format(path, data, source)
+    if source.format == "parquet":
+        from app.infrastructure.formats.parquet import read_parquet
+
+        raw = read_parquet(path, data, source)
     else:
         raw = _read_delimited(path, data, source)
-        if source.fill_down:
-            raw.table = _fill_down(raw.table, source.fill_down)
-        if source.layout == "wide":
-            raw = _melt_wide(raw, source)
-    mapping = source.reading_columns()
-    if source.value_kind == "register":
-        delta = register_differences(raw.table, source, mapping)
-    else:
-        delta = pa.nulls(raw.table.num_rows, pa.string())
+    if source.fill_down:
+        raw.table = _fill_down(raw.table, source.fill_down)
+    if source.layout == "wide":
+        raw = _melt_wide(raw, source)
+    elif source.layout == "time_of_day":
+        raw = _melt_time_of_day(raw, source)
+    return raw
+
+
+def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
+    """One file's bytes (as stored: gzip and ZIP are unpacked here) as string rows with line numbers, in file order.
+
+    Delimited and Parquet long files keep their own columns; the wide and time-of-day
+    layouts and other formats become canonical rows. The table ends with `line_number`,
+    `occurrence`. File-level problems raise InputFileError naming the
+    file, line and rule (for an unpacked file, the lines are its content's); rows whose
+    field count does not match the header are returned as `malformed` for quarantine.
+    """
+    content, where = unpack(path, data)
+    try:
+        raw = _parse_content(path, content, source)
+    except InputFileError as error:
+        raise _in_archive(error, where) if where else error from None
+    mapping = reading_columns(source)
     if source.ambiguous_time == "order":
         occurrence = pa.array(occurrences(raw.table, mapping), pa.int32())
     else:
         occurrence = pa.repeat(pa.scalar(0, pa.int32()), raw.table.num_rows)
-    raw.table = raw.table.append_column("occurrence", occurrence).append_column("register_delta", delta)
+    raw.table = raw.table.append_column("occurrence", occurrence)
     return raw
 
 
@@ -712,14 +1107,13 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
                     "kind": KIND_ERROR,
                     "detail": error.message,
                     "occurrence": 0,
-                    "register_delta": None,
                     **dict.fromkeys(header, ""),
                 }
             ],
             schema=schema,
         )
     n = raw.table.num_rows
-    lines = raw.table["line_number"].to_numpy()
+    ordinals = np.arange(1, n + 1, dtype=np.int64)  # reading order: two readings of one line differ
     columns = {c: raw.table[c] if c in raw.header else pa.repeat("", n).cast(pa.string()) for c in header}
     rows = pa.table(
         {
@@ -727,11 +1121,10 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
             "file_index": pa.repeat(pa.scalar(file_index, pa.int32()), n),
             "source_file": pa.repeat(path, n).cast(pa.string()),
             "line_number": raw.table["line_number"],
-            "row_order": pa.array(row_order(file_index, lines), pa.int64()),
+            "row_order": pa.array(row_order(file_index, ordinals), pa.int64()),
             "kind": pa.repeat(KIND_ROW, n).cast(pa.string()),
             "detail": pa.nulls(n, pa.string()),
             "occurrence": raw.table["occurrence"],
-            "register_delta": raw.table["register_delta"],
         },
         schema=schema,
     )
@@ -747,7 +1140,6 @@ def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig
                 "kind": KIND_MALFORMED,
                 "detail": text,
                 "occurrence": 0,
-                "register_delta": None,
                 **dict.fromkeys(header, ""),
             }
             for line, text in raw.malformed

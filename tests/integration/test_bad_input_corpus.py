@@ -8,11 +8,14 @@ accepted + quarantined + duplicates) and quarantine holds each rejected line und
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import math
 import re
 import shutil
 import tomllib
+import zipfile
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -201,7 +204,14 @@ def _check_failure(entry: dict[str, Any], path: Path, lake: Path, result: Result
 
 def _physical_lines(path: Path) -> list[str]:
     """The file's lines as received (CRLF, LF and bare CR end lines); [0] is line 1."""
-    return re.split(r"\r\n|\n|\r", path.read_bytes().decode("utf-8-sig"))
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":  # compressed files are read as their unpacked text
+        data = gzip.decompress(data)
+    elif data[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            [member] = archive.namelist()
+            data = archive.read(member)
+    return re.split(r"\r\n|\n|\r", data.decode("utf-8-sig"))
 
 
 def _check_quarantine(entry: dict[str, Any], path: Path, rows: list[dict[str, Any]]) -> None:

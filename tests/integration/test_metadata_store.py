@@ -111,7 +111,7 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(
     finally:
         engine.dispose()
     assert {"batches", "batch_files", "layer_metrics", "rule_counts"} <= tables
-    assert [tuple(row) for row in versions] == [("0003",)]
+    assert [tuple(row) for row in versions] == [("0004",)]
     assert drift == []
     assert checks == {"ck_batches_status"}
 

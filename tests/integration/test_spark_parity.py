@@ -24,7 +24,7 @@ from app.domain.schemas import (
     SILVER_READINGS,
     TableSpec,
 )
-from app.domain.sources import RuleSetting, SourceConfig, builtin_meter_readings
+from app.domain.sources import ColumnMapping, RuleSetting, SourceConfig, builtin_meter_readings
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.repositories.base import TableStore
@@ -79,6 +79,44 @@ FLUVIUS = load_sources(EXAMPLES / "sources.toml")["fluvius_electricity_nl"].mode
 )
 
 
+#: Cumulative registers (differenced per series in time order, a missing read spread over the
+#: intervals it spans, a misread that is no base) and daily reads across both DST changes.
+REGISTERS = SourceConfig(
+    name="registers",
+    path="registers/*.csv",
+    value_kind="register",
+    unit="kWh",
+    interval_minutes=15,
+    timestamp_label="end",
+    max_demand_kw=100,
+    series_timezone="Europe/London",
+    columns=ColumnMapping(meter_id="meter", timestamp="time", value="read"),
+)
+REGISTER_ROWS = [
+    "REG-1,2025-06-02T01:00Z,104",  # newest first
+    "REG-1,2025-06-02T00:45Z,103",
+    "REG-1,2025-06-02T00:15Z,101",
+    "REG-1,2025-06-02T00:00Z,100",
+    "REG-2,2025-06-02T00:00Z,5",
+    "REG-2,2025-06-02T00:15Z,99999",  # a misread: no base for the next read
+    "REG-2,2025-06-02T02:00Z,9.2",
+    "REG-2,2025-06-02T02:15Z,1.0",  # a reset
+    "REG-2,2025-06-02T02:30Z,1.5",
+]
+DAILY = SourceConfig(
+    name="daily",
+    path="daily/*.csv",
+    unit="kWh",
+    interval_minutes=1440,
+    meter_id="DAY-1",
+    timestamp_format="%Y-%m-%d",
+    timestamp_timezone="Europe/Amsterdam",
+    series_timezone="Europe/Amsterdam",
+    columns=ColumnMapping(meter_id=None, timestamp="date", value="kwh"),
+)
+DAILY_ROWS = [f"2024-03-{d},24" for d in range(29, 32)] + [f"2024-10-{d},24" for d in range(26, 29)]
+
+
 def _run(
     store: TableStore, metadata: SqlMetadataStore, paths: list[Path], batch_id: str, source: SourceConfig = SOURCE
 ) -> BatchResult:
@@ -97,6 +135,8 @@ def _batches(store: TableStore, tmp_path: Path, inputs: Path) -> list[BatchResul
             _run(store, metadata, sample, "batch-1"),
             _run(store, metadata, awkward, "batch-2"),
             _run(store, metadata, fluvius, "batch-3", FLUVIUS),
+            _run(store, metadata, [inputs / "registers" / "r.csv"], "batch-4", REGISTERS),
+            _run(store, metadata, [inputs / "daily" / "d.csv"], "batch-5", DAILY),
         ]
     finally:
         metadata.dispose()
@@ -138,6 +178,8 @@ def lakes(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any
         for m in (0, 30)
     ]
     write_csv(inputs / "new_meter.csv", new_meter)
+    write_csv(inputs / "registers" / "r.csv", REGISTER_ROWS, header="meter,time,read")
+    write_csv(inputs / "daily" / "d.csv", DAILY_ROWS, header="date,kwh")
     local = PandasDeltaStore(root / "local")
     on_duckdb = DuckDBDeltaStore(root / "duckdb")
     on_spark = SparkDeltaStore(spark, str(root / "spark"))
@@ -163,6 +205,27 @@ def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
     # Every estimation method and every series rule ran on both engines.
     assert {method for result in local for method in result.estimates} == {"linear", "like_day", "flat"}
     assert local[1].rule_counts["spike"] == 1 and third.rule_counts["high_low"] > 0
+    registers = local[3]
+    assert registers.reconciliation is not None and registers.reconciliation.rows_spread > 0
+    assert {k: registers.rule_counts.get(k) for k in ("register_start", "register_reset", "above_physical_max")} == {
+        "register_start": 2,
+        "register_reset": 1,
+        "above_physical_max": 1,
+    }
+
+
+def test_registers_and_daily_reads_book_the_true_energy_in_both_modes(lakes: dict[str, Any]) -> None:
+    for mode in ("local", "duckdb", "spark"):
+        silver = DeltaTable(lakes[mode][0].location(SILVER_READINGS.name)).to_pyarrow_table().to_pylist()
+        by_meter: dict[str, float] = {}
+        for row in silver:
+            if row["quality_flag"] != "estimated":
+                by_meter[row["meter_id"]] = by_meter.get(row["meter_id"], 0.0) + row["energy_kwh"]
+        # 100 -> 104; 5 -> 9.2 (the misread skipped), then 1.0 -> 1.5 after the reset.
+        assert math.isclose(by_meter["REG-1"], 4.0) and math.isclose(by_meter["REG-2"], 4.7), mode
+        gold = DeltaTable(lakes[mode][0].location(GOLD_DAILY_METER_ENERGY.name)).to_pyarrow_table().to_pylist()
+        days = [(g["expected_interval_count"], g["completeness"]) for g in gold if g["meter_id"] == "DAY-1"]
+        assert days == [(1, 1.0)] * 6, mode
 
 
 @pytest.mark.parametrize("spec", COMPARED, ids=lambda s: s.name)

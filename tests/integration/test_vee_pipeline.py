@@ -153,11 +153,13 @@ def test_cumulative_register_reads_become_interval_energy_and_resets_are_estimat
     }
     silver = {r["interval_start_utc"].hour: r for r in read_table(platform, "silver_readings").to_pylist()}
     read = {h: r["energy_kwh"] for h, r in silver.items() if r["estimation_method"] is None}
-    assert read == {1: 1.0, 2: 1.5, 3: 1.5, 5: 1.0, 6: 1.5}
-    # The reset hour is a gap between 1.5 and 1.0: interpolated; the first hour has no
-    # read before it: flat-filled from the next.
-    assert (silver[4]["estimation_method"], silver[4]["energy_kwh"]) == ("linear", pytest.approx(1.25))
-    assert (silver[0]["estimation_method"], silver[0]["energy_kwh"]) == ("flat", 1.0)
+    # Start labels: a read is taken at its timestamp, so the difference of the 00:00 and 01:00
+    # reads is the energy of 00:00-01:00. The reset read at 04:00 opens a new meter's count.
+    assert read == {0: 1.0, 1: 1.5, 2: 1.5, 4: 1.0, 5: 1.5}
+    # The reset hour is a gap between 1.5 and 1.0: interpolated. After the last read (06:00)
+    # the day's 18 hours have no read: longer than max_flat_minutes, so nothing is invented.
+    assert (silver[3]["estimation_method"], silver[3]["energy_kwh"]) == ("linear", pytest.approx(1.25))
+    assert sorted(silver) == [0, 1, 2, 3, 4, 5]
     # What the meter said is kept as received: the cumulative reads in bronze, and the
     # reset read in quarantine.
     assert [r["register"] for r in read_table(platform, "bronze_registers").sort_by("line_number").to_pylist()] == [

@@ -252,7 +252,7 @@ def test_dsmr_hourly_wide_file() -> None:
     lines = [line.split(",") for line in path.read_text().splitlines()[1:] if line]
     read = Read(DSMR, path)
 
-    assert read.header == list(CANONICAL_COLUMNS)
+    assert read.header == [*CANONICAL_COLUMNS, "column"]
     assert read.rows.num_rows == 4 * len(lines) == 35016
     assert read.rows["line_number"].to_pylist()[:8] == [2, 2, 2, 2, 3, 3, 3, 3]  # line-major
     stem = path.stem
@@ -318,7 +318,7 @@ def test_tennet_march_2006_positions_and_the_zero_filled_spring_forward_hour() -
     lines = _tennet_lines(path)
     read = Read(TENNET, path)
 
-    assert read.header == [*CANONICAL_COLUMNS, "position"]
+    assert read.header == [*CANONICAL_COLUMNS, "position", "column"]
     assert read.rows.num_rows == 2 * len(lines) == 5952
     assert read.rows["line_number"].to_pylist()[:4] == [5, 5, 6, 6]  # after 3 title lines and the header
     assert read.count("unit") == {"mw": 2 * len(lines)}
@@ -662,7 +662,6 @@ def test_read_lineage_carries_occurrence() -> None:
         "kind",
         "detail",
         "occurrence",
-        "register_delta",
     ]
 
 
@@ -679,7 +678,7 @@ def test_latin1_and_bom_headers(tmp_path: Path) -> None:
     ("data", "message", "line"),
     [
         (b"", "is empty", None),
-        (b"\x1f\x8b\x08\x00", "gzip", 1),
+        (b"\x1f\x8b\x08\x00", "is gzip-compressed but cannot be unpacked", 1),
         (b"meter_id;timestamp;value\nM1;x;1\n", "wrong delimiter", 1),
         (b"meter_id,timestamp,value\nM1,2025-06-01T00:00Z,1\nZ\xe4hler,x,1\n", "not valid UTF-8", 3),
         (b"meter_id,timestamp,value\n", "header but no data rows", 1),
@@ -699,7 +698,7 @@ def test_resolve_inputs_per_format(tmp_path: Path) -> None:
     assert [p.name for p in resolve_inputs(str(tmp_path / "*.json"))] == ["e.json"]
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(InputFileError, match=r"no \*\.xml file"):
+    with pytest.raises(InputFileError, match=r"no \*\.xml or \*\.xml\.gz or \*\.zip file"):
         resolve_inputs(str(empty), "greenbutton")
 
 
@@ -722,20 +721,26 @@ def test_wide_files_melt_line_major_with_series_attributes(tmp_path: Path) -> No
         "day,time,site_kWh,pv_Wh,grid,q,len,other\n2025-06-01,00:00,1,2,3,Estimated,30,x\n2025-06-01,00:30,4,,6,,,y\n"
     )
     read = _read_text(tmp_path, text, source, name="meter7.csv")
-    assert read.header == list(CANONICAL_COLUMNS)
-    assert read.rows.select([*CANONICAL_COLUMNS, "line_number"]).to_pylist() == [
+    assert read.header == [*CANONICAL_COLUMNS, "column"]
+    assert read.rows.select([*CANONICAL_COLUMNS, "column", "line_number"]).to_pylist() == [
         {"meter_id": "meter7-site_kWh", "timestamp": "2025-06-01 00:00", "value": "1", "unit": "kWh",
-         "direction": "import", "quality": "Estimated", "interval_minutes": "30", "line_number": 2},
+         "direction": "import", "quality": "Estimated", "interval_minutes": "30",
+         "column": "site_kWh", "line_number": 2},
         {"meter_id": "pv_Wh", "timestamp": "2025-06-01 00:00", "value": "2", "unit": "Wh",
-         "direction": "export", "quality": "Estimated", "interval_minutes": "30", "line_number": 2},
+         "direction": "export", "quality": "Estimated", "interval_minutes": "30",
+         "column": "pv_Wh", "line_number": 2},
         {"meter_id": "G", "timestamp": "2025-06-01 00:00", "value": "3", "unit": "MWh",
-         "direction": "import", "quality": "Estimated", "interval_minutes": "30", "line_number": 2},
+         "direction": "import", "quality": "Estimated", "interval_minutes": "30",
+         "column": "grid", "line_number": 2},
         {"meter_id": "meter7-site_kWh", "timestamp": "2025-06-01 00:30", "value": "4", "unit": "kWh",
-         "direction": "import", "quality": "", "interval_minutes": "", "line_number": 3},
+         "direction": "import", "quality": "", "interval_minutes": "",
+         "column": "site_kWh", "line_number": 3},
         {"meter_id": "pv_Wh", "timestamp": "2025-06-01 00:30", "value": "", "unit": "Wh",
-         "direction": "export", "quality": "", "interval_minutes": "", "line_number": 3},
+         "direction": "export", "quality": "", "interval_minutes": "",
+         "column": "pv_Wh", "line_number": 3},
         {"meter_id": "G", "timestamp": "2025-06-01 00:30", "value": "6", "unit": "MWh",
-         "direction": "import", "quality": "", "interval_minutes": "", "line_number": 3},
+         "direction": "import", "quality": "", "interval_minutes": "",
+         "column": "grid", "line_number": 3},
     ]  # fmt: skip
     assert read.count("quality") == {"estimated": 3, "actual": 3}
     assert read.parsed["unit"].to_pylist() == ["kwh", "wh", "mwh"] * 2
@@ -760,7 +765,7 @@ def _canonical_raw(path: str) -> RawFile:
     table = pa.table(
         {
             **{c: pa.array([v], pa.string()) for c, v in zip(
-                CANONICAL_COLUMNS, ["N1", "2025-06-01T00:00:00", "0,5", "kWh", "import", "", "30"], strict=True
+                CANONICAL_COLUMNS, ["N1", "2025-06-01T00:00:00", "0.5", "kWh", "import", "", "30"], strict=True
             )},
             "line_number": pa.array([3], pa.int64()),
         }
@@ -769,14 +774,23 @@ def _canonical_raw(path: str) -> RawFile:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "module", "function", "head"),
+    ("fmt", "module", "function", "head", "zone", "start"),
     [
-        ("nem12", "nem12", "read_nem12", b"200,N1,E1,E1,E1,,M1,KWH,30,\n300,20250601\n"),
-        ("greenbutton", "greenbutton", "read_greenbutton", b'<?xml version="1.0"?>\n<atom:feed xmlns:atom="x">'),
+        ("nem12", "nem12", "read_nem12", b"200,N1,E1,E1,E1,,M1,KWH,30,\n300,20250601\n", "+10:00",
+         utc(2025, 5, 31, 14)),
+        ("greenbutton", "greenbutton", "read_greenbutton", b'<?xml version="1.0"?>\n<atom:feed xmlns:atom="x">', None,
+         utc(2025, 6, 1)),
     ],
-)
+)  # fmt: skip
 def test_other_formats_dispatch_to_their_readers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str, module: str, function: str, head: bytes
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    fmt: str,
+    module: str,
+    function: str,
+    head: bytes,
+    zone: str | None,
+    start: datetime,
 ) -> None:
     calls: list[str] = []
 
@@ -787,14 +801,15 @@ def test_other_formats_dispatch_to_their_readers(
     fake_module = types.ModuleType(f"app.infrastructure.formats.{module}")
     setattr(fake_module, function, fake)
     monkeypatch.setitem(sys.modules, f"app.infrastructure.formats.{module}", fake_module)
-    source = SourceConfig(name="t", format=fmt, path="x", decimal=",", timestamp_timezone="+10:00")  # type: ignore[arg-type]
+    zones = {"timestamp_timezone": zone} if zone else {}
+    source = SourceConfig(name="t", format=fmt, path="x", **zones)  # type: ignore[arg-type]
     read = _read_text(tmp_path, head, source, name="in.dat")
     assert calls == [str(tmp_path / "in.dat")]
     assert read.header == list(CANONICAL_COLUMNS)
     record = read.records[0]
     assert (record["meter_id"], record["interval_start_utc"], record["value"], record["quality"]) == (
         "N1",
-        utc(2025, 5, 31, 14),
+        start,
         0.5,
         "actual",
     )
@@ -819,58 +834,12 @@ def test_other_formats_are_sanity_checked_from_the_head(fmt: str, head: bytes, m
 # --- Register reads --------------------------------------------------------------------------------
 
 
-def test_register_reads_become_interval_differences_per_series(tmp_path: Path) -> None:
-    text = (
-        "meter_id,direction,timestamp,value\n"
-        "M1,import,2025-06-01T00:00Z,100.5\n"
-        "M1,export,2025-06-01T00:00Z,7\n"
-        "M1,import,2025-06-01T00:30Z,101.25\n"
-        "M1,import,2025-06-01T01:00Z,N/A\n"
-        "M1,import,2025-06-01T01:30Z,102\n"
-        "M1,export,2025-06-01T00:30Z,junk\n"
-        "M1,import,2025-06-01T02:00Z,3\n"
-        "M1,export,2025-06-01T01:00Z,7.1\n"
-    )
-    source = _src(value_kind="register", columns={"direction": "direction"})
-    read = _read_text(tmp_path, text, source)
-    # The reads stay as received (bronze and quarantine keep what the meter said) ...
-    assert read.rows["value"].to_pylist() == ["100.5", "7", "101.25", "N/A", "102", "junk", "3", "7.1"]
-    # ... and the interval energy derived from them travels beside them.
-    assert read.rows["register_delta"].to_pylist() == [
-        "\x00register_start",
-        "\x00register_start",
-        "0.75",
-        "N/A",
-        "0.75",  # against the last good read
-        "junk",
-        "\x00register_reset",
-        "0.1",
-    ]
-    assert [(r["value"], r["value_status"]) for r in read.records] == [
-        (None, "register_start"),
-        (None, "register_start"),
-        (0.75, "ok"),
-        (None, "missing"),
-        (0.75, "ok"),
-        (None, "unparseable"),
-        (None, "register_reset"),
-        (0.1, "ok"),
-    ]
-
-
-def test_register_reads_with_a_decimal_comma(tmp_path: Path) -> None:
-    text = (
-        "meter_id;timestamp;value\n"
-        "M1;2025-06-01T00:00Z;1.234,5\nM1;2025-06-01T00:30Z;1.235,75\nM1;2025-06-01T01:00Z;0,25\n"
-    )
-    read = _read_text(tmp_path, text, _src(delimiter=";", decimal=",", value_kind="register"))
-    assert read.rows["value"].to_pylist() == ["1.234,5", "1.235,75", "0,25"]
-    assert read.rows["register_delta"].to_pylist() == ["\x00register_start", "1,25", "\x00register_reset"]
-    assert [(r["value"], r["value_status"]) for r in read.records] == [
-        (None, "register_start"),
-        (1.25, "ok"),
-        (None, "register_reset"),
-    ]
+def test_register_reads_reach_parsing_as_received(tmp_path: Path) -> None:
+    """Differencing is a pipeline stage (app.domain.registers), in time order across the batch."""
+    text = "meter_id,timestamp,value\nM1,2025-06-01T00:30Z,101.25\nM1,2025-06-01T00:00Z,100.5\n"
+    read = _read_text(tmp_path, text, _src(value_kind="register"))
+    assert read.rows["value"].to_pylist() == ["101.25", "100.5"]
+    assert [(r["value"], r["value_status"]) for r in read.records] == [(101.25, "ok"), (100.5, "ok")]
 
 
 # --- Parsing rules ---------------------------------------------------------------------------------

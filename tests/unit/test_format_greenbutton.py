@@ -182,7 +182,7 @@ def test_reading_type_fields_map_to_unit_direction_and_minutes() -> None:
         }
     ]
     rows, _ = _read(_feed(_meter_reading(), _reading_type(uom="999", flow="7"), _block([_reading(0)])))
-    assert (rows[0]["unit"], rows[0]["direction"]) == ("999", "7")
+    assert (rows[0]["unit"], rows[0]["direction"]) == ("999", "q1plusQ3")
     rows, _ = _read(_feed(_meter_reading(), _reading_type(uom="169"), _block([_reading(0)])))
     assert rows[0]["unit"] == "therm"
 

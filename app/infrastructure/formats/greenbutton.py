@@ -34,8 +34,11 @@ Conventions of the rows produced:
   therm, ...); an unlisted code is written as the number, which fails `unit_unknown`.
   A ReadingType without `uom` gives the source's declared `unit`, else "".
 - `direction`: flowDirection 1 (forward, delivered to the customer) -> import, 19
-  (reverse) -> export, absent -> the source's declared `direction`; any other code
-  is written as the number, which fails `direction_unknown`.
+  (reverse) -> export, absent -> the source's declared `direction`. Any other code is
+  written as its ESPI FlowDirectionKind name (0 none, 4 net, 20 total, 21 totalByPhase,
+  2 lagging, 15 quadrant1, ...; a code not in that list as `flowDirection N`), which fails
+  `direction_unknown` unless the source's `direction_values` maps it (e.g.
+  `{ "net" = "import" }` with `bidirectional = true` for a net meter).
 - `interval_minutes` is the reading's duration (else the ReadingType's
   intervalLength) in minutes; a duration that is not whole minutes is written as
   decimal minutes (it fails downstream rather than being rounded); none -> "".
@@ -101,6 +104,39 @@ UNIT_SYMBOLS = {
 }
 #: ESPI flowDirection code -> direction.
 DIRECTIONS = {"1": "import", "19": "export"}
+#: The other ESPI FlowDirectionKind codes (IEC 61968-9) -> their names, written as the row's
+#: direction so that it fails `direction_unknown` readably, or is mapped by `direction_values`.
+FLOW_DIRECTION_NAMES = {
+    "0": "none",
+    "2": "lagging",
+    "3": "leading",
+    "4": "net",
+    "5": "q1plusQ2",
+    "7": "q1plusQ3",
+    "8": "q1plusQ4",
+    "9": "q1minusQ4",
+    "10": "q2plusQ3",
+    "11": "q2plusQ4",
+    "12": "q2minusQ3",
+    "13": "q3plusQ4",
+    "14": "q3minusQ2",
+    "15": "quadrant1",
+    "16": "quadrant2",
+    "17": "quadrant3",
+    "18": "quadrant4",
+    "20": "total",
+    "21": "totalByPhase",
+}
+
+
+def flow_direction(code: str, declared: str) -> str:
+    """ESPI flowDirection -> the row's direction: import, export, a FlowDirectionKind name, or
+    `flowDirection N` for a code that list does not have; absent -> the source's `declared` one."""
+    if not code:
+        return declared
+    return DIRECTIONS.get(code) or FLOW_DIRECTION_NAMES.get(code) or f"flowDirection {code}"
+
+
 #: ESPI QualityOfReading code -> canonical quality.
 QUALITIES = {
     **dict.fromkeys(("0", "14", "17", "18", "19"), "actual"),
@@ -336,7 +372,7 @@ class _Feed:
             unit=UNIT_SYMBOLS.get(uom, uom) if uom else (self.source.unit or ""),
             multiplier=power,
             interval_seconds=fields.get("intervalLength", ""),
-            direction=DIRECTIONS.get(flow, flow) if flow else self.source.direction,
+            direction=flow_direction(flow, self.source.direction),
             default_quality=fields.get("defaultQuality", ""),
         )
         self.reading_types[href] = reading_type

@@ -85,6 +85,7 @@ _RECONCILIATION_FIELDS = (
     "silver_updated",
     "silver_unchanged",
     "rows_estimated",
+    "rows_spread",
 )
 
 _T = TypeVar("_T")
