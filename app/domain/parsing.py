@@ -12,20 +12,25 @@ file, and reaches parsing as columns of the raw row.
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePath
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.domain.schemas import UTC_TIMESTAMP
-from app.domain.sources import SourceConfig
+from app.domain.sources import ColumnMapping, SourceConfig, split_at_offset
 
 RAW_PREFIX = "raw_"
 
+#: A written UTC offset: Z, +HH, +HHMM or +HH:MM (hours below 24, minutes below 60).
+_OFFSET = r"[Zz]|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?"
 _ISO = (
     r"^\s*(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<hm>\d{2}:\d{2})(?P<sec>:\d{2})?"
-    r"(?P<frac>\.\d{1,6})?\s*(?P<off>[Zz]|[+-](?:[01]\d|2[0-3])(?::?[0-5]\d)?)?\s*$"
+    r"(?P<frac>\.\d{1,6})?\s*(?P<off>" + _OFFSET + r")?\s*$"
 )
+#: strptime directives that read digits; the others (names, AM/PM) are matched loosely.
+_NUMERIC_DIRECTIVES = frozenset("CdeGgHIjMmSUuVWwYy")
 _NUMBER = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
 _WALL_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _DATE_FORMAT = "%Y-%m-%d"
@@ -42,12 +47,8 @@ _US_PER_DAY = 86_400_000_000
 
 TS_OK, TS_UNPARSEABLE, TS_DST_GAP, TS_AMBIGUOUS = "ok", "unparseable", "dst_gap", "ambiguous"
 VALUE_OK, VALUE_MISSING, VALUE_UNPARSEABLE = "ok", "missing", "unparseable"
+#: Statuses `registers.difference_registers` gives cumulative reads that yield no interval energy.
 VALUE_REGISTER_START, VALUE_REGISTER_RESET = "register_start", "register_reset"
-
-#: Values the reader writes for register (cumulative) sources in place of a difference:
-#: the first read of a series in a file, and a read below the one before (meter reset).
-REGISTER_START = "\x00register_start"
-REGISTER_RESET = "\x00register_reset"
 
 
 def raw_column(index: int) -> str:
@@ -97,7 +98,7 @@ def _clean_text(raw: pa.ChunkedArray | pa.Array) -> pa.ChunkedArray:
     return _strip(pc.replace_substring_regex(text, _EXCEL_ESCAPED, r"\1"))
 
 
-def _repeat(value: str | int, n: int, type_: pa.DataType) -> pa.ChunkedArray:
+def _repeat(value: str | float, n: int, type_: pa.DataType) -> pa.ChunkedArray:
     return pa.chunked_array([pa.repeat(pa.scalar(value, type_), n)], type_)
 
 
@@ -141,6 +142,58 @@ def _parse_iso(text: pa.ChunkedArray) -> tuple[pa.ChunkedArray, pa.ChunkedArray,
     return wall, pc.not_equal(offset, ""), _offset_minutes(offset)
 
 
+def _format_pattern(fmt: str) -> str:
+    """A regular expression (RE2) for text written in strptime format `fmt`: loose, but anchored
+    by the format's literal text and digits, enough to tell where such text begins."""
+    parts = []
+    for token in re.findall(r"%.|\s+|[^%\s]+|%", fmt, re.DOTALL):
+        if token == "%%":
+            parts.append("%")
+        elif len(token) == 2 and token[0] == "%":
+            parts.append(r"\d+" if token[1] in _NUMERIC_DIRECTIVES else ".+?")
+        elif token.isspace():
+            parts.append(r"\s*")
+        else:
+            parts.append(re.escape(token) if "\\E" in token else rf"\Q{token}\E")
+    return "".join(parts)
+
+
+def _digit_runs(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The numbers in a text, leading zeros dropped: "01/06/2025 9:30" -> "1 6 2025 9 30"."""
+    runs = pc.replace_substring_regex(text, r"[^0-9]+", " ")
+    return pc.utf8_trim(pc.replace_substring_regex(runs, r"(^| )0+([0-9])", r"\1\2"), " ")
+
+
+def _parse_strptime(text: pa.ChunkedArray, fmt: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+    """Clean text in strptime format `fmt` -> (naive wall time, has explicit offset, offset minutes).
+
+    Arrow's strptime moves impossible times (30/02 -> 02/03, 10:00:60 -> 10:01) and folds a
+    `%z` offset into UTC. So a written offset is cut out of the text and read as in ISO 8601
+    (the DST checks then treat it alike), and the wall time parsed without it is written back
+    in the format: its numbers must be the text's, leading zeros aside, since strptime also
+    reads "1/6/2025 9:30" (and names, AM/PM and blanks in any case and number).
+    """
+    split = split_at_offset(fmt)
+    offset = None
+    if split is not None:
+        head, tail = split
+        parts = pc.extract_regex(text, f"^(?P<wall>.*)(?P<off>{_OFFSET})(?P<rest>{_format_pattern(tail)})$")
+
+        def part(name: str) -> pa.ChunkedArray:
+            return pc.fill_null(pc.struct_field(parts, name), "")
+
+        text = pc.binary_join_element_wise(part("wall"), part("rest"), "")
+        offset = pc.utf8_upper(part("off"))
+        fmt = head + tail
+    wall = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
+    written = pc.strftime(pc.cast(wall, pa.timestamp("s"), safe=False), format=fmt)
+    exact = pc.fill_null(pc.equal(_digit_runs(written), _digit_runs(text)), False)
+    wall = pc.if_else(exact, wall, pa.scalar(None, wall.type))
+    if offset is None:
+        return wall, _repeat(False, len(text), pa.bool_()), _repeat(0, len(text), pa.int64())
+    return wall, pc.not_equal(offset, ""), _offset_minutes(offset)
+
+
 def _parse_wall(
     text: pa.ChunkedArray, source: SourceConfig
 ) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
@@ -150,13 +203,7 @@ def _parse_wall(
     if source.timestamp_format == "iso8601":
         wall, has_offset, offset_minutes = _parse_iso(text)
     else:
-        parsed = pc.strptime(text, format=source.timestamp_format, unit="us", error_is_null=True)
-        # With %z in the format Arrow returns UTC instants; treat them as UTC wall times
-        # carrying an explicit offset of zero.
-        is_instant = parsed.type.tz is not None
-        wall = pc.cast(parsed, pa.timestamp("us")) if is_instant else parsed
-        has_offset = pc.fill_null(pc.is_valid(parsed), False) if is_instant else pc.equal(text, "\x00")
-        offset_minutes = pc.multiply(pc.cast(pc.is_valid(parsed), pa.int64()), 0)
+        wall, has_offset, offset_minutes = _parse_strptime(text, source.timestamp_format)
     next_day = pc.add(wall, pa.scalar(_US_PER_DAY, pa.duration("us")))
     return pc.if_else(is_24, next_day, wall), has_offset, offset_minutes
 
@@ -167,6 +214,23 @@ def _interval_us(interval_minutes: pa.ChunkedArray | None, source: SourceConfig,
         return _repeat(source.interval_minutes * _US_PER_MINUTE, n, pa.int64())
     minutes = pc.fill_null(pc.cast(interval_minutes, pa.int64()), source.interval_minutes)
     return pc.multiply(minutes, _US_PER_MINUTE)
+
+
+def _shift_local_days(instants: pa.ChunkedArray, zone: str, days: int) -> pa.ChunkedArray:
+    """UTC instants moved `days` local calendar days in `zone`: midnight to midnight is 23 or 25
+    hours on DST change days."""
+    local = pc.local_timestamp(pc.cast(instants, pa.timestamp("us", tz=zone)))
+    moved = pc.add(local, pa.scalar(days * _US_PER_DAY, pa.duration("us")))
+    return _localize(moved, zone, "earliest", "latest")
+
+
+def _step_back(end: pa.ChunkedArray, interval_us: pa.ChunkedArray, zone: str) -> pa.ChunkedArray:
+    """Interval ends -> starts: one interval earlier, a daily interval one local day of `zone` earlier."""
+    start = pc.subtract(end, pc.cast(interval_us, pa.duration("us")))
+    daily = pc.equal(interval_us, _US_PER_DAY)
+    if not pc.any(daily).as_py():
+        return start
+    return pc.if_else(daily, _shift_local_days(end, zone, -1), start)
 
 
 def parse_timestamps(
@@ -180,7 +244,8 @@ def parse_timestamps(
 
     `occurrence` (ambiguous_time "order") says which copy of a repeated wall time a row
     is: 0 the earlier instant, 1 or more the later. `interval_minutes` is each row's
-    interval (null: the source's), by which end labels are shifted back.
+    interval (null: the source's), by which end labels are shifted back; a daily interval
+    is the local calendar day of the series' zone, so its start is the previous local midnight.
     """
     if occurrence is None and interval_minutes is None:
         # Interval data repeats each timestamp once per series: parse each distinct text once.
@@ -191,7 +256,16 @@ def parse_timestamps(
             return pc.take(instants, positions), pc.take(statuses, positions)
     elif occurrence is _NO_OCCURRENCE:
         occurrence = None
-    text = clean_text(raw)
+    instant, status, _, _ = _instants(clean_text(raw), source, occurrence)
+    if source.timestamp_label == "end":
+        instant = _step_back(instant, _interval_us(interval_minutes, source, len(instant)), source.series_timezone)
+    return pc.cast(instant, UTC_TIMESTAMP), status
+
+
+def _instants(
+    text: pa.ChunkedArray, source: SourceConfig, occurrence: pa.ChunkedArray | None
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+    """Clean timestamps -> (UTC instant, status, naive wall time, has explicit offset), no label applied."""
     n = len(text)
     zone = source.timestamp_timezone
     wall, has_offset, offset_minutes = _parse_wall(text, source)
@@ -225,10 +299,55 @@ def parse_timestamps(
         from_wall = _localize(wall, zone)
     instant = pc.if_else(has_offset, from_offset, from_wall)
     instant = pc.if_else(pc.equal(status, TS_OK), instant, pa.scalar(None, UTC_TIMESTAMP))
-    if source.timestamp_label == "end":
-        shift = pc.cast(_interval_us(interval_minutes, source, n), pa.duration("us"))
-        instant = pc.subtract(instant, shift)
-    return pc.cast(instant, UTC_TIMESTAMP), status
+    return pc.cast(instant, UTC_TIMESTAMP), status, wall, has_offset
+
+
+def split_periods(text: pa.ChunkedArray, separator: str) -> tuple[pa.ChunkedArray, pa.ChunkedArray]:
+    """Clean "A to B" texts -> (A, B), cut at the first `separator`; ("", "") where there is none."""
+    literal = re.escape(separator) if "\\E" in separator else rf"\Q{separator}\E"
+    parts = pc.extract_regex(text, rf"^(?P<start>.*?){literal}(?P<end>.*)$")
+    return (
+        clean_text(pc.fill_null(pc.struct_field(parts, "start"), "")),
+        clean_text(pc.fill_null(pc.struct_field(parts, "end"), "")),
+    )
+
+
+def parse_interval_ends(
+    starts: pa.ChunkedArray,
+    ends: pa.ChunkedArray,
+    source: SourceConfig,
+    *,
+    occurrence: pa.ChunkedArray | None = None,
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+    """Raw interval starts and ends -> (interval start in UTC, status, interval minutes).
+
+    Both are read like timestamps (no label applies: the end is given). A row is an interval
+    of the source's grid when it lasts `interval_minutes` (a daily source: one local day of
+    the series' zone, 23 to 25 hours); otherwise, and when it does not end after its start,
+    its interval is null and the row fails `interval_invalid`. Without written offsets a row
+    whose wall clock advances by the interval is one too, whatever the clock did meanwhile:
+    its end is then taken from its start (the first 02:45-03:00 of a fall-back night ends
+    when the clock goes back, and an end inside the spring-forward gap is the gap's end).
+    """
+    start, start_status, start_wall, start_offset = _instants(clean_text(starts), source, occurrence)
+    end, end_status, end_wall, end_offset = _instants(clean_text(ends), source, occurrence)
+    naive = pc.invert(pc.or_(start_offset, end_offset))
+    if source.interval_minutes == 1440:
+        fits = pc.equal(end, _shift_local_days(start, source.series_timezone, 1))
+        by_wall = pc.equal(end_wall, pc.add(start_wall, pa.scalar(_US_PER_DAY, pa.duration("us"))))
+        by_wall = pc.and_(by_wall, pa.scalar(source.timestamp_timezone == source.series_timezone))
+    else:
+        step = pa.scalar(source.interval_minutes * _US_PER_MINUTE, pa.duration("us"))
+        fits = pc.equal(end, pc.add(start, step))
+        by_wall = pc.equal(end_wall, pc.add(start_wall, step))
+    by_wall = pc.fill_null(pc.and_(naive, by_wall), False)
+    fits = pc.or_(pc.fill_null(fits, False), by_wall)
+    end_ok = pc.or_(pc.equal(end_status, TS_OK), by_wall)
+    status = pc.if_else(pc.and_(pc.equal(start_status, TS_OK), pc.invert(end_ok)), end_status, start_status)
+    start = pc.if_else(pc.equal(status, TS_OK), start, pa.scalar(None, UTC_TIMESTAMP))
+    invalid = pc.and_(pc.equal(status, TS_OK), pc.invert(fits))
+    minutes = pc.if_else(invalid, pa.scalar(None, pa.int32()), pa.scalar(source.interval_minutes, pa.int32()))
+    return pc.cast(start, UTC_TIMESTAMP), status, _chunked(minutes)
 
 
 def parse_positions(
@@ -250,12 +369,7 @@ def parse_positions(
     n = len(text)
     zone = source.timestamp_timezone
     fmt = _DATE_FORMAT if source.timestamp_format == "iso8601" else source.timestamp_format
-    parsed = pc.strptime(text, format=fmt, unit="us", error_is_null=True)
-    if parsed.type.tz is not None:
-        parsed = pc.cast(parsed, pa.timestamp("us"))
-    if fmt == _DATE_FORMAT:  # the round trip catches impossible dates, as for ISO 8601
-        exact = pc.equal(pc.strftime(pc.cast(parsed, pa.timestamp("s")), format=_DATE_FORMAT), text)
-        parsed = pc.if_else(pc.fill_null(exact, False), parsed, pa.scalar(None, parsed.type))
+    parsed, _, _ = _parse_strptime(text, fmt)
     midnight = pc.floor_temporal(parsed, unit="day")
 
     position_text = clean_text(positions)
@@ -346,7 +460,6 @@ def parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chunked
     """Raw numbers -> (float64, status); missing markers are told apart from junk.
 
     With `decimal = ","`, "." and blanks are thousands separators: "1.234,5" is 1234.5.
-    The reader's register markers become the statuses `register_start` / `register_reset`.
     """
     repeated = _distinct(raw)
     if repeated is not None:  # meter values repeat (three decimals): type each text once
@@ -365,8 +478,6 @@ def _parse_values(raw: pa.ChunkedArray, source: SourceConfig) -> tuple[pa.Chunke
     value = pc.add(pc.cast(pc.if_else(numeric, number, "0"), pa.float64()), 0.0)
     finite = pc.is_finite(value)
     status = pc.if_else(pc.and_(numeric, finite), VALUE_OK, VALUE_UNPARSEABLE)
-    status = pc.if_else(pc.equal(text, REGISTER_RESET), VALUE_REGISTER_RESET, status)
-    status = pc.if_else(pc.equal(text, REGISTER_START), VALUE_REGISTER_START, status)
     status = pc.if_else(missing, VALUE_MISSING, status)
     value = pc.if_else(pc.equal(status, VALUE_OK), value, pa.scalar(None, pa.float64()))
     return value, status
@@ -404,10 +515,72 @@ _LINEAGE_COLUMNS = (
     "line_number",
     "row_order",
     "occurrence",
-    "register_delta",
     "kind",
     "detail",
 )
+
+
+def _joined(columns: list[pa.ChunkedArray]) -> pa.ChunkedArray:
+    return columns[0] if len(columns) == 1 else pc.binary_join_element_wise(*columns, " ")
+
+
+def _timing(
+    raw: pa.Table, source: SourceConfig, cols: ColumnMapping, occurrence: pa.ChunkedArray
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+    """Each row's (interval start in UTC, timestamp status, interval minutes)."""
+    n = raw.num_rows
+    stamps = _joined([clean_text(raw[c]) for c in cols.timestamp_columns()])
+    ordered = occurrence if source.ambiguous_time == "order" else None
+    if cols.period or cols.interval_end:
+        if cols.period:
+            starts, ends = split_periods(stamps, source.period_separator)
+        else:
+            starts, ends = stamps, _joined([clean_text(raw[c]) for c in cols.interval_end_columns()])
+        return parse_interval_ends(starts, ends, source, occurrence=ordered)
+    interval = parse_intervals(raw[cols.interval_minutes] if cols.interval_minutes else None, source, n)
+    if cols.position:
+        start, status = parse_positions(stamps, clean_text(raw[cols.position]), source, interval_minutes=interval)
+    else:
+        own = interval if cols.interval_minutes else None
+        start, status = parse_timestamps(stamps, source, occurrence=ordered, interval_minutes=own)
+    return start, status, interval
+
+
+def _value_scales(raw: pa.Table, source: SourceConfig) -> pa.ChunkedArray | None:
+    """Each row's value factor, or None when every factor is 1.
+
+    Wide and time_of_day rows carry the file column their value came from (`column`): a
+    series' own value_scale applies to its column, the source's to the rest.
+    """
+    own = {series.column: series.value_scale for series in source.series if series.value_scale is not None}
+    if own and "column" in raw.column_names:
+        names = pc.fill_null(_chunked(raw["column"]).cast(pa.string()), "")
+        found = pc.index_in(names, value_set=pa.array(list(own), pa.string()))
+        return _chunked(pc.fill_null(pc.take(pa.array(list(own.values()), pa.float64()), found), source.value_scale))
+    if source.value_scale == 1:
+        return None
+    return _repeat(source.value_scale, raw.num_rows, pa.float64())
+
+
+def _qualities(
+    raw: pa.Table, source: SourceConfig, cols: ColumnMapping, value: pa.ChunkedArray, value_status: pa.ChunkedArray
+) -> tuple[pa.ChunkedArray, pa.ChunkedArray, pa.ChunkedArray]:
+    """(quality, value, value status): an empty value whose quality says nothing flowed is 0."""
+    if not cols.quality:
+        return _repeat("actual", raw.num_rows, pa.string()), value, value_status
+    quality_text = clean_text(raw[cols.quality])
+    if source.zero_when_quality:
+        # "No consumption": the source leaves the value empty because nothing flowed.
+        nothing = pc.and_(
+            pc.is_in(quality_text, value_set=pa.array(list(source.zero_when_quality), pa.string())),
+            pc.equal(value_status, VALUE_MISSING),
+        )
+        value = pc.if_else(nothing, pa.scalar(0.0, pa.float64()), value)
+        value_status = pc.if_else(nothing, VALUE_OK, value_status)
+    quality = _mapped(quality_text, dict(source.quality_values))
+    if "" not in source.quality_values:
+        quality = pc.if_else(pc.equal(quality_text, ""), "actual", quality)
+    return quality, value, value_status
 
 
 def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | None = None) -> pa.Table:
@@ -426,48 +599,25 @@ def parsed_readings(raw: pa.Table, source: SourceConfig, header: list[str] | Non
         return clean_text(raw[name])
 
     meter = field(cols.meter_id) if cols.meter_id else _fixed_meter(raw, source.meter_id or "")
-    stamp_columns = [field(c) for c in cols.timestamp_columns()]
-    stamps = stamp_columns[0] if len(stamp_columns) == 1 else pc.binary_join_element_wise(*stamp_columns, " ")
-    interval = parse_intervals(raw[cols.interval_minutes] if cols.interval_minutes else None, source, n)
     if "occurrence" in raw.column_names:
         occurrence = pc.fill_null(_chunked(raw["occurrence"]).cast(pa.int32()), 0)
     else:
         occurrence = _repeat(0, n, pa.int32())
-    if cols.position:
-        interval_start, ts_status = parse_positions(stamps, field(cols.position), source, interval_minutes=interval)
-    else:
-        interval_start, ts_status = parse_timestamps(
-            stamps,
-            source,
-            occurrence=occurrence if source.ambiguous_time == "order" else None,
-            interval_minutes=interval if cols.interval_minutes else None,
-        )
-    # Register sources: the reader's per-series difference, not the cumulative read.
-    registered = source.value_kind == "register" and "register_delta" in raw.column_names
-    value, value_status = parse_values(raw["register_delta"] if registered else raw[cols.value], source)
+    interval_start, ts_status, interval = _timing(raw, source, cols, occurrence)
+    # Register sources: the cumulative read; `registers.difference_registers` turns it into energy.
+    value, value_status = parse_values(raw[cols.value], source)
+    scales = _value_scales(raw, source)
+    if scales is not None:  # adding zero keeps -1 x 0 from becoming -0.0
+        value = pc.add(pc.multiply(value, scales), 0.0)
     if cols.unit:
-        unit = pc.utf8_lower(field(cols.unit))
+        unit = pc.utf8_lower(_mapped(field(cols.unit), dict(source.unit_values)))
     else:
         unit = _repeat((source.unit or "").strip().lower(), n, pa.string())
     if cols.direction:
         direction = _mapped(field(cols.direction), dict(source.direction_values))
     else:
         direction = _repeat(source.direction, n, pa.string())
-    if cols.quality:
-        quality_text = field(cols.quality)
-        if source.zero_when_quality:
-            # "No consumption": the source leaves the value empty because nothing flowed.
-            nothing = pc.and_(
-                pc.is_in(quality_text, value_set=pa.array(list(source.zero_when_quality), pa.string())),
-                pc.equal(value_status, VALUE_MISSING),
-            )
-            value = pc.if_else(nothing, pa.scalar(0.0, pa.float64()), value)
-            value_status = pc.if_else(nothing, VALUE_OK, value_status)
-        quality = _mapped(quality_text, dict(source.quality_values))
-        if "" not in source.quality_values:
-            quality = pc.if_else(pc.equal(quality_text, ""), "actual", quality)
-    else:
-        quality = _repeat("actual", n, pa.string())
+    quality, value, value_status = _qualities(raw, source, cols, value, value_status)
     local_date, local_seconds = local_time(interval_start, source.series_timezone)
     typed = {
         "meter_id": meter,

@@ -216,6 +216,14 @@ def difference_registers(parsed: pa.Table, params: RegisterParams) -> pa.Table:
     return table.append_column(SPAN_FIELDS[3], pa.array(chain, pa.bool_()))
 
 
+def _shares(totals: np.ndarray, rows: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each row's total in `counts` equal shares, the last share what is left, row after row."""
+    share = np.repeat(totals[rows] / counts, counts)
+    last = np.cumsum(counts) - 1
+    share[last] = totals[rows] - (totals[rows] / counts) * (counts - 1)
+    return share
+
+
 def spread_register_spans(table: pa.Table, *, series_timezone: str) -> pa.Table:
     """Rows whose span covers several intervals -> one row per interval of the span.
 
@@ -246,27 +254,18 @@ def spread_register_spans(table: pa.Table, *, series_timezone: str) -> pa.Table:
     take = np.repeat(wide, counts)
     expanded = table.take(pa.array(take, pa.int64()))
     energy = np.asarray(table["energy_kwh"].to_numpy(zero_copy_only=False), dtype=np.float64)
-    value = np.asarray(pc.fill_null(table["value"], 0.0).to_numpy(), dtype=np.float64)
-    shares = np.empty(len(take))
-    value_shares = np.empty(len(take))
-    offset = 0
-    for row, count in zip(wide, counts, strict=True):
-        share = energy[row] / count
-        shares[offset : offset + count] = share
-        shares[offset + count - 1] = energy[row] - share * (count - 1)
-        value_share = value[row] / count
-        value_shares[offset : offset + count] = value_share
-        value_shares[offset + count - 1] = value[row] - value_share * (count - 1)
-        offset += count
+    shares = _shares(energy, wide, counts)
     new_starts = pa.array(np.concatenate(points), pa.int64()).cast(UTC_TIMESTAMP)
     columns = {
         "interval_start_utc": new_starts,
         "span_start_utc": new_starts,
         "span_minutes": pa.array(np.repeat(minutes[wide], counts), pa.int64()),
         "energy_kwh": pa.array(shares, pa.float64()),
-        "value": pa.array(value_shares, pa.float64()),
         "estimation_method": pa.repeat(pa.scalar(METHOD_REGISTER_SPREAD), len(take)),
     }
+    if "value" in table.column_names:  # the value in its unit, where the table still has it
+        value = np.asarray(pc.fill_null(table["value"], 0.0).to_numpy(), dtype=np.float64)
+        columns["value"] = pa.array(_shares(value, wide, counts), pa.float64())
     local_date, local_seconds = local_time(new_starts, series_timezone)
     columns.update(local_date=local_date, local_seconds=local_seconds)
     for name, column in columns.items():

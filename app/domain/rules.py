@@ -42,6 +42,9 @@ class RuleParams:
     bidirectional: bool
     #: Rule name -> severity where it differs from DEFAULT_SEVERITIES.
     severities: Mapping[str, Severity] = field(default_factory=dict)
+    #: Register sources: a row's energy spans `span_minutes` (from the previous read), which
+    #: the demand check divides by.
+    spans: bool = False
 
     @classmethod
     def for_source(cls, source: SourceConfig, *, now_utc: datetime) -> RuleParams:
@@ -52,6 +55,7 @@ class RuleParams:
             max_demand_kw=source.max_demand_kw,
             bidirectional=source.bidirectional,
             severities={name: setting.severity for name, setting in source.rules.items()},
+            spans=source.value_kind == "register",
         )
 
     def severity(self, rule: str) -> Severity:
@@ -75,7 +79,8 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
     interval_seconds = nw.col("interval_minutes").cast(nw.Int64()) * 60
     # An interval is in the future until it has ended (by the source's declared length).
     latest_start = params.now_utc - timedelta(minutes=params.interval_minutes)
-    demand_kw = nw.col("energy_kwh").abs() * 60 / nw.col("interval_minutes").cast(nw.Float64())
+    duration = nw.col("span_minutes" if params.spans else "interval_minutes").cast(nw.Float64())
+    demand_kw = nw.col("energy_kwh").abs() * 60 / duration
     seconds_of_day = nw.col("local_seconds")  # in the series' zone, from parsing
     below_zero = nw.col("energy_kwh") < 0
     # A channel declared bidirectional may run either way; otherwise energy flows one way per direction.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import pyarrow as pa
+import pyarrow.compute as pc
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 DEFAULT_MISSING_VALUES = ("", "N/A", "NA", "n/a", "?", "-", "null", "NULL", "NaN", "nan")
 
@@ -22,7 +24,45 @@ UNITS: dict[str, tuple[Literal["energy", "power"], float]] = {
     "mw": ("power", 1000.0),
 }
 
+_KNOWN_UNITS = "Wh, kWh, MWh, GWh, therm, W, kW, MW"
+
 _FIXED_OFFSET = re.compile(r"^[+-](?:[01]\d|2[0-3]):[0-5]\d$")
+
+#: A strptime directive (`%Y`, or `%%` for a literal percent sign), read left to right; glibc's
+#: flags (`%-d`) are taken in to be refused: Arrow does not read them.
+_DIRECTIVE = re.compile(r"%[-_0^#]?.", re.DOTALL)
+#: Directives that stand for several others, and other spellings of one field.
+_COMPOSITE = {
+    "%T": "%H:%M:%S",
+    "%R": "%H:%M",
+    "%r": "%I:%M:%S %p",
+    "%D": "%m/%d/%y",
+    "%F": "%Y-%m-%d",
+    "%x": "%m/%d/%y",
+    "%X": "%H:%M:%S",
+    "%c": "%a %b %d %H:%M:%S %Y",
+    "%h": "%b",
+    "%e": "%d",
+}
+#: Directives that read no field of the time: literal %, newline and tab.
+_NO_FIELD = ("%%", "%n", "%t")
+
+
+def format_directives(fmt: str) -> list[str]:
+    """The field directives of a strptime format, in order, composites such as %T expanded."""
+    found: list[str] = []
+    for directive in _DIRECTIVE.findall(fmt):
+        expanded = _COMPOSITE.get(directive, directive)
+        found += [d for d in _DIRECTIVE.findall(expanded) if d not in _NO_FIELD]
+    return found
+
+
+def split_at_offset(fmt: str) -> tuple[str, str] | None:
+    """(the format before `%z`, the format after it), or None when the format has no `%z`."""
+    for match in _DIRECTIVE.finditer(fmt):
+        if match.group() == "%z":
+            return fmt[: match.start()], fmt[match.end() :]
+    return None
 
 
 def check_timezone(name: str, *, allow_fixed_offset: bool) -> str:
@@ -77,12 +117,22 @@ class ColumnMapping(BaseModel):
     )
 
     def timestamp_columns(self) -> tuple[str, ...]:
+        """Columns holding each row's start: the period column when there is one, else `timestamp`."""
+        if self.period is not None:
+            return (self.period,)
         return (self.timestamp,) if isinstance(self.timestamp, str) else self.timestamp
+
+    def interval_end_columns(self) -> tuple[str, ...]:
+        """Columns holding each row's end (joined by a space, like `timestamp`); none without interval_end."""
+        if self.interval_end is None:
+            return ()
+        return (self.interval_end,) if isinstance(self.interval_end, str) else self.interval_end
 
     def required(self) -> list[str]:
         """File columns that must be present in the header."""
         named = [self.meter_id, *self.timestamp_columns(), self.value]
         named += [self.unit, self.direction, self.quality, self.position, self.interval_minutes]
+        named += self.interval_end_columns()
         return list(dict.fromkeys(c for c in named if c))
 
 
@@ -155,23 +205,24 @@ class Estimation(BaseModel):
     max_gap_days: int = Field(default=7, ge=1, description="Gaps longer than this are left missing.")
 
 
-#: Rule name -> default severity. Row rules first, then series (VEE) rules.
+#: Rule name -> default severity. Row rules first, in the order they are tried (a row takes the
+#: first it fails), then series (VEE) rules.
 DEFAULT_SEVERITIES: dict[str, Severity] = {
     "malformed_row": "quarantine",
     "meter_id_missing": "quarantine",
     "timestamp_unparseable": "quarantine",
     "timestamp_in_dst_gap": "quarantine",
     "timestamp_ambiguous": "quarantine",
+    "interval_invalid": "quarantine",
     "timestamp_off_grid": "quarantine",
     "timestamp_in_future": "quarantine",
     "value_missing": "quarantine",
     "value_unparseable": "quarantine",
+    "register_start": "quarantine",
+    "register_reset": "quarantine",
     "unit_unknown": "quarantine",
     "direction_unknown": "quarantine",
     "quality_unknown": "quarantine",
-    "interval_invalid": "quarantine",
-    "register_start": "quarantine",
-    "register_reset": "quarantine",
     "negative_import": "quarantine",
     "negative_export": "quarantine",
     "above_physical_max": "quarantine",
@@ -189,7 +240,8 @@ NO_WARN = tuple(
     name
     for name in DEFAULT_SEVERITIES
     if name not in NO_QUARANTINE
-    and name not in (
+    and name
+    not in (
         "spike",
         "high_low",
         "zero_run",
@@ -199,6 +251,105 @@ NO_WARN = tuple(
         "timestamp_in_future",
     )
 )
+
+#: Formats read as tables of columns, where `layout` and `columns` apply.
+TABULAR_FORMATS = ("csv", "parquet")
+
+#: What each key is for, quoted when a key is refused where nothing reads it.
+_PURPOSE = {
+    "layout": "how a table lays out its readings",
+    "delimiter": "the field separator of delimited text",
+    "quote_char": "the quote character of delimited text",
+    "encoding": "the character encoding of a text file",
+    "skip_lines": "preamble lines above a delimited file's header",
+    "trim_trailing_delimiters": "empty fields at the ends of delimited lines",
+    "decimal": "the decimal mark of numbers in delimited text",
+    "fill_down": "table columns whose empty cells repeat the value above",
+    "header": "names for a table's columns in place of its header row",
+    "columns": "which table column holds each field",
+    "series": "the value columns of the wide layout",
+    "unit_pattern": "the unit from a wide column's name",
+    "interval_columns": "the interval columns of the time_of_day layout",
+    "period_separator": "what separates start and end in columns.period",
+    "meter_id": "a fixed meter id in place of a meter column",
+    "timestamp_format": "how a table writes its timestamps",
+    "timestamp_timezone": "the zone of timestamps written without an offset",
+    "timestamp_label": "whether a timestamp marks its interval's start or end",
+    "ambiguous_time": "how a repeated fall-back wall time without an offset is read",
+    "unit": "a fixed unit where the file names none",
+    "direction": "a fixed direction where the file names none",
+    "direction_values": "direction column values -> import or export",
+    "quality_values": "quality column values -> qualities",
+    "unit_values": "unit column values -> unit names",
+    "columns.timestamp": "the column holding each interval's start",
+    "columns.value": "the value column of the long layout",
+    "columns.unit": "a column naming each value's unit",
+    "columns.direction": "a column naming each value's direction",
+    "columns.position": "interval numbers within the local day",
+    "columns.interval_minutes": "a column giving each interval's length",
+    "columns.interval_end": "the column(s) holding each interval's end",
+    "columns.period": "one column holding each interval's start and end, 'A to B'",
+}
+_DELIMITED_TEXT = ("delimiter", "quote_char", "skip_lines", "trim_trailing_delimiters", "decimal")
+_TABLE_KEYS = (
+    "layout",
+    "fill_down",
+    "header",
+    "columns",
+    "series",
+    "unit_pattern",
+    "interval_columns",
+    "period_separator",
+    "meter_id",
+    "timestamp_format",
+    "timestamp_label",
+)
+#: Keys the reader of a format never reads: NEM12 records and Green Button XML say which field is
+#: which, write their own times (NEM12 naive starts in `timestamp_timezone`, Green Button UTC
+#: instants) and numbers with a decimal point; NEM12 names unit and direction in every 200 record.
+_UNREAD_BY_FORMAT: dict[str, tuple[str, ...]] = {
+    "csv": (),
+    "parquet": (*_DELIMITED_TEXT, "encoding"),
+    "nem12": (*_DELIMITED_TEXT, *_TABLE_KEYS, "unit", "direction"),
+    "greenbutton": (*_DELIMITED_TEXT, *_TABLE_KEYS, "encoding", "timestamp_timezone", "ambiguous_time"),
+}
+#: Keys a table layout never reads. The wide layout takes meters, units and directions from
+#: `series` (or columns.meter_id), the time_of_day layout its values and positions from the
+#: interval columns, whose starts are fixed by their order.
+_UNREAD_BY_LAYOUT: dict[str, tuple[str, ...]] = {
+    "long": ("series", "unit_pattern", "interval_columns"),
+    "wide": (
+        "interval_columns",
+        "meter_id",
+        "direction_values",
+        "columns.value",
+        "columns.unit",
+        "columns.direction",
+        "columns.interval_end",
+    ),
+    "time_of_day": (
+        "series",
+        "unit_pattern",
+        "timestamp_label",
+        "columns.value",
+        "columns.position",
+        "columns.interval_minutes",
+        "columns.interval_end",
+        "columns.period",
+    ),
+}
+#: Remedies other than "remove it", by key.
+_REMEDY = {
+    ("layout 'wide'", "meter_id"): "remove it; set meter_id on each series, or columns.meter_id for a meter column",
+    ("layout 'wide'", "columns.unit"): "remove it; set unit on each series, the source's unit or unit_pattern",
+    ("layout 'wide'", "columns.direction"): "remove it; set direction on each series or the source",
+    ("layout 'wide'", "columns.interval_end"): "remove it; a wide file can give its intervals as columns.period",
+}
+
+
+def _unread(key: str, where: str) -> str:
+    remedy = _REMEDY.get((where, key), "remove it")
+    return f"key {key!r} does not apply to {where} ({_PURPOSE[key]}); {remedy}"
 
 
 class SourceConfig(BaseModel):
@@ -285,22 +436,72 @@ class SourceConfig(BaseModel):
             raise ValueError(f"{value} does not divide a 24-hour day; use 5, 15, 30, 60 or 1440")
         return value
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _readable_format(cls, value: str) -> str:
+        if value == "iso8601":
+            return value
+        directives = format_directives(value)
+        flagged = [d for d in directives if len(d) > 2]
+        if flagged:
+            plain = ", ".join("%" + d[-1] for d in flagged)
+            raise ValueError(
+                f"{value!r}: {', '.join(flagged)} cannot be read (flags are not supported); use {plain}, "
+                "which reads numbers with and without leading zeros"
+            )
+        repeated = list(dict.fromkeys(d for d in directives if directives.count(d) > 1))
+        if repeated:
+            raise ValueError(
+                f"{value!r} repeats {', '.join(repeated)}: a timestamp format reads one instant; for rows that "
+                "give an interval's start and end, use columns.period (one column 'A to B', split on "
+                "period_separator) or columns.interval_end (the end in its own column or columns)"
+            )
+        if "%Z" in directives:
+            raise ValueError(
+                f"{value!r}: %Z (a zone name such as CET) cannot be read; use %z for a written offset "
+                "(+01:00, Z), or timestamp_timezone for the zone of times written without one"
+            )
+        # Parsing writes each parsed time back in this format (without its offset) to catch dates
+        # that strptime moves (30/02 -> 02/03): a format Arrow cannot write is refused here.
+        split = split_at_offset(value)
+        wall_format = value if split is None else "".join(split)
+        try:
+            pc.strptime(pa.array([""], pa.string()), format=value, unit="us", error_is_null=True)
+            pc.strftime(pa.array([0], pa.timestamp("s")), format=wall_format)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as error:
+            raise ValueError(
+                f"{value!r} cannot be read and written back ({error}); use strptime directives such as "
+                "%Y %m %d %H %M %S %b %p and %z for a written offset"
+            ) from None
+        return value
+
     @field_validator("unit")
     @classmethod
     def _known_unit(cls, value: str | None) -> str | None:
         if value is not None and value.strip().lower() not in UNITS:
-            raise ValueError(f"unknown unit {value!r}; known: Wh, kWh, MWh, GWh, therm, W, kW, MW")
+            raise ValueError(f"unknown unit {value!r}; known: {_KNOWN_UNITS}")
         return value.strip() if value is not None else None
 
-    @field_validator("unit_pattern")
+    @field_validator("unit_values")
     @classmethod
-    def _unit_group(cls, value: str | None) -> str | None:
+    def _known_unit_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        for text, unit in value.items():
+            if unit.strip().lower() not in UNITS:
+                raise ValueError(
+                    f"maps {text!r} to {unit!r}, which is not a unit; known: {_KNOWN_UNITS} "
+                    "(leave what is not energy or power, such as m³, unmapped: it fails unit_unknown)"
+                )
+        return {text: unit.strip() for text, unit in value.items()}
+
+    @field_validator("unit_pattern", "interval_columns")
+    @classmethod
+    def _regex(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             try:
                 pattern = re.compile(value)
             except re.error as error:
                 raise ValueError(f"not a regular expression: {error}") from None
-            if "unit" not in pattern.groupindex:
+            if info.field_name == "unit_pattern" and "unit" not in pattern.groupindex:
                 raise ValueError("needs a named group (?P<unit>...)")
         return value
 
@@ -316,30 +517,108 @@ class SourceConfig(BaseModel):
                 raise ValueError(f"rule {name!r} leaves no value to keep; use 'quarantine' or 'fail'")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _fixed_meter_frees_the_meter_column(cls, data: Any) -> Any:
+        """A fixed `meter_id` means no meter column: TOML cannot unset columns.meter_id's default."""
+        if not isinstance(data, dict) or data.get("meter_id") is None:
+            return data
+        if data.get("format", "csv") not in TABULAR_FORMATS or data.get("layout", "long") == "wide":
+            return data  # nothing reads a fixed meter id there: the key is refused by name
+        columns = data.get("columns")
+        if isinstance(columns, ColumnMapping):
+            if "meter_id" in columns.model_fields_set:
+                return data
+            columns = {name: getattr(columns, name) for name in columns.model_fields_set}
+        if columns is None:
+            columns = {}
+        if isinstance(columns, dict) and "meter_id" not in columns:
+            return {**data, "columns": {**columns, "meter_id": None}}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> SourceConfig:
-        if self.zero_when_quality and self.reading_columns().quality is None:
+        unread = self._unread_keys()
+        if unread:
+            raise ValueError("; ".join(unread))
+        has_quality = self.columns.quality is not None or self.format not in TABULAR_FORMATS
+        if self.zero_when_quality and not has_quality:
             raise ValueError("zero_when_quality needs a quality column (columns.quality)")
-        if self.format != "csv" or self.layout == "wide":
-            return self._check_canonical()
+        if self.format not in TABULAR_FORMATS:
+            return self
+        if self.layout == "wide":
+            return self._check_wide()
+        if self.layout == "time_of_day" and "timestamp" not in self.columns.model_fields_set:
+            raise ValueError("layout 'time_of_day' needs columns.timestamp: the column holding each row's date")
         if (self.unit is None) == (self.columns.unit is None):
             raise ValueError("declare exactly one of 'unit' (fixed) or 'columns.unit' (a unit column)")
         if (self.meter_id is None) == (self.columns.meter_id is None):
             raise ValueError("declare exactly one of 'meter_id' (fixed) or 'columns.meter_id' (a column)")
         return self
 
-    def _check_canonical(self) -> SourceConfig:
-        if self.layout == "wide":
-            if self.format != "csv":
-                raise ValueError("layout 'wide' applies to format 'csv' only")
-            if not self.series:
-                raise ValueError("layout 'wide' needs 'series': the value columns")
-            for series in self.series:
-                if series.unit is None and self.unit is None and self.unit_pattern is None:
-                    raise ValueError(
-                        f"series {series.column!r}: no unit (set its unit, the source's unit or unit_pattern)"
-                    )
+    def _check_wide(self) -> SourceConfig:
+        if not self.series:
+            raise ValueError("layout 'wide' needs 'series': the value columns")
+        meter_column = "meter_id" in self.columns.model_fields_set and self.columns.meter_id is not None
+        for series in self.series:
+            if series.unit is None and self.unit is None and self.unit_pattern is None:
+                raise ValueError(f"series {series.column!r}: no unit (set its unit, the source's unit or unit_pattern)")
+            if meter_column and series.meter_id is not None:
+                raise ValueError(
+                    f"series {series.column!r}: key 'meter_id' does not apply when columns.meter_id names the "
+                    "meter column (each row's meter is that column's value); remove it"
+                )
         return self
+
+    def _set_keys(self) -> set[str]:
+        """Keys the declaration set, `columns.<field>` for the column mapping's (None, which TOML cannot
+        write, is unset)."""
+        keys = {name for name in self.model_fields_set if getattr(self, name) is not None}
+        keys |= {f"columns.{name}" for name in self.columns.model_fields_set if getattr(self.columns, name) is not None}
+        return keys
+
+    def _unread_keys(self) -> list[str]:
+        """What the declaration sets that nothing reads for its format and layout, one message per key."""
+        keys = self._set_keys()
+        unread = [_unread(key, f"format {self.format!r}") for key in _UNREAD_BY_FORMAT[self.format] if key in keys]
+        if self.format in TABULAR_FORMATS:
+            layout = f"layout {self.layout!r}"
+            unread += [_unread(key, layout) for key in _UNREAD_BY_LAYOUT[self.layout] if key in keys]
+            unread += self._unread_with_ends(keys)
+            unread += self._unread_without_columns(keys)
+        return unread
+
+    def _unread_with_ends(self, keys: set[str]) -> list[str]:
+        """Keys that interval ends (columns.interval_end, columns.period) make meaningless, and the reverse."""
+        columns = self.columns
+        with_ends = "a source whose rows give their end in columns.interval_end or columns.period"
+        unread = []
+        if columns.period is None and "period_separator" in keys:
+            unread.append(_unread("period_separator", "a source without columns.period"))
+        if columns.interval_end is None and columns.period is None:
+            return unread
+        if columns.period is not None:
+            where = "a source with columns.period, which holds each interval's start and end"
+            unread += [_unread(key, where) for key in ("columns.timestamp", "columns.interval_end") if key in keys]
+        unread += [
+            _unread(key, with_ends)
+            for key in ("timestamp_label", "columns.interval_minutes", "columns.position")
+            if key in keys
+        ]
+        return unread
+
+    def _unread_without_columns(self, keys: set[str]) -> list[str]:
+        """Maps of column values declared where no such column is read."""
+        needed = {"unit_values": "unit", "direction_values": "direction", "quality_values": "quality"}
+        return [
+            _unread(key, f"a source without columns.{column}")
+            for key, column in needed.items()
+            if key in keys and getattr(self.columns, column) is None and not self._canonical(column)
+        ]
+
+    def _canonical(self, column: str) -> bool:
+        """Whether the reader fills canonical `column` on its own (the wide layout's units)."""
+        return self.layout == "wide" and column == "unit"
 
     def severity(self, rule: str) -> Severity:
         """The severity of `rule` for this source: configured, else the default."""
@@ -347,13 +626,28 @@ class SourceConfig(BaseModel):
         return setting.severity if setting else DEFAULT_SEVERITIES[rule]
 
     def reading_columns(self) -> ColumnMapping:
-        """Column mapping of the rows the reader hands to parsing."""
-        if self.format != "csv":
+        """Column mapping of the rows the reader hands to parsing.
+
+        Non-tabular formats and the wide and time_of_day layouts are read as canonical rows.
+        In the time_of_day layout a fixed meter id, a fixed unit and a fixed direction are the
+        source's own (parsing applies them), whatever the reader writes in their columns.
+        """
+        if self.format not in TABULAR_FORMATS:
             return CANONICAL_MAPPING
+        columns = self.columns
         if self.layout == "wide":
-            position = "position" if self.columns.position else None
-            return CANONICAL_MAPPING.model_copy(update={"position": position})
-        return self.columns
+            position = "position" if columns.position else None
+            period = "timestamp" if columns.period else None
+            return CANONICAL_MAPPING.model_copy(update={"position": position, "period": period})
+        if self.layout == "time_of_day":
+            update = {
+                "position": "position",
+                "meter_id": None if self.meter_id is not None else "meter_id",
+                "unit": "unit" if columns.unit else None,
+                "direction": "direction" if columns.direction else None,
+            }
+            return CANONICAL_MAPPING.model_copy(update=update)
+        return columns
 
 
 def builtin_meter_readings(path: str) -> SourceConfig:

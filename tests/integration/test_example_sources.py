@@ -478,21 +478,22 @@ EIA = {
     # PJM: 115 EMPTY + 1 MISSING; above 500,000 MW: the 2,147,480,000 placeholder at 2021-10-19 04:00Z
     # and its neighbours 1,527,760,000 and 431,044,000 MW. Runs of bad hours: 3 h on 2021-10-19 and 1 h
     # on 2022-11-07 (linear 4); 22 h on each spring-forward day (2020-03-08, 2022-03-13, 2024-03-10),
-    # 24 h from 2020-08-03 05:00Z and 25 h on the fall-back day 2023-11-05 (like-day 115) + 5 h after
-    # the file's last hour that still belong to New York's 2024-12-31 (like-day: 120).
-    "eia930_pjm": ({"value_missing": 116, "above_physical_max": 3}, {"linear": 4, "like_day": 120}, 0),
+    # 24 h from 2020-08-03 05:00Z and 25 h on the fall-back day 2023-11-05 (like-day 115). The 5 h after
+    # the file's last hour that still belong to New York's 2024-12-31 stay missing (nothing is
+    # extrapolated past the data beyond max_flat_minutes).
+    "eia930_pjm": ({"value_missing": 116, "above_physical_max": 3}, {"linear": 4, "like_day": 115}, 0),
     # SEC: 181 EMPTY + 58 MISSING; negative demand on an import channel. 1,543 bad hours: the runs of up
-    # to 3 h hold 576 (linear); the longer runs hold 967, of which 437 are filled like-day (+5 h after
-    # the file's end = 442). The other 530 stay missing: the runs of January 2020, 87 h from the file's
+    # to 3 h hold 576 (linear); the longer runs hold 967, of which 437 are filled like-day (the 5 h after
+    # the file's end stay missing). The other 530 stay missing: the runs of January 2020, 87 h from the file's
     # first hour (no read before), 67 h from 2020-01-04 16:00Z (no read a week earlier), 207 h from
     # 2020-01-07 12:00Z and 169 h from 2020-01-16 05:00Z (longer than max_gap_days = 7 days).
-    "eia930_sec": ({"value_missing": 239, "negative_import": 1_304}, {"linear": 576, "like_day": 442}, 530),
-    # TVA: 48 EMPTY in two 24 h runs (2020-10-31 and 2021-11-06 06:00Z: like-day) + 6 h after the
-    # file's end (Chicago is UTC-6) = 54; six single hours (4 negative, 9,931,754 MW on 2024-01-21 and
+    "eia930_sec": ({"value_missing": 239, "negative_import": 1_304}, {"linear": 576, "like_day": 437}, 530),
+    # TVA: 48 EMPTY in two 24 h runs (2020-10-31 and 2021-11-06 06:00Z: like-day; the 6 h after the
+    # file's end, Chicago being UTC-6, stay missing); six single hours (4 negative, 9,931,754 MW on 2024-01-21 and
     # 949,163 MW on 2024-04-13) are linear.
     "eia930_tva": (
         {"value_missing": 48, "negative_import": 4, "above_physical_max": 2},
-        {"linear": 6, "like_day": 54},
+        {"linear": 6, "like_day": 48},
         0,
     ),
 }
@@ -523,11 +524,13 @@ def test_eia930(platform: Platform, source: str) -> None:
     assert _rows_read(result) == len(rows) == 43_848  # 2020-2024, every UTC hour
     assert _quarantined(platform, result) == dict(Counter(bad.values())) == expected_rejected
     # Bad hours -> gaps between reads; the file also ends at 2024-12-31 23:00Z, before the end of that
-    # local day, and the rest of the day is filled like-day (a one-sided gap longer than 3 h).
+    # local day, and the rest of the day stays missing (a one-sided gap longer than 3 h is not invented).
     hour = [datetime.fromisoformat(r["date_time"]).replace(tzinfo=UTC) for r in rows]
     runs = _runs((hour[line - 2] for line in bad), HOUR)
     derived = _between_reads(runs, HOUR)
-    derived["like_day"] += _rest_of_day(hour[-1] + HOUR, config["series_timezone"], HOUR) - unfilled
+    derived["like_day"] -= unfilled
+    tail = _rest_of_day(hour[-1] + HOUR, config["series_timezone"], HOUR)
+    assert tail in (5, 6) and result.rule_counts["missing_intervals"] >= tail
     _assert_estimates(result, expected_estimates)
     assert derived == expected_estimates
 
@@ -993,15 +996,18 @@ def test_uci_household(platform: Platform) -> None:
     assert (len(missing), len(cut)) == (8, 1)  # 21/12/2006 11:23 and 11:24: `?` x 3 and an empty Sub_metering_3
     # Every minute from the first line to the last complete one is in the file; the `?` minutes are 2-minute
     # gaps between reads (linear). The file is cut at 27/12/2006 18:46, so the rest of that local day
-    # (314 minutes per series) is a one-sided gap filled like-day from the days before.
+    # (314 minutes per series) is a one-sided gap longer than max_flat_minutes: left missing, not
+    # invented from the days before.
     times = [start(r) for r in complete]
     assert all(b - a == MINUTE for a, b in itertools.pairwise(times))
     linear: Counter[str] = Counter()
     for s in series:
         linear += _between_reads(_runs([t for m, t in missing if m == s["meter_id"]], MINUTE), MINUTE)
     tail = _rest_of_day(times[-1] + MINUTE, zone, MINUTE)
-    _assert_estimates(result, {"linear": linear["linear"], "like_day": tail * len(series)})
-    assert result.estimates == {"linear": 8, "like_day": 314 * 4}
+    _assert_estimates(result, {"linear": linear["linear"]})
+    assert result.estimates == {"linear": 8}
+    # The first day before its first line is missing too, as before.
+    assert tail == 314 and result.rule_counts["missing_intervals"] > tail * len(series)
 
     # Minute averages: kW over 1 minute -> kWh = kW / 60; sub-metering Wh -> kWh = Wh / 1000.
     silver = _table(platform, "silver_readings").set_index(["meter_id", "interval_start_utc"])

@@ -404,15 +404,9 @@ def test_parsed_readings_applies_a_fixed_unit_and_direction() -> None:
     assert table.num_rows == 2
 
 
-# --- Bugs found -------------------------------------------------------------------------------
+# --- Bugs found, fixed -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="parse_timestamps: the strptime branch has no round-trip check, so Arrow normalises "
-    "30/02/2025 to 02/03/2025 and the row is accepted as 'ok' (the ISO branch rejects it)",
-)
 @pytest.mark.parametrize(
     ("fmt", "raw"),
     [("%d/%m/%Y %H:%M", "30/02/2025 10:00"), ("%d/%m/%Y %H:%M", "31/04/2025 10:00"), ("%Y-%m-%d", "2025-02-29")],
@@ -426,13 +420,6 @@ def test_out_of_range_utc_offsets_are_unparseable(raw: str) -> None:
     assert _one(raw) == (None, "unparseable")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="parse_timestamps: with %z in a strptime format the offset is folded into a UTC instant "
-    "before the DST check, so a non-UTC offset on a wall time inside the gap is accepted, "
-    "while the same text in iso8601 mode is a dst_gap",
-)
 def test_a_strptime_offset_in_the_gap_is_treated_like_iso() -> None:
     raw = "2025-03-30T01:30:00+0100"
     iso = _one(raw, timestamp_timezone="Europe/London")

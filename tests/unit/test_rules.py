@@ -84,6 +84,7 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("quality_unknown", {"quality": ""}),
     ("quality_unknown", {"quality": "Actual"}),  # parsing lower-cases; the rule itself is exact
     ("negative_import", {"value": -0.1}),
+    ("negative_export", {"value": -0.1, "direction": "export"}),
     ("above_physical_max", {"value": 5.01}),  # 5.01 kWh in 30 min = 10.02 kW > 10 kW
     ("above_physical_max", {"value": 10.5, "unit": "kw"}),  # 10.5 kW average demand > 10 kW
 ]
@@ -148,16 +149,32 @@ def test_the_first_failing_rule_wins(engine: PandasDeltaStore, change: dict[str,
 # --- Boundaries and exemptions ----------------------------------------------------------------
 
 
-def test_negative_values_are_rejected_only_on_import_channels_of_one_way_sources(engine: PandasDeltaStore) -> None:
-    rows = [_row(value=-0.1), _row(value=-0.1, direction="export"), _row(value=-0.0), _row(value=0.0)]
-    assert _rules(engine, rows) == ["negative_import", None, None, None]
+def test_negative_values_are_rejected_on_either_channel_of_one_way_sources(engine: PandasDeltaStore) -> None:
+    rows = [
+        _row(value=-0.1),
+        _row(value=-0.1, direction="export"),
+        _row(value=-0.0),
+        _row(value=0.0),
+        _row(value=-0.0, direction="export"),
+        _row(value=0.1, direction="export"),
+    ]
+    assert _rules(engine, rows) == ["negative_import", "negative_export", None, None, None, None]
     bidirectional = RuleParams(NOW, 30, "Europe/London", 10.0, bidirectional=True)
-    assert _rules(engine, rows, bidirectional) == [None, None, None, None]
+    assert _rules(engine, rows, bidirectional) == [None] * 6
+
+
+def test_negative_export_can_warn_and_keep_the_value(engine: PandasDeltaStore) -> None:
+    (kept,) = _validate(engine, [_row(value=-0.1, direction="export")], _with(negative_export="warn"))
+    assert (kept["rejection_rule"], kept["validation_flags"]) == (None, "negative_export")
+    assert kept["energy_kwh"] == pytest.approx(-0.1)
 
 
 def test_demand_is_energy_over_the_interval_and_the_maximum_itself_is_allowed(engine: PandasDeltaStore) -> None:
     rows = [_row(value=5.0), _row(value=5.01), _row(value=-5.01, direction="export")]
-    assert _rules(engine, rows) == [None, "above_physical_max", "above_physical_max"]
+    assert _rules(engine, rows) == [None, "above_physical_max", "negative_export"]
+    # Demand is the energy's size: a channel that may run backwards has a maximum both ways.
+    bidirectional = RuleParams(NOW, 30, "Europe/London", 10.0, bidirectional=True)
+    assert _rules(engine, rows, bidirectional) == [None, "above_physical_max", "above_physical_max"]
     # 2.6 kWh is 5.2 kW over 30 minutes but 10.4 kW over 15.
     assert _rules(engine, [_row(value=2.6)]) == [None]
     quarter_hourly = RuleParams(NOW, 15, "Europe/London", 10.0, bidirectional=False)
@@ -366,6 +383,11 @@ def test_warn_severity_of_a_rejecting_rule_earlier_in_order_lets_a_later_one_dec
     # rule is skipped in the rejection chain wherever it sits.
     params = _with(meter_id_missing="warn")
     assert _outcome(engine, [_row(meter_id="", value=-0.1)], params) == [("negative_import", "meter_id_missing")]
+
+
+def test_default_severities_list_the_row_rules_in_the_order_they_are_tried() -> None:
+    # The order users read in `rules` error messages and in README's table.
+    assert list(DEFAULT_SEVERITIES)[: len(RULE_NAMES)] == list(RULE_NAMES)
 
 
 def test_every_row_rule_has_a_default_severity() -> None:
