@@ -331,6 +331,7 @@ _UNREAD_BY_LAYOUT: dict[str, tuple[str, ...]] = {
         "series",
         "unit_pattern",
         "timestamp_label",
+        "ambiguous_time",
         "columns.value",
         "columns.position",
         "columns.interval_minutes",
@@ -413,6 +414,17 @@ class SourceConfig(BaseModel):
     rules: dict[str, RuleSetting] = Field(default_factory=dict, description="Severity per rule name.")
     validation: Validation = Validation()
     estimation: Estimation = Estimation()
+
+    @field_validator("header")
+    @classmethod
+    def _header_names(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        blank = [i + 1 for i, name in enumerate(value) if not name.strip()]
+        if blank:
+            raise ValueError(f"header names must not be empty (position(s) {', '.join(map(str, blank))})")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"header names must differ; repeated: {', '.join(repeated)}")
+        return value
 
     @field_validator("quote_char")
     @classmethod
@@ -548,13 +560,22 @@ class SourceConfig(BaseModel):
             return self
         if self.layout == "wide":
             return self._check_wide()
-        if self.layout == "time_of_day" and "timestamp" not in self.columns.model_fields_set:
-            raise ValueError("layout 'time_of_day' needs columns.timestamp: the column holding each row's date")
+        if self.layout == "time_of_day":
+            self._check_time_of_day()
         if (self.unit is None) == (self.columns.unit is None):
             raise ValueError("declare exactly one of 'unit' (fixed) or 'columns.unit' (a unit column)")
         if (self.meter_id is None) == (self.columns.meter_id is None):
             raise ValueError("declare exactly one of 'meter_id' (fixed) or 'columns.meter_id' (a column)")
         return self
+
+    def _check_time_of_day(self) -> None:
+        if "timestamp" not in self.columns.model_fields_set:
+            raise ValueError("layout 'time_of_day' needs columns.timestamp: the column holding each row's date")
+        if 60 % self.interval_minutes and self.interval_minutes != 1440:
+            raise ValueError(
+                f"layout 'time_of_day' needs interval_minutes dividing an hour (or 1440), so that a 23- or "
+                f"25-hour day has whole intervals; {self.interval_minutes} does not"
+            )
 
     def _check_wide(self) -> SourceConfig:
         if not self.series:

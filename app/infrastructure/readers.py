@@ -42,7 +42,7 @@ from app.domain.parsing import (
     TS_UNPARSEABLE,
     parse_positions,
 )
-from app.domain.sources import CANONICAL_COLUMNS, CANONICAL_MAPPING, ColumnMapping, SourceConfig
+from app.domain.sources import CANONICAL_COLUMNS, ColumnMapping, SourceConfig
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _OTHER_DELIMITERS = (",", ";", "\t", "|")
@@ -1031,16 +1031,6 @@ def _read_format(path: str, data: bytes, source: SourceConfig) -> RawFile:
     return read_greenbutton(path, data, source)
 
 
-def reading_columns(source: SourceConfig) -> ColumnMapping:
-    """Column mapping of the rows the reader produces: canonical for melted layouts and non-tabular formats."""
-    if _melted(source):
-        position = POSITION if source.layout == "time_of_day" or source.columns.position else None
-        return CANONICAL_MAPPING.model_copy(update={"position": position})
-    if source.format in TABULAR_FORMATS:
-        return source.columns
-    return CANONICAL_MAPPING
-
-
 def _parse_content(path: str, data: bytes, source: SourceConfig) -> RawFile:
     if source.format not in TABULAR_FORMATS:
         return _read_format(path, data, source)
@@ -1073,7 +1063,7 @@ def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
         raw = _parse_content(path, content, source)
     except InputFileError as error:
         raise _in_archive(error, where) if where else error from None
-    mapping = reading_columns(source)
+    mapping = source.reading_columns()
     if source.ambiguous_time == "order":
         occurrence = pa.array(occurrences(raw.table, mapping), pa.int32())
     else:

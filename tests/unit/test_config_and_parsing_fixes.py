@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -613,3 +614,31 @@ def test_the_example_sources_still_load() -> None:
 def test_columns_required_lists_interval_end_columns() -> None:
     assert ColumnMapping(interval_end="to").required() == ["meter_id", "timestamp", "value", "to"]
     assert ColumnMapping(period="p").timestamp_columns() == ("p",)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"header": ("a", "", "c")}, "header names must not be empty (position(s) 2)"),
+        ({"header": ("a", "b", "a")}, "header names must differ; repeated: a"),
+    ],
+)
+def test_header_names_are_checked_at_load(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        SourceConfig(name="s", path="x.csv", unit="kWh", **changes)
+
+
+def test_the_time_of_day_layout_needs_whole_intervals_on_dst_days() -> None:
+    base: dict[str, Any] = {
+        "name": "s",
+        "path": "x.csv",
+        "unit": "kWh",
+        "layout": "time_of_day",
+        "meter_id": "M",
+        "columns": {"timestamp": "Date"},
+    }
+    SourceConfig(**base, interval_minutes=15)
+    with pytest.raises(ValidationError, match="dividing an hour"):
+        SourceConfig(**base, interval_minutes=120)
+    with pytest.raises(ValidationError, match="key 'ambiguous_time' does not apply to layout 'time_of_day'"):
+        SourceConfig(**base, ambiguous_time="order")
