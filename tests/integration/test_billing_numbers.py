@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -251,3 +252,75 @@ def test_readme_register_example(platform: Platform, tmp_path: Path) -> None:
         ("2024-06-03", pytest.approx(10.4), None),
     ]
     assert math.fsum(r["energy_kwh"] for r in silver) == pytest.approx(5130.5 - 5089.6)
+
+
+# --- invariants: checked inside every batch, which fails and keeps nothing on a breach ------------
+
+HOURLY = 'unit = "kWh"\ninterval_minutes = 60\nmeter_id = "M1"\ncolumns = { timestamp = "t", value = "v" }\n'
+
+
+def _versions(platform: Platform) -> dict[str, int]:
+    from deltalake import DeltaTable
+
+    names = ("silver_readings", "gold_daily_meter_energy", "gold_hourly_portfolio_load", "quarantine_readings")
+    return {n: DeltaTable(platform.store.location(n)).version() for n in names if platform.store.exists(n)}
+
+
+def test_a_silver_key_stored_twice_fails_the_batch(platform: Platform, tmp_path: Path) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    first = _run(platform, tmp_path, HOURLY, ["t,v", "2025-06-02T10:00Z,1"])
+    assert first.status == "succeeded", first.error
+    # A lake an older version (or a hand edit) left with one key twice.
+    silver = DeltaTable(platform.store.location("silver_readings"))
+    write_deltalake(silver, silver.to_pyarrow_table(), mode="append", partition_by=["local_month"])
+    before = _versions(platform)
+
+    result = _run(platform, tmp_path, HOURLY, ["t,v", "2025-06-02T11:00Z,2"])
+
+    assert result.status == "failed"
+    assert "the batch's tables would be wrong, so nothing is kept" in result.error
+    assert "1 silver key(s) stored twice (e.g. meter M1)" in result.error
+    after = _versions(platform)
+    assert all(after[n] == before[n] + 2 for n in ("silver_readings", "gold_daily_meter_energy")), (before, after)
+    assert read_table(platform, "silver_readings").num_rows == 2  # the two copies, the new read rolled back
+
+
+def test_a_gold_day_over_complete_fails_the_batch(platform: Platform, tmp_path: Path) -> None:
+    from deltalake import DeltaTable, write_deltalake
+
+    first = _run(platform, tmp_path, HOURLY.replace('"M1"', '"M2"'), ["t,v", "2025-06-02T10:00Z,1"])
+    assert first.status == "succeeded", first.error
+    gold = DeltaTable(platform.store.location("gold_daily_meter_energy"))
+    table = gold.to_pyarrow_table()
+    table = table.set_column(table.column_names.index("completeness"), "completeness", pa.array([2.0]))
+    write_deltalake(gold, table, mode="overwrite")
+
+    result = _run(platform, tmp_path, HOURLY, ["t,v", "2025-06-02T11:00Z,2"])
+
+    assert result.status == "failed"
+    assert "1 gold day(s) with completeness above 1" in result.error and "meter M2" in result.error
+    assert [r["meter_id"] for r in read_table(platform, "silver_readings").to_pylist()] == ["M2"]
+
+
+def test_register_energy_that_does_not_add_up_fails_the_batch(
+    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.application import pipeline
+    from app.domain.registers import spread_register_spans
+
+    def losing_a_share(table: pa.Table, *, series_timezone: str) -> pa.Table:
+        spread = spread_register_spans(table, series_timezone=series_timezone)
+        return spread.slice(0, spread.num_rows - 1) if spread.num_rows > table.num_rows else spread
+
+    monkeypatch.setattr(pipeline, "spread_register_spans", losing_a_share)
+    config = (
+        'value_kind = "register"\nunit = "kWh"\ninterval_minutes = 15\ntimestamp_label = "end"\nmeter_id = "M1"\n'
+        'columns = { timestamp = "time", value = "read" }\n'
+    )
+    lines = ["time,read", "2025-06-02T00:00Z,100", "2025-06-02T00:15Z,101", "2025-06-02T01:00Z,104"]
+    result = _run(platform, tmp_path, config, lines)
+
+    assert result.status == "failed"
+    assert "meter M1 (import): 3.000000 kWh booked but its register reads differ by 4.000000 kWh" in result.error
+    assert not platform.store.exists("silver_readings") or read_table(platform, "silver_readings").num_rows == 0
