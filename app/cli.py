@@ -12,6 +12,8 @@ import typer
 if TYPE_CHECKING:
     from app.application.pipeline import BatchResult
     from app.application.runner import Platform
+    from app.application.source_check import SourceCheck
+    from app.infrastructure.settings import Settings
 
 app = typer.Typer(
     help="Energy Data Platform: raw meter data to trustworthy tables.",
@@ -21,9 +23,13 @@ app = typer.Typer(
 batches_app = typer.Typer(help="Inspect recorded batches.", no_args_is_help=True)
 tables_app = typer.Typer(help="Inspect the lake's tables.", no_args_is_help=True)
 quarantine_app = typer.Typer(help="Inspect quarantined rows and replay them.", no_args_is_help=True)
+sources_app = typer.Typer(
+    help="Get a source's config right: check it on its files, or draft one from a file.", no_args_is_help=True
+)
 app.add_typer(batches_app, name="batches")
 app.add_typer(tables_app, name="tables")
 app.add_typer(quarantine_app, name="quarantine")
+app.add_typer(sources_app, name="sources")
 
 #: How long a run waits for another run on the same data directory to finish.
 WaitOption = Annotated[
@@ -53,21 +59,36 @@ def _error(message: object) -> None:
 
 
 @contextmanager
-def _platform() -> Iterator[Platform]:
-    """Settings, logging and stores; a PlatformError ends the command with its message, exit 1."""
-    from app.application.runner import open_platform
+def _reported() -> Iterator[None]:
+    """A PlatformError raised inside ends the command with its one-line message, exit 1."""
     from app.domain.errors import PlatformError
-    from app.infrastructure.logging import configure_logging
-    from app.infrastructure.settings import load_settings
 
     try:
-        settings = load_settings()
-        configure_logging(log_format=settings.log_format, level=settings.log_level)
-        with open_platform(settings) as platform:
-            yield platform
+        yield
     except PlatformError as error:
         _error(error)
         raise typer.Exit(code=1) from None
+
+
+@contextmanager
+def _settings() -> Iterator[Settings]:
+    """Settings and logging, without opening the lake or the metadata database."""
+    from app.infrastructure.logging import configure_logging
+    from app.infrastructure.settings import load_settings
+
+    with _reported():
+        settings = load_settings()
+        configure_logging(log_format=settings.log_format, level=settings.log_level)
+        yield settings
+
+
+@contextmanager
+def _platform() -> Iterator[Platform]:
+    """Settings, logging and stores; a PlatformError ends the command with its message, exit 1."""
+    from app.application.runner import open_platform
+
+    with _settings() as settings, open_platform(settings) as platform:
+        yield platform
 
 
 def _progress() -> Callable[[str, str], None]:
@@ -109,6 +130,7 @@ def _summary(result: BatchResult) -> None:
             f"{rec.rows_quarantined:,} quarantined + {rec.duplicates_replaced:,} duplicates replaced"
             f"; silver {rec.silver_inserted:,} inserted, {rec.silver_updated:,} updated, "
             f"{rec.silver_unchanged:,} unchanged; {rec.rows_estimated:,} intervals estimated"
+            + (f"; {rec.rows_spread:,} more intervals from register reads spanning several" if rec.rows_spread else "")
         )
     if result.rule_counts:
         rules = ", ".join(f"{k}={v}" for k, v in sorted(result.rule_counts.items()))
@@ -175,6 +197,9 @@ def list_quarantine(
             if not totals:
                 _console().print("The quarantine is empty.")
             return
+        if platform.metadata.get_batch(batch_id) is None:
+            _error(f"no batch {batch_id!r}; see `energy-platform batches list`")
+            raise typer.Exit(code=1)
         page = quarantined_rows(platform.store, batch_id=batch_id, limit=limit, offset=0)
     table = Table(title=f"Quarantine of batch {batch_id}: {page.total:,} row(s)")
     for column in ("file", "line", "rule", "record"):
@@ -210,15 +235,13 @@ def list_batches(
     source: Annotated[str | None, typer.Option(help="Only this source.")] = None,
 ) -> None:
     """Recent batches, newest first."""
+    from rich import box
     from rich.table import Table
 
     with _platform() as platform:
         records = platform.metadata.list_batches(limit=limit, source=source)
-    table = Table(title="Batches")
-    for column in ("batch_id", "source", "kind", "status", "started", "records", "files"):
-        table.add_column(column, no_wrap=True)
-    for r in records:
-        table.add_row(
+    rows = [
+        (
             r.batch_id,
             r.source,
             f"replay of {r.replay_of}" if r.replay_of else r.kind,
@@ -227,6 +250,20 @@ def list_batches(
             f"{r.record_count:,}",
             str(len(r.files)),
         )
+        for r in records
+    ]
+    # Batch ids are what a user copies into the next command: never cut, also at 80 columns (no
+    # vertical rules, to leave room). Short values keep their width; the source, the kind (a
+    # replay names its batch) and the start time (date, then time) wrap.
+    table = Table(title="Batches", box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for index, column in enumerate(("batch_id", "source", "kind", "status", "started", "records", "files")):
+        widest = max([len(column), *(len(row[index]) for row in rows)])
+        if column in ("batch_id", "status", "records", "files"):
+            table.add_column(column, no_wrap=True, min_width=widest, justify="right" if index > 4 else "left")
+        else:
+            table.add_column(column, overflow="fold", min_width=10 if column == "started" else None)
+    for row in rows:
+        table.add_row(*row)
     _console().print(table)
 
 
@@ -290,6 +327,164 @@ def show_table(
         total = platform.store.count(name)
     _console().print(rows.to_pandas().to_string(index=False))
     _console().print(f"({total:,} rows in {name})")
+
+
+def _first_rows_table(check: SourceCheck) -> Any:
+    """The first rows as parsed, in as few columns as tell them apart (files numbered when several)."""
+    from rich import box
+    from rich.table import Table
+
+    numbers = {path: n for n, (path, _) in enumerate(check.files, start=1)}
+    several = len(check.files) > 1
+    directions = any(row.direction != "import" for row in check.first_rows)
+    judged = any(row.rule or row.flags for row in check.first_rows)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    table.add_column("file:line" if several else "line", no_wrap=True)
+    table.add_column(
+        "meter", overflow="fold", min_width=min(max((len(r.meter_id) for r in check.first_rows), default=5), 24)
+    )
+    if directions:
+        table.add_column("direction", overflow="fold")
+    table.add_column("in the file", overflow="fold", min_width=10)
+    table.add_column("local time", no_wrap=True)
+    table.add_column("UTC", no_wrap=True)
+    table.add_column("kWh", no_wrap=True, justify="right")
+    if judged:
+        table.add_column("rule", overflow="fold")
+    for row in check.first_rows:
+        cells = [f"{numbers.get(row.file, 0)}:{row.line}" if several else str(row.line), row.meter_id]
+        cells += [row.direction] if directions else []
+        cells += [row.timestamp_text, row.local_time or "-", row.utc or "-"]
+        cells += ["-" if row.energy_kwh is None else f"{row.energy_kwh:,.6g}"]
+        cells += [row.rule or row.flags] if judged else []
+        table.add_row(*cells)
+    return table
+
+
+def _check_report(check: SourceCheck) -> None:
+    """`sources check` for people: the first rows, rules, DST days, series and hints."""
+    from rich import box
+    from rich.table import Table
+
+    console = _console()
+    files = f"{len(check.files)} file(s), {check.rows_read:,} rows read"
+    console.print(f"source {check.source}: {files}; nothing was written")
+    for number, (path, rows) in enumerate(check.files, start=1):
+        console.print(f"  {number}. {path} ({rows:,} rows)")
+    console.print(f"\nFirst rows as parsed (local time in {check.series_timezone}):")
+    console.print(_first_rows_table(check))
+    rules = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for column in ("rule", "severity", "rows"):
+        rules.add_column(column, justify="right" if column == "rows" else "left")
+    for rule, rows in check.rule_counts.items():
+        rules.add_row(rule, check.severities[rule], f"{rows:,}")
+    console.print("\nRows per rule:" if check.rule_counts else "\nRows per rule: none failed a rule.")
+    if check.rule_counts:
+        console.print(rules)
+    estimated = ", ".join(f"{method}={n:,}" for method, n in check.estimated.items()) or "none"
+    console.print(
+        f"A run would read {check.rows_read:,} rows = {check.accepted:,} accepted + {check.quarantined:,} quarantined "
+        f"+ {check.duplicates_replaced:,} duplicates replaced; intervals estimated: {estimated}."
+    )
+    if check.failures:
+        failed = ", ".join(f"{rule} ({rows:,} rows)" for rule, rows in check.failures.items())
+        console.print(f"A run would stop before writing anything: rules of severity 'fail' failed: {failed}.")
+    _check_days_and_series(check)
+    console.print()
+    for hint in check.hints:
+        console.print(f"hint ({hint.key}): {hint.message}")
+    if not check.hints:
+        console.print("No hints: none of the usual mistakes (unit, time zone, day/month, register order) was seen.")
+
+
+#: Series listed in the `sources check` table; --json lists all.
+_SERIES_SHOWN = 20
+
+
+def _check_days_and_series(check: SourceCheck) -> None:
+    from rich import box
+    from rich.table import Table
+
+    console = _console()
+    if check.dst_days:
+        console.print("\nDST change days in the data (read intervals per series):")
+        for day in check.dst_days:
+            for line in day.describe():
+                console.print(f"  {line}")
+    else:
+        console.print(f"\nDST change days in the data: none in {check.series_timezone} on the data's days.")
+    console.print("\nSeries: accepted reads, and the intervals estimation would fill:")
+    series = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    meters = min(max((len(s.meter_id) for s in check.series), default=5), 24)
+    for column in ("meter", "direction", "from", "to", "minutes", "reads", "kWh", "estimated"):
+        left = column in ("meter", "direction")
+        width = meters if column == "meter" else None
+        series.add_column(
+            column, overflow="fold", no_wrap=not left, justify="left" if left else "right", min_width=width
+        )
+    for s in check.series[:_SERIES_SHOWN]:
+        series.add_row(
+            s.meter_id,
+            s.direction,
+            str(s.first_day),
+            str(s.last_day),
+            str(s.interval_minutes),
+            f"{s.intervals:,}",
+            f"{s.energy_kwh:,.3f}",
+            f"{s.estimated_intervals:,}",
+        )
+    console.print(series)
+    if len(check.series) > _SERIES_SHOWN:
+        console.print(f"... and {len(check.series) - _SERIES_SHOWN:,} more series (--json lists them all)")
+
+
+@sources_app.command("check")
+def check_source_files(
+    source: Annotated[str, typer.Option(help="Source name from the config.")],
+    config: Annotated[Path | None, typer.Option(help="TOML file declaring sources.")] = None,
+    input_path: Annotated[
+        str | None, typer.Option("--input", help="File, folder or glob; default: the source's path.")
+    ] = None,
+    rows: Annotated[int, typer.Option("--rows", min=0, help="How many parsed rows to show.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON, for machines.")] = False,
+) -> None:
+    """Show what a run of a source would do with its files, writing nothing.
+
+    The first rows as parsed (meter, local time, UTC, kWh), rows per rule, the DST change days in
+    the data with their intervals per series, totals per series, and hints for the usual mistakes.
+    Exit 0 when the files could be read (even with hints), 1 with a one-line error otherwise."""
+    import json
+    from datetime import UTC, datetime
+
+    from app.application.source_check import check_source, find_source
+    from app.infrastructure.readers import resolve_inputs
+    from app.infrastructure.source_config import load_sources
+
+    with _settings() as settings:
+        declared = find_source(load_sources(config or settings.sources_config), source)
+        paths = resolve_inputs(input_path or declared.path, declared.format)
+        result = check_source(declared, paths, now=datetime.now(UTC), sample_rows=rows)
+    if as_json:
+        typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        _check_report(result)
+
+
+@sources_app.command("infer")
+def infer_source_config(
+    file: Annotated[Path, typer.Argument(help="The file to draft a source config from.")],
+    name: Annotated[str | None, typer.Option(help="Source name; default: from the file name.")] = None,
+) -> None:
+    """Draft a source config (a sources.NAME table in TOML) from a file.
+
+    Format, encoding, delimiter, decimal mark, preamble, timestamp columns and format, interval,
+    units, long or wide layout; each key commented, guesses marked "check this". Save the output
+    and try it with `energy-platform sources check`."""
+    from app.application.inference import infer_source
+
+    with _reported():
+        drafted = infer_source(file, name=name)
+    typer.echo(drafted.toml(), nl=False)
 
 
 def main() -> None:

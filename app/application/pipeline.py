@@ -258,6 +258,48 @@ def _apply_vee(table: pa.Table, *, params: VeeParams, schema: pa.Schema) -> pa.T
     return apply_vee(table.select(schema.names).cast(schema), params, ordered=False)
 
 
+def register_params(source: SourceConfig, rules: RuleParams) -> RegisterParams:
+    """How a register source's reads are differenced (interval ends make a read's time its end)."""
+    ends_given = source.columns.interval_end is not None or source.columns.period is not None
+    return RegisterParams(
+        rules=rules, label="end" if ends_given else source.timestamp_label, series_timezone=source.series_timezone
+    )
+
+
+def vee_params(source: SourceConfig) -> VeeParams:
+    """The source's series rules and estimation settings."""
+    return VeeParams(
+        series_timezone=source.series_timezone,
+        validation=source.validation,
+        estimation=source.estimation,
+        severities={rule: source.severity(rule) for rule in ("spike", "high_low", "zero_run")},
+    )
+
+
+def _placeable() -> nw.Expr:
+    """A rejected row whose key can be trusted: VEE places it (its interval is estimated, its value kept)."""
+    return (
+        ~nw.col("rejection_rule").is_null()
+        & (nw.col("meter_id") != "")
+        & ~nw.col("interval_start_utc").is_null()
+        & ~nw.col("interval_minutes").is_null()
+        & nw.col("direction").is_in(["import", "export"])
+    ).fill_null(value=False)
+
+
+def vee_batch_rows(validated: nw.LazyFrame[Any], accepted: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+    """The batch's rows in the VEE input layout: accepted reads de-duplicated, and the rejected
+    rows VEE can place."""
+    schema = vee_input_schema()
+    rejected = validated.filter(_placeable()).with_columns(quality_rank=quality_rank())
+    return _concat(
+        [
+            _vee_columns(deduplicated_readings(accepted), schema, reported=nw.col("energy_kwh")),
+            _vee_columns(rejected, schema, reported=nw.col("energy_kwh"), energy=nw.lit(None, nw.Float64())),
+        ]
+    )
+
+
 def parse_rows(raw: pa.Table, *, source: SourceConfig, header: list[str]) -> pa.Table:
     """Raw-read rows -> typed rows; runs per Arrow batch on either engine."""
     return parsed_readings(raw, source, header).cast(parsed_schema(header))
@@ -710,16 +752,9 @@ class BatchPipeline:
         params = RuleParams.for_source(source, now_utc=started)
         register = source.value_kind == "register"
         if register:
-            ends_given = source.columns.interval_end is not None or source.columns.period is not None
-            differencing = RegisterParams(
-                rules=params,
-                label="end" if ends_given else source.timestamp_label,
-                series_timezone=source.series_timezone,
-            )
             schema = register_schema(schema)
-            parsed = store.map_groups(
-                parsed, ["meter_id", "direction"], partial(difference_registers, params=differencing), schema
-            )
+            differencing = partial(difference_registers, params=register_params(source, params))
+            parsed = store.map_groups(parsed, ["meter_id", "direction"], differencing, schema)
         # Only what VEE, quarantine and the counts read next is kept.
         validated = store.cache(validated_readings(parsed, params).drop(*_PARSE_ONLY))
         accepted = validated.filter(nw.col("rejection_rule").is_null())
@@ -734,23 +769,9 @@ class BatchPipeline:
         """Series rules and estimation over the batch's readings, with stored silver as context."""
         store = self.store
         schema = vee_input_schema()
-        deduped = deduplicated_readings(accepted)
-        placeable = (
-            ~nw.col("rejection_rule").is_null()
-            & (nw.col("meter_id") != "")
-            & ~nw.col("interval_start_utc").is_null()
-            & ~nw.col("interval_minutes").is_null()
-            & nw.col("direction").is_in(["import", "export"])
-        )
-        rejected = validated.filter(placeable.fill_null(value=False)).with_columns(quality_rank=quality_rank())
-        batch = _concat(
-            [
-                _vee_columns(deduped, schema, reported=nw.col("energy_kwh")),
-                _vee_columns(rejected, schema, reported=nw.col("energy_kwh"), energy=nw.lit(None, nw.Float64())),
-            ]
-        )
+        batch = vee_batch_rows(validated, accepted)
         # The batch's days and series, from the rows that make up `batch`: accepted or placeable.
-        in_batch = validated.filter(nw.col("rejection_rule").is_null() | placeable.fill_null(value=False))
+        in_batch = validated.filter(nw.col("rejection_rule").is_null() | _placeable())
         days = store.collect(
             in_batch.select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
         ).to_pylist()[0]
@@ -770,16 +791,10 @@ class BatchPipeline:
             measured = nw.col("estimation_method").is_null() | (nw.col("estimation_method") == METHOD_REGISTER_SPREAD)
             history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
             parts.append(_history_columns(history, schema))
-        params = VeeParams(
-            series_timezone=source.series_timezone,
-            validation=source.validation,
-            estimation=source.estimation,
-            severities={rule: source.severity(rule) for rule in ("spike", "high_low", "zero_run")},
-        )
         return store.map_groups(
             _concat(parts),
             ["meter_id", "direction"],
-            partial(_apply_vee, params=params, schema=schema),
+            partial(_apply_vee, params=vee_params(source), schema=schema),
             vee_schema(schema),
         )
 

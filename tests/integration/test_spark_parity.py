@@ -7,6 +7,7 @@ floats within 1e-9 relative. Each lake is also opened by the other engine.
 
 from __future__ import annotations
 
+import gzip
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
@@ -115,6 +117,47 @@ DAILY = SourceConfig(
     series_timezone="Europe/Amsterdam",
     columns=ColumnMapping(meter_id=None, timestamp="date", value="kwh"),
 )
+#: One row per day, one column per quarter-hour, across both DST changes (100 columns), gzipped;
+#: and the same readings as a Parquet file in the long layout with typed timestamps, and a
+#: period column "A to B" with a year's total among the days.
+TIME_OF_DAY = SourceConfig(
+    name="time_of_day",
+    path="time_of_day/*.csv.gz",
+    layout="time_of_day",
+    delimiter=";",
+    decimal=",",
+    columns=ColumnMapping(meter_id="EAN", timestamp="Datum", unit="Eenheid"),
+    timestamp_format="%d.%m.%Y",
+    timestamp_timezone="Europe/Brussels",
+    series_timezone="Europe/Brussels",
+    interval_minutes=15,
+)
+PARQUET = SourceConfig(
+    name="parquet",
+    path="parquet/*.parquet",
+    format="parquet",
+    unit="kWh",
+    interval_minutes=60,
+    series_timezone="Europe/Brussels",
+    columns=ColumnMapping(meter_id="meter", timestamp="start", value="kwh"),
+)
+PERIODS = SourceConfig(
+    name="periods",
+    path="periods/*.csv",
+    unit="kWh",
+    interval_minutes=1440,
+    meter_id="PER-1",
+    timestamp_format="%Y-%m-%d",
+    timestamp_timezone="Europe/Brussels",
+    series_timezone="Europe/Brussels",
+    columns=ColumnMapping(meter_id=None, period="period", value="kwh"),
+)
+PERIOD_ROWS = [
+    "2025-03-29 to 2025-03-30,12",
+    "2025-03-30 to 2025-03-31,11",
+    "2025-03-31 to 2025-04-01,12",
+    "2025-01-01 to 2026-01-01,4380",  # the year's total: not a day
+]
 DAILY_ROWS = [f"2024-03-{d},24" for d in range(29, 32)] + [f"2024-10-{d},24" for d in range(26, 29)]
 
 
@@ -138,6 +181,9 @@ def _batches(store: TableStore, tmp_path: Path, inputs: Path) -> list[BatchResul
             _run(store, metadata, fluvius, "batch-3", FLUVIUS),
             _run(store, metadata, [inputs / "registers" / "r.csv"], "batch-4", REGISTERS),
             _run(store, metadata, [inputs / "daily" / "d.csv"], "batch-5", DAILY),
+            _run(store, metadata, resolve_inputs(str(inputs / "time_of_day")), "batch-6", TIME_OF_DAY),
+            _run(store, metadata, resolve_inputs(str(inputs / "parquet"), "parquet"), "batch-7", PARQUET),
+            _run(store, metadata, resolve_inputs(str(inputs / "periods")), "batch-8", PERIODS),
         ]
     finally:
         metadata.dispose()
@@ -189,6 +235,20 @@ def lakes(tmp_path_factory: pytest.TempPathFactory, spark: Any) -> dict[str, Any
     write_csv(inputs / "two_weeks.csv", two_weeks)
     write_csv(inputs / "registers" / "r.csv", REGISTER_ROWS, header="meter,time,read")
     write_csv(inputs / "daily" / "d.csv", DAILY_ROWS, header="date,kwh")
+    (inputs / "time_of_day").mkdir()
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "readers" / "time_of_day_brussels.csv"
+    (inputs / "time_of_day" / "days.csv.gz").write_bytes(gzip.compress(fixture.read_bytes()))
+    (inputs / "parquet").mkdir()
+    hours = [datetime(2025, 10, 25, 22, tzinfo=UTC) + timedelta(hours=h) for h in range(30)]
+    parquet_rows = pa.table(
+        {
+            "meter": ["PQ-1"] * len(hours),
+            "start": pa.array(hours, pa.timestamp("us", tz="UTC")),
+            "kwh": pa.array([0.5 + h / 100 for h in range(len(hours))], pa.float64()),
+        }
+    )
+    pq.write_table(parquet_rows, inputs / "parquet" / "hours.parquet")
+    write_csv(inputs / "periods" / "p.csv", PERIOD_ROWS, header="period,kwh")
     local = PandasDeltaStore(root / "local")
     on_duckdb = DuckDBDeltaStore(root / "duckdb")
     on_spark = SparkDeltaStore(spark, str(root / "spark"))
@@ -222,6 +282,14 @@ def test_both_modes_succeed_with_the_same_counts(lakes: dict[str, Any]) -> None:
         "register_reset": 1,
         "above_physical_max": 1,
     }
+
+
+def test_reader_features_give_the_same_counts_in_both_modes(lakes: dict[str, Any]) -> None:
+    time_of_day, parquet, periods = lakes["spark"][1][5:8]
+    # Fixture: 92 + 95 + 100 readings (the spring day's placeholders and a normal day's 97-100 skipped).
+    assert time_of_day.reconciliation is not None and time_of_day.reconciliation.rows_accepted == 287
+    assert parquet.reconciliation is not None and parquet.reconciliation.rows_accepted == 30
+    assert periods.rule_counts.get("interval_invalid") == 1
 
 
 def test_registers_and_daily_reads_book_the_true_energy_in_both_modes(lakes: dict[str, Any]) -> None:
