@@ -916,8 +916,6 @@ def test_several_timestamp_columns_are_joined_with_a_space() -> None:
         ("", (None, "missing")),
         ("-", (None, "missing")),
         ("1,2,3", (None, "unparseable")),
-        ("\x00register_start", (None, "register_start")),
-        ("\x00register_reset", (None, "register_reset")),
     ],
 )
 def test_decimal_comma_values(raw: str, expected: tuple[float | None, str]) -> None:

@@ -98,12 +98,22 @@ def test_exemptions_units_and_first_rule_wins(engine: Any) -> None:
             _row(value=2, unit="kw", interval_minutes=60),
         ],
     )
-    assert [r["rejection_rule"] for r in rows] == [None, None, None, None, "meter_id_missing", None, None]
+    # A negative export is quarantined unless the channel is bidirectional (negative_export).
+    assert [r["rejection_rule"] for r in rows] == [
+        "negative_export",
+        None,
+        None,
+        None,
+        "meter_id_missing",
+        None,
+        None,
+    ]
     # Power over each row's own interval: 2 kW for 30, 15 and 60 minutes.
     assert [r["energy_kwh"] for r in rows[1:4]] == pytest.approx([0.5, 1.0, 1.0])
     assert [r["energy_kwh"] for r in rows[5:]] == pytest.approx([0.5, 2.0])
     bidirectional = RuleParams(NOW, 30, "Europe/London", 10, bidirectional=True)
     assert _validate(engine, [_row(value=-0.1)], bidirectional)[0]["rejection_rule"] is None
+    assert _validate(engine, [_row(value=-0.1, direction="export")], bidirectional)[0]["rejection_rule"] is None
 
 
 def _as_vee_output(frame: Any) -> Any:
