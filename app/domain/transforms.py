@@ -117,27 +117,44 @@ def gold_daily_meter_energy(silver: nw.LazyFrame, calendar: nw.LazyFrame) -> nw.
     """
     estimated = nw.col("quality_flag") == QUALITY_ESTIMATED
     is_daily = nw.col("interval_minutes") >= DAILY_MINUTES
-    length = nw.when(is_daily).then(nw.col("day_minutes")).otherwise(nw.col("interval_minutes").cast(nw.Int64()))
-    daily = (
-        silver.join(calendar, on=["local_date", "timezone"], how="left")
-        .with_columns(length_minutes=length)
-        .with_columns(
-            demand_kw=nw.col("energy_kwh") * 60 / nw.col("length_minutes"),
+    nothing = nw.lit(None, nw.Float64())
+    # Aggregated first, joined to the (small) calendar after: a daily interval's length is its
+    # day's, known only then, so daily and shorter intervals are summed apart.
+    sums = (
+        silver.with_columns(
+            demand_kw=nw.when(is_daily).then(nothing).otherwise(nw.col("energy_kwh") * 60 / nw.col("interval_minutes")),
+            daily_kwh=nw.when(is_daily).then(nw.col("energy_kwh")).otherwise(nothing),
             is_estimated=nw.when(estimated).then(nw.lit(1, nw.Int64())).otherwise(nw.lit(0, nw.Int64())),
             estimated_kwh=nw.when(estimated).then(nw.col("energy_kwh")).otherwise(nw.lit(0.0, nw.Float64())),
-            read_minutes=nw.when(estimated).then(nw.lit(0, nw.Int64())).otherwise(nw.col("length_minutes")),
+            read_minutes=nw.when(estimated | is_daily)
+            .then(nw.lit(0, nw.Int64()))
+            .otherwise(nw.col("interval_minutes").cast(nw.Int64())),
+            daily_reads=nw.when(is_daily & ~estimated).then(nw.lit(1, nw.Int64())).otherwise(nw.lit(0, nw.Int64())),
         )
         .group_by("meter_id", "direction", "local_date", "timezone")
         .agg(
             nw.col("energy_kwh").sum(),
-            nw.col("demand_kw").max().alias("peak_demand_kw"),
+            nw.col("demand_kw").max(),
+            nw.col("daily_kwh").max(),
             nw.len().alias("interval_count"),
             nw.col("is_estimated").sum().alias("estimated_interval_count"),
             nw.col("estimated_kwh").sum(),
             nw.col("interval_minutes").min().alias("interval_minutes"),
             nw.col("read_minutes").sum(),
-            nw.col("day_minutes").max(),
+            nw.col("daily_reads").sum(),
         )
+    )
+    daily_demand = nw.col("daily_kwh") * 60 / nw.col("day_minutes")
+    peak = (
+        nw.when(nw.col("daily_kwh").is_null())
+        .then(nw.col("demand_kw"))
+        .when(nw.col("demand_kw").is_null() | (daily_demand > nw.col("demand_kw")))
+        .then(daily_demand)
+        .otherwise(nw.col("demand_kw"))
+    )
+    daily = sums.join(calendar, on=["local_date", "timezone"], how="left").with_columns(
+        peak_demand_kw=peak,
+        read_minutes=nw.col("read_minutes") + nw.col("daily_reads") * nw.col("day_minutes"),
     )
     expected = (
         nw.when(nw.col("interval_minutes") >= DAILY_MINUTES)
