@@ -11,9 +11,9 @@ import typer
 
 if TYPE_CHECKING:
     from app.application.pipeline import BatchResult
-    from app.application.runner import Platform
     from app.application.source_check import SourceCheck
     from app.infrastructure.settings import Settings
+    from app.wiring import LocalPlatform
 
 app = typer.Typer(
     help="Energy Data Platform: raw meter data to trustworthy tables.",
@@ -30,6 +30,8 @@ app.add_typer(batches_app, name="batches")
 app.add_typer(tables_app, name="tables")
 app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(sources_app, name="sources")
+db_app = typer.Typer(help="The metadata database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 #: How long a run waits for another run on the same data directory to finish.
 WaitOption = Annotated[
@@ -83,9 +85,9 @@ def _settings() -> Iterator[Settings]:
 
 
 @contextmanager
-def _platform() -> Iterator[Platform]:
+def _platform() -> Iterator[LocalPlatform]:
     """Settings, logging and stores; a PlatformError ends the command with its message, exit 1."""
-    from app.application.runner import open_platform
+    from app.wiring import open_platform
 
     with _settings() as settings, open_platform(settings) as platform:
         yield platform
@@ -171,6 +173,35 @@ def run_batch(
     _summary(result)
     if result.status == "failed":
         raise typer.Exit(code=1)
+
+
+@app.command("recover")
+def recover_lake(wait: WaitOption = 0.0) -> None:
+    """Roll back and mark failed the batches a killed run left running (runs and replays do this
+    first on their own; reads never do)."""
+    from app.wiring import recover
+
+    with _platform() as platform:
+        recovered = recover(platform, wait_seconds=wait)
+    if recovered:
+        _console().print(f"Recovered {len(recovered)} interrupted batch(es): {', '.join(recovered)}")
+    else:
+        _console().print("Nothing to recover: no batch of this data directory was left running.")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the metadata database's schema migrations (every command and the service also do
+    this once when they start); does nothing when the schema is current."""
+    from app.wiring import metadata_store
+
+    with _settings() as settings:
+        store = metadata_store(settings)
+        try:
+            version = store.schema_version()
+        finally:
+            store.dispose()
+    _console().print(f"The metadata database {store.url_for_display} is at schema version {version}.")
 
 
 @quarantine_app.command("list")
@@ -295,7 +326,7 @@ def show_batch(batch_id: str) -> None:
     for f in record.files:
         console.print(f"  file {f.path} ({f.record_count:,} rows, sha256 {f.sha256[:16]}…)")
     layers = Table(title="Layers")
-    for column in ("layer", "in", "out", "quarantined", "seconds", "errors"):
+    for column in ("layer", "in", "out", "quarantined", "seconds"):
         layers.add_column(column)
     for m in record.layers:
         layers.add_row(
@@ -304,7 +335,6 @@ def show_batch(batch_id: str) -> None:
             f"{m.records_out:,}",
             f"{m.quarantined:,}",
             f"{m.duration_seconds:.2f}",
-            str(m.errors),
         )
     console.print(layers)
     if record.reconciliation:
@@ -457,13 +487,13 @@ def check_source_files(
     from datetime import UTC, datetime
 
     from app.application.source_check import check_source, find_source
-    from app.infrastructure.readers import resolve_inputs
+    from app.infrastructure import readers
     from app.infrastructure.source_config import load_sources
 
     with _settings() as settings:
         declared = find_source(load_sources(config or settings.sources_config), source)
-        paths = resolve_inputs(input_path or declared.path, declared.format)
-        result = check_source(declared, paths, now=datetime.now(UTC), sample_rows=rows)
+        paths = readers.resolve_inputs(input_path or declared.path, declared.format)
+        result = check_source(readers, declared, paths, now=datetime.now(UTC), sample_rows=rows)
     if as_json:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False))
     else:
@@ -481,9 +511,10 @@ def infer_source_config(
     units, long or wide layout; each key commented, guesses marked "check this". Save the output
     and try it with `energy-platform sources check`."""
     from app.application.inference import infer_source
+    from app.infrastructure import readers
 
     with _reported():
-        drafted = infer_source(file, name=name)
+        drafted = infer_source(readers, file, name=name)
     typer.echo(drafted.toml(), nl=False)
 
 

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.application.pipeline import BatchPipeline
+from app.infrastructure import readers
 from app.infrastructure.logging import configure_logging, get_logger
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.repositories.metadata import SqlMetadataStore
@@ -36,7 +37,9 @@ def run_platform(spark: object, input_glob: str, work: Path) -> tuple[float, int
     metadata = SqlMetadataStore(f"sqlite:///{work / 'metadata.db'}")
     metadata.migrate()
     store = SparkDeltaStore(spark, str(work / "lake"))  # type: ignore[arg-type]
-    pipeline = BatchPipeline(store=store, metadata=metadata, execution_mode="databricks", logger=get_logger())
+    pipeline = BatchPipeline(
+        store=store, metadata=metadata, reader=readers, execution_mode="databricks", logger=get_logger()
+    )
     try:
         clock = time.perf_counter()
         result = pipeline.run(source, resolve_inputs(input_glob), force=True, now=NOW)

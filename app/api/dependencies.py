@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Security
 from fastapi.security import APIKeyHeader
 
-from app.application.runner import Platform, open_platform
-from app.application.runs import RunService
+from app.api.runs import RunService
 from app.infrastructure.settings import Settings, get_settings
+from app.wiring import LocalPlatform as Platform
+from app.wiring import open_platform
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service's API_KEY.")
 _RUNS = RunService()

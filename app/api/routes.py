@@ -16,10 +16,9 @@ from pydantic import BaseModel, Field
 from app import __version__
 from app.api.dependencies import PlatformDep, ReadAccess, RunServiceDep, SettingsDep, WriteAccess
 from app.application import prometheus, queries
-from app.application.metrics import BatchRecord
+from app.domain.batches import BATCH_ID_PATTERN, BatchRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
 from app.infrastructure.logging import redact_text
-from app.infrastructure.repositories.base import BATCH_ID_PATTERN
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 
 router = APIRouter()

@@ -30,10 +30,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
+from app.application.ports import FileReader
 from app.domain.errors import ConfigurationError, InputFileError
 from app.domain.parsing import TS_OK, VALUE_OK, VALUE_UNPARSEABLE, clean_text, parse_timestamps, parse_values
 from app.domain.sources import DEFAULT_MISSING_VALUES, UNITS, SourceConfig
-from app.infrastructure.readers import parse_raw_bytes
 
 #: Bytes of a delimited file read to infer from (all of most files; the head of large ones).
 SAMPLE_BYTES = 1 << 22
@@ -213,8 +213,9 @@ def source_name(path: Path) -> str:
     return name if _NAME.match(name) else f"source_{name}".rstrip("_")
 
 
-def infer_source(path: Path, *, name: str | None = None) -> InferredSource:
-    """Draft a source config for `path`; the result is checked by the config model before it is returned."""
+def infer_source(reader: FileReader, path: Path, *, name: str | None = None) -> InferredSource:
+    """Draft a source config for `path`, reading its rows with `reader` where the format needs it;
+    the result is checked by the config model before it is returned."""
     try:
         with path.open("rb") as handle:
             data = handle.read(SAMPLE_BYTES)
@@ -229,9 +230,9 @@ def infer_source(path: Path, *, name: str | None = None) -> InferredSource:
     inferred = InferredSource(name=name, path=path.resolve())
     kind = _format_of(data)
     if kind == "greenbutton":
-        _greenbutton(inferred, path.read_bytes())
+        _greenbutton(inferred, path.read_bytes(), reader)
     elif kind == "nem12":
-        _nem12(inferred, path.read_bytes())
+        _nem12(inferred, path.read_bytes(), reader)
     else:
         _delimited(inferred, data, truncated=truncated)
     _validated(inferred)
@@ -269,9 +270,9 @@ def _mode(values: Iterable[int]) -> tuple[int, int] | None:
 # --- NEM12 and Green Button ---------------------------------------------------------------------
 
 
-def _format_interval(inferred: InferredSource, data: bytes, source: SourceConfig) -> None:
+def _format_interval(inferred: InferredSource, data: bytes, source: SourceConfig, reader: FileReader) -> None:
     """interval_minutes: the most common reading length the format's reader finds."""
-    rows = parse_raw_bytes(str(inferred.path), data, source).table
+    rows = reader.parse_raw_bytes(str(inferred.path), data, source).table
     lengths = [int(v) for v in rows["interval_minutes"].to_pylist() if v and v.isdigit() and 1440 % int(v) == 0]
     found = _mode(lengths)
     if found is None:
@@ -283,12 +284,12 @@ def _format_interval(inferred: InferredSource, data: bytes, source: SourceConfig
     )
 
 
-def _nem12(inferred: InferredSource, data: bytes) -> None:
+def _nem12(inferred: InferredSource, data: bytes, reader: FileReader) -> None:
     inferred.add("format", "nem12", "200/300 records: AEMO NEM12")
     inferred.add("path", str(inferred.path), "the file this was drafted from; a glob reads several")
     inferred.add("timestamp_timezone", "+10:00", "NEM12 times are NEM time, UTC+10 all year")
     probe = SourceConfig(name="probe", format="nem12", path="", timestamp_timezone="+10:00")
-    _format_interval(inferred, data, probe)
+    _format_interval(inferred, data, probe, reader)
     inferred.add(
         "series_timezone",
         "Australia/Brisbane",
@@ -296,11 +297,11 @@ def _nem12(inferred: InferredSource, data: bytes) -> None:
     )
 
 
-def _greenbutton(inferred: InferredSource, data: bytes) -> None:
+def _greenbutton(inferred: InferredSource, data: bytes, reader: FileReader) -> None:
     inferred.add("format", "greenbutton", "an Atom feed of ESPI resources: Green Button XML")
     inferred.add("path", str(inferred.path), "the file this was drafted from; a glob reads several")
     probe = SourceConfig(name="probe", format="greenbutton", path="")
-    _format_interval(inferred, data, probe)
+    _format_interval(inferred, data, probe, reader)
     found = re.search(rb"<(?:[\w.-]+:)?tzOffset>\s*(-?\d+)\s*<", data)
     offset = int(found.group(1)) if found else 0
     zone = _TZ_OFFSETS.get(offset) if found else None

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
+import resource
+import sys
 import time
 import uuid
 import warnings
@@ -19,7 +20,8 @@ import narwhals as nw
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.application.metrics import BatchRecord, InputFile, LayerMetrics, Reconciliation
+from app.application.ports import FileReader, MetadataStore, TableStore
+from app.domain.batches import BatchRecord, InputFile, LayerMetrics, Reconciliation, batch_checksum, replay_checksum
 from app.domain.errors import (
     ConfigurationError,
     InputFileError,
@@ -42,6 +44,9 @@ from app.domain.schemas import (
     BRONZE_LINEAGE,
     GOLD_DAILY_METER_ENERGY,
     GOLD_HOURLY_PORTFOLIO_LOAD,
+    KIND_ERROR,
+    KIND_MALFORMED,
+    KIND_ROW,
     NARWHALS_TYPES,
     QUARANTINE_READINGS,
     SILVER_COMPARED,
@@ -49,6 +54,7 @@ from app.domain.schemas import (
     UTC_TIMESTAMP,
     TableSpec,
     bronze_spec,
+    read_schema,
 )
 from app.domain.sources import SourceConfig
 from app.domain.transforms import (
@@ -61,19 +67,14 @@ from app.domain.transforms import (
     silver_readings,
 )
 from app.domain.vee import VeeParams, apply_vee, vee_schema
-from app.infrastructure.monitoring import peak_rss_mib
-from app.infrastructure.readers import (
-    KIND_ERROR,
-    KIND_MALFORMED,
-    KIND_ROW,
-    read_head,
-    read_header,
-    read_schema,
-    sha256_of,
-)
-from app.infrastructure.repositories.base import MetadataStore, TableStore
 
 Progress = Callable[[str, str], None]
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # macOS: bytes; Linux: KiB
 
 
 def new_batch_id(now: datetime) -> str:
@@ -331,6 +332,7 @@ class BatchPipeline:
         *,
         store: TableStore,
         metadata: MetadataStore,
+        reader: FileReader,
         execution_mode: str,
         logger: Any,
         progress: Progress | None = None,
@@ -339,6 +341,7 @@ class BatchPipeline:
     ) -> None:
         self.store = store
         self.metadata = metadata
+        self.reader = reader
         self.execution_mode = execution_mode
         self.log = logger
         self.progress = progress or (lambda _layer, _message: None)
@@ -357,7 +360,7 @@ class BatchPipeline:
     ) -> BatchResult:
         started = now or datetime.now(UTC)
         clock = time.perf_counter()
-        files = [InputFile(path=str(p), sha256=sha256_of(p), size_bytes=p.stat().st_size) for p in paths]
+        files = [InputFile(path=str(p), sha256=self.reader.sha256_of(p), size_bytes=p.stat().st_size) for p in paths]
         result = BatchResult(batch_id=None, source=source.name, status="skipped")
         if not force:
             seen = self.metadata.successful_checksums([f.sha256 for f in files])
@@ -367,7 +370,7 @@ class BatchPipeline:
             return result
         result.batch_id = batch_id or new_batch_id(started)
         result.files = files
-        checksum = hashlib.sha256("".join(f.sha256 for f in files).encode()).hexdigest()
+        checksum = batch_checksum(f.sha256 for f in files)
         return self._execute(
             source, result, started, clock, checksum=checksum, read=lambda: self._read(source, result), replay=None
         )
@@ -407,7 +410,7 @@ class BatchPipeline:
             return result
         result.batch_id = batch_id or new_batch_id(started)
         replay = _Replay(batch_of=batch_of, kept=stored.filter(malformed))
-        checksum = hashlib.sha256(f"replay:{batch_of}:{rows.num_rows}".encode()).hexdigest()
+        checksum = replay_checksum(batch_of, rows.num_rows)
         return self._execute(
             source, result, started, clock, checksum=checksum, read=lambda: self._quarantined(rows), replay=replay
         )
@@ -539,7 +542,7 @@ class BatchPipeline:
         """Read the batch's files on the engine; file-level errors fail the batch before any write."""
         paths = [f.path for f in result.files]
         # Headers first, from each file's first bytes, so both engines agree on the columns.
-        headers = [read_header(p, read_head(Path(p)), source) for p in paths]
+        headers = [self.reader.read_header(p, self.reader.read_head(Path(p)), source) for p in paths]
         header = list(dict.fromkeys(c for h in headers for c in h))
         read = self.store.cache(self.store.read_files(paths, source, header))
         per_file = self.store.collect(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from app.application.metrics import BatchRecord
+from app.domain.batches import BatchRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STATUSES = ("running", "succeeded", "failed", "skipped")

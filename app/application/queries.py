@@ -9,8 +9,8 @@ from typing import Any
 import narwhals as nw
 import pyarrow as pa
 
+from app.application.ports import MetadataStore, RowFilter, TableStore
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
-from app.infrastructure.repositories.base import MetadataStore, RowFilter, TableStore
 
 
 @dataclass(frozen=True)

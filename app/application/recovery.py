@@ -2,9 +2,9 @@
 
 A batch writes its tables one commit at a time (bronze, quarantine, silver, then gold). A run
 killed between two of them leaves the batch "running" in the metadata store with some of its
-commits made. The next run that takes the lake's lock (or any command that opens the lake
-while nobody holds it) finds such batches, restores each table to its version before the
-batch, and records the batch as failed, so the batch can simply be run again.
+commits made. The next write that takes the lake's lock (a run, a replay, or
+`energy-platform recover`) finds such batches, restores each table to its version before the
+batch, and records the batch as failed, so the batch can simply be run again. Reads never do.
 """
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from app.application.metrics import BatchRecord
+import structlog
+
+from app.application.ports import Holder, MetadataStore, TableStore
+from app.domain.batches import BatchRecord
 from app.domain.errors import TableStoreError
-from app.infrastructure.lock import Holder
-from app.infrastructure.logging import get_logger
-from app.infrastructure.repositories.base import MetadataStore, TableStore
 
 
 def recover_interrupted(
@@ -30,7 +30,7 @@ def recover_interrupted(
     """Roll back and fail every batch of `lake` still recorded as running. Call only while
     holding the lake's lock, so that none of them can still be at work. Returns them."""
     interrupted = metadata.running_batches(lake=lake)
-    log = get_logger()
+    log = structlog.get_logger()
     for record in reversed(interrupted):  # newest first: its commits are the latest
         try:
             undone = store.rollback(record.batch_id)

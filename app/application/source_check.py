@@ -27,22 +27,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.application.pipeline import parse_rows, register_params, vee_batch_rows, vee_input_schema, vee_params
+from app.application.ports import FileReader
 from app.domain.errors import ConfigurationError, InputFileError
 from app.domain.parsing import TS_UNPARSEABLE, VALUE_OK, parse_values, raw_column
 from app.domain.registers import difference_registers, spread_register_spans
 from app.domain.rules import MALFORMED_ROW, SERIES_RULES, RuleParams, validated_readings
+from app.domain.schemas import KIND_ERROR, KIND_MALFORMED, KIND_ROW, read_schema
 from app.domain.sources import SourceConfig
 from app.domain.transforms import local_day_minutes
 from app.domain.vee import ROLE_BATCH, ROLE_ESTIMATE, apply_vee
-from app.infrastructure.readers import (
-    KIND_ERROR,
-    KIND_MALFORMED,
-    KIND_ROW,
-    raw_read_table,
-    read_head,
-    read_header,
-    read_schema,
-)
 
 #: Share of the rows with a value that must fail a rule before a hint names a likely cause.
 HINT_SHARE = 0.1
@@ -190,16 +183,16 @@ def find_source(sources: dict[str, SourceConfig], name: str) -> SourceConfig:
 # --- reading and typing ---------------------------------------------------------------------------
 
 
-def _read(source: SourceConfig, paths: list[Path]) -> tuple[pa.Table, list[str]]:
+def _read(reader: FileReader, source: SourceConfig, paths: list[Path]) -> tuple[pa.Table, list[str]]:
     """Every file as raw-read rows under the batch header; a file-level error raises, as in a run."""
-    header = list(dict.fromkeys(c for p in paths for c in read_header(str(p), read_head(p), source)))
+    header = list(dict.fromkeys(c for p in paths for c in reader.read_header(str(p), reader.read_head(p), source)))
     tables = []
     for index, path in enumerate(paths):
         try:
             data = path.read_bytes()
         except OSError as error:
             raise InputFileError(str(path), f"cannot be read: {error.strerror}") from None
-        table = raw_read_table(index, str(path), data, source, header)
+        table = reader.raw_read_table(index, str(path), data, source, header)
         failed = table.filter(pc.equal(table["kind"], KIND_ERROR))
         if failed.num_rows:
             raise InputFileError(str(path), failed["detail"][0].as_py(), line=failed["line_number"][0].as_py())
@@ -582,9 +575,11 @@ def _register_hint(rows: pa.Table, parsed: pa.Table, source: SourceConfig) -> Hi
 # --- the check ------------------------------------------------------------------------------------
 
 
-def check_source(source: SourceConfig, paths: list[Path], *, now: datetime, sample_rows: int = 10) -> SourceCheck:
+def check_source(
+    reader: FileReader, source: SourceConfig, paths: list[Path], *, now: datetime, sample_rows: int = 10
+) -> SourceCheck:
     """Read, type and validate `paths` as `source` in memory, and say what a run would do."""
-    raw, header = _read(source, paths)
+    raw, header = _read(reader, source, paths)
     kinds = raw["kind"]
     rows = raw.filter(pc.equal(kinds, KIND_ROW))
     malformed = int(pc.sum(pc.equal(kinds, KIND_MALFORMED)).as_py() or 0)

@@ -179,3 +179,23 @@ def bronze_spec(source: str, raw_columns: list[str]) -> TableSpec:
     """Bronze schema: the file's columns as strings, then the lineage columns."""
     fields = [pa.field(c, pa.string()) for c in raw_columns] + list(BRONZE_LINEAGE)
     return TableSpec(name=bronze_table_name(source), layer="bronze", schema=pa.schema(fields))
+
+
+#: Columns every raw-read row carries besides the file's own columns.
+READ_LINEAGE = pa.schema(
+    [
+        ("file_index", pa.int32()),
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("row_order", pa.int64()),
+        ("kind", pa.string()),
+        ("detail", pa.string()),
+        ("occurrence", pa.int32()),
+    ]
+)
+KIND_ROW, KIND_MALFORMED, KIND_ERROR = "row", "malformed", "error"
+
+
+def read_schema(header: list[str]) -> pa.Schema:
+    """Schema of a raw read: the batch's file columns as strings, then READ_LINEAGE."""
+    return pa.schema([pa.field(c, pa.string()) for c in header] + list(READ_LINEAGE))

@@ -26,7 +26,6 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -42,7 +41,12 @@ from app.domain.parsing import (
     TS_UNPARSEABLE,
     parse_positions,
 )
+from app.domain.schemas import KIND_ERROR, KIND_MALFORMED, KIND_ROW, read_schema
 from app.domain.sources import CANONICAL_COLUMNS, ColumnMapping, SourceConfig
+from app.infrastructure.formats import RawFile
+from app.infrastructure.formats.greenbutton import read_greenbutton
+from app.infrastructure.formats.nem12 import read_nem12
+from app.infrastructure.formats.parquet import read_parquet
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _OTHER_DELIMITERS = (",", ";", "\t", "|")
@@ -64,22 +68,6 @@ TABULAR_FORMATS = ("csv", "parquet")
 COLUMN = "column"
 #: Canonical column of the interval number within the local day.
 POSITION = "position"
-
-
-@dataclass
-class RawFile:
-    """One file as received: its raw rows and the lines that did not fit the header."""
-
-    path: Path
-    header: list[str]
-    table: pa.Table
-    malformed: list[tuple[int, str]] = field(default_factory=list)
-    #: Physical line of the header row (delimited text); None when there is none (Parquet).
-    header_line: int | None = None
-
-    @property
-    def rows_read(self) -> int:
-        return self.table.num_rows + len(self.malformed)
 
 
 def resolve_inputs(pattern: str, source_format: str = "csv") -> list[Path]:
@@ -116,20 +104,6 @@ HEAD_BYTES = 1 << 16
 BLOCK_BYTES = 1 << 24
 #: Longest text of a header quoted in an error message.
 _QUOTED_CHARS = 300
-
-#: Columns every raw-read row carries besides the file's own columns.
-READ_LINEAGE = pa.schema(
-    [
-        ("file_index", pa.int32()),
-        ("source_file", pa.string()),
-        ("line_number", pa.int64()),
-        ("row_order", pa.int64()),
-        ("kind", pa.string()),
-        ("detail", pa.string()),
-        ("occurrence", pa.int32()),
-    ]
-)
-KIND_ROW, KIND_MALFORMED, KIND_ERROR = "row", "malformed", "error"
 
 
 def row_order(file_index: int, ordinal: int | np.ndarray) -> int | np.ndarray:
@@ -1023,11 +997,7 @@ def _read_format(path: str, data: bytes, source: SourceConfig) -> RawFile:
     """A non-delimited file -> canonical rows, by the format's reader."""
     _format_check(path, data[:HEAD_BYTES], source)
     if source.format == "nem12":
-        from app.infrastructure.formats.nem12 import read_nem12
-
         return read_nem12(path, data, source)
-    from app.infrastructure.formats.greenbutton import read_greenbutton
-
     return read_greenbutton(path, data, source)
 
 
@@ -1035,9 +1005,7 @@ def _parse_content(path: str, data: bytes, source: SourceConfig) -> RawFile:
     if source.format not in TABULAR_FORMATS:
         return _read_format(path, data, source)
     if source.format == "parquet":
-        from app.infrastructure.formats.parquet import read_parquet
-
-        raw = read_parquet(path, data, source)
+        raw = read_parquet(path, data, parquet_header(path, data, source))
     else:
         raw = _read_delimited(path, data, source)
     if source.fill_down:
@@ -1070,11 +1038,6 @@ def parse_raw_bytes(path: str, data: bytes, source: SourceConfig) -> RawFile:
         occurrence = pa.repeat(pa.scalar(0, pa.int32()), raw.table.num_rows)
     raw.table = raw.table.append_column("occurrence", occurrence)
     return raw
-
-
-def read_schema(header: list[str]) -> pa.Schema:
-    """Schema of a raw read: the batch's file columns as strings, then READ_LINEAGE."""
-    return pa.schema([pa.field(c, pa.string()) for c in header] + list(READ_LINEAGE))
 
 
 def raw_read_table(file_index: int, path: str, data: bytes, source: SourceConfig, header: list[str]) -> pa.Table:

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from app.application.runner import Platform, open_platform
 from app.infrastructure.settings import Settings
+from app.wiring import LocalPlatform, open_platform
 
 #: A fixed "now" after the sample period, so the future-timestamp rule is reproducible.
 NOW = datetime(2025, 11, 1, tzinfo=UTC)
@@ -23,12 +23,12 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def platform(settings: Settings) -> Iterator[Platform]:
+def platform(settings: Settings) -> Iterator[LocalPlatform]:
     with open_platform(settings) as opened:
         yield opened
 
 
-def read_table(platform: Platform, name: str) -> pa.Table:
+def read_table(platform: LocalPlatform, name: str) -> pa.Table:
     """A whole table, rows sorted by every column, for equality checks."""
     table = DeltaTable(platform.store.location(name)).to_pyarrow_table()
     return table.sort_by([(c, "ascending") for c in table.column_names])

@@ -11,11 +11,12 @@ import pytest
 import structlog
 from fastapi.testclient import TestClient
 
+from app.api import runs
 from app.api.dependencies import run_service
-from app.application import runs
-from app.application.runner import open_platform, run_batch
+from app.application.runner import run_batch
 from app.infrastructure.settings import Settings, get_settings
 from app.main import app
+from app.wiring import open_platform
 from tests.integration.conftest import NOW, write_csv
 
 KEY = "test-key-security-1234"

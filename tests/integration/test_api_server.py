@@ -15,9 +15,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from app.application.runner import open_platform, run_batch
+from app.application.runner import run_batch
 from app.infrastructure.settings import Settings, get_settings
 from app.main import app
+from app.wiring import open_platform
 from tests.integration.conftest import NOW, write_csv
 
 

@@ -28,11 +28,11 @@ import structlog
 from deltalake import DeltaTable
 from typer.testing import CliRunner, Result
 
-from app.application.metrics import BatchRecord
-from app.application.runner import open_platform
 from app.cli import app
+from app.domain.batches import BatchRecord
 from app.domain.sources import DEFAULT_SEVERITIES
 from app.infrastructure.settings import Settings
+from app.wiring import open_platform
 from tests.integration.test_cli import OUTER_SETTINGS, cli
 
 CORPUS = Path(__file__).resolve().parents[1] / "bad_inputs"

@@ -7,15 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from app.application.runner import Platform, run_batch
+from app.application.runner import run_batch
 from app.domain.errors import InputFileError
+from app.wiring import LocalPlatform
 from tests.integration.conftest import NOW, read_table, write_csv
 
 GOOD = ["M1,2025-06-10T00:00:00+01:00,0.5,kWh", "M1,2025-06-10T00:30:00+01:00,0.5,kWh"]
 
 
 @pytest.fixture
-def seeded(platform: Platform, tmp_path: Path) -> Platform:
+def seeded(platform: LocalPlatform, tmp_path: Path) -> LocalPlatform:
     """A lake that already holds one good batch, to prove bad input leaves it as it was."""
     assert run_batch(platform, input_path=str(write_csv(tmp_path / "good.csv", GOOD)), now=NOW).status == "succeeded"
     return platform
@@ -56,7 +57,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_file_fails_the_batch_with_file_and_line_and_writes_nothing(
-    seeded: Platform, tmp_path: Path, case: str
+    seeded: LocalPlatform, tmp_path: Path, case: str
 ) -> None:
     make, message, line = CASES[case]
     bad_dir = tmp_path / "bad"
@@ -76,7 +77,7 @@ def test_bad_file_fails_the_batch_with_file_and_line_and_writes_nothing(
     assert record is not None and record.status == "failed" and record.error == result.error
 
 
-def test_one_bad_file_in_a_glob_stops_the_good_ones_too(seeded: Platform, tmp_path: Path) -> None:
+def test_one_bad_file_in_a_glob_stops_the_good_ones_too(seeded: LocalPlatform, tmp_path: Path) -> None:
     write_csv(tmp_path / "mix" / "a.csv", ["M9,2025-06-11T00:00:00+01:00,0.5,kWh"])
     write_csv(tmp_path / "mix" / "b.csv", [])
     before = read_table(seeded, "silver_readings")
@@ -91,13 +92,15 @@ def test_one_bad_file_in_a_glob_stops_the_good_ones_too(seeded: Platform, tmp_pa
     ("pattern", "message"),
     [("does/not/exist.csv", "no such file or folder"), ("nowhere/*.csv", "no file matches this glob")],
 )
-def test_missing_inputs_are_named(platform: Platform, tmp_path: Path, pattern: str, message: str) -> None:
+def test_missing_inputs_are_named(platform: LocalPlatform, tmp_path: Path, pattern: str, message: str) -> None:
     with pytest.raises(InputFileError, match=message) as error:
         run_batch(platform, input_path=str(tmp_path / pattern), now=NOW)
     assert str(tmp_path / pattern) in str(error.value)
 
 
-def test_ragged_and_blank_lines_are_quarantined_or_skipped_with_their_line(platform: Platform, tmp_path: Path) -> None:
+def test_ragged_and_blank_lines_are_quarantined_or_skipped_with_their_line(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
     rows = [GOOD[0], "", "M1,2025-06-10T01:00:00+01:00,0.5", GOOD[1], "M1,2025-06-10T01:30:00+01:00,0.5,kWh,extra"]
     path = write_csv(tmp_path / "ragged.csv", rows)
 

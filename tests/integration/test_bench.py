@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from app.application.runner import Platform, run_batch
+from app.application.runner import run_batch
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY
+from app.wiring import LocalPlatform
 from bench.duckdb_reference import run_reference
 from bench.generate import JUNK, generate
 from tests.integration.conftest import NOW
@@ -50,7 +51,7 @@ def test_the_generator_writes_a_file_per_local_day_with_duplicates_junk_and_mixe
 
 
 def test_the_reference_accepts_quarantines_and_deduplicates_as_local_mode_does(
-    inputs: Path, tmp_path: Path, platform: Platform
+    inputs: Path, tmp_path: Path, platform: LocalPlatform
 ) -> None:
     reference = run_reference(str(inputs / "*.csv"), tmp_path / "reference", now=NOW)
     result = run_batch(platform, input_path=str(inputs), now=NOW)

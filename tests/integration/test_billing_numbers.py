@@ -12,11 +12,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from app.application.runner import Platform, run_batch
+from app.application.runner import run_batch
+from app.wiring import LocalPlatform
 from tests.integration.conftest import NOW, read_table
 
 
-def _run(platform: Platform, tmp_path: Path, config: str, lines: list[str], *, name: str = "src") -> Any:
+def _run(platform: LocalPlatform, tmp_path: Path, config: str, lines: list[str], *, name: str = "src") -> Any:
     (tmp_path / "in").mkdir(exist_ok=True)
     path = tmp_path / "in" / "export.csv"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -25,7 +26,7 @@ def _run(platform: Platform, tmp_path: Path, config: str, lines: list[str], *, n
     return run_batch(platform, source_name=name, config_file=toml, input_path=str(path), now=NOW)
 
 
-def _silver(platform: Platform) -> list[dict[str, Any]]:
+def _silver(platform: LocalPlatform) -> list[dict[str, Any]]:
     return sorted(read_table(platform, "silver_readings").to_pylist(), key=lambda r: r["interval_start_utc"])
 
 
@@ -35,7 +36,7 @@ REGISTER_DAILY = (
 )
 
 
-def test_register_listed_newest_first_is_differenced_in_time_order(platform: Platform, tmp_path: Path) -> None:
+def test_register_listed_newest_first_is_differenced_in_time_order(platform: LocalPlatform, tmp_path: Path) -> None:
     # Reproducer: gave three register_reset and 0 kWh; the truth is 10 kWh a day.
     lines = ["date,read", "2024-06-04,130", "2024-06-03,120", "2024-06-02,110", "2024-06-01,100"]
     result = _run(platform, tmp_path, REGISTER_DAILY + 'timestamp_format = "%Y-%m-%d"\n', lines)
@@ -53,7 +54,7 @@ def test_register_listed_newest_first_is_differenced_in_time_order(platform: Pla
 
 
 def test_a_missing_register_read_spreads_its_difference_and_is_not_estimated(
-    platform: Platform, tmp_path: Path
+    platform: LocalPlatform, tmp_path: Path
 ) -> None:
     # Reproducer: 00:30 is missing; 2 kWh were booked on 00:45 and 00:30 was estimated as well
     # (5.5 kWh stored, 4.0 true).
@@ -88,7 +89,7 @@ def test_a_missing_register_read_spreads_its_difference_and_is_not_estimated(
     assert (gold["energy_kwh"], gold["estimated_interval_count"]) == (4.0, 0)
 
 
-def test_shares_of_an_uneven_difference_add_up_to_it(platform: Platform, tmp_path: Path) -> None:
+def test_shares_of_an_uneven_difference_add_up_to_it(platform: LocalPlatform, tmp_path: Path) -> None:
     config = (
         'value_kind = "register"\nunit = "kWh"\ninterval_minutes = 15\ntimestamp_label = "end"\nmeter_id = "M1"\n'
         'columns = { timestamp = "time", value = "read" }\n'
@@ -102,7 +103,7 @@ def test_shares_of_an_uneven_difference_add_up_to_it(platform: Platform, tmp_pat
     assert max(shares) - min(shares) < 1e-9
 
 
-def test_a_quarantined_read_is_never_the_base_of_the_next_difference(platform: Platform, tmp_path: Path) -> None:
+def test_a_quarantined_read_is_never_the_base_of_the_next_difference(platform: LocalPlatform, tmp_path: Path) -> None:
     config = (
         'value_kind = "register"\nunit = "kWh"\ninterval_minutes = 15\ntimestamp_label = "end"\nmeter_id = "M1"\n'
         'max_demand_kw = 100\ncolumns = { timestamp = "time", value = "read" }\n'
@@ -140,7 +141,7 @@ DST_DAILY = (
 )
 
 
-def test_daily_registers_labelled_at_the_day_end_across_spring_forward(platform: Platform, tmp_path: Path) -> None:
+def test_daily_registers_labelled_at_the_day_end_across_spring_forward(platform: LocalPlatform, tmp_path: Path) -> None:
     # Reproducer: the read after the change was off-grid and its day lost (20 kWh stored, 30 true).
     lines = ["date,read", "2024-03-30,100", "2024-03-31,110", "2024-04-01,120", "2024-04-02,130"]
     result = _run(platform, tmp_path, DST_DAILY + 'value_kind = "register"\ntimestamp_label = "end"\n', lines)
@@ -161,7 +162,7 @@ def test_daily_registers_labelled_at_the_day_end_across_spring_forward(platform:
 
 
 @pytest.mark.parametrize("day", ["2024-03-31", "2024-10-27"])
-def test_a_daily_interval_on_a_dst_day_is_the_whole_day(platform: Platform, tmp_path: Path, day: str) -> None:
+def test_a_daily_interval_on_a_dst_day_is_the_whole_day(platform: LocalPlatform, tmp_path: Path, day: str) -> None:
     # Reproducer: expected_interval_count 0 and completeness 1.0435 (23 h) or 0.96 (25 h).
     first = date.fromisoformat(day) - timedelta(days=1)
     dates = [first + timedelta(days=i) for i in range(3)]
@@ -178,7 +179,7 @@ def test_a_daily_interval_on_a_dst_day_is_the_whole_day(platform: Platform, tmp_
     assert change["peak_demand_kw"] == pytest.approx(24 / hours)
 
 
-def test_intervals_longer_than_an_hour_stay_out_of_the_hourly_load(platform: Platform, tmp_path: Path) -> None:
+def test_intervals_longer_than_an_hour_stay_out_of_the_hourly_load(platform: LocalPlatform, tmp_path: Path) -> None:
     # Reproducer: a daily read put a whole day's energy into one hour of the portfolio load.
     lines = ["date,read", "2025-06-02,24", "2025-06-03,24"]
     result = _run(platform, tmp_path, DST_DAILY, lines)
@@ -189,7 +190,7 @@ def test_intervals_longer_than_an_hour_stay_out_of_the_hourly_load(platform: Pla
     assert hourly.num_rows == 0
 
 
-def test_hourly_load_keeps_intervals_up_to_an_hour(platform: Platform, tmp_path: Path) -> None:
+def test_hourly_load_keeps_intervals_up_to_an_hour(platform: LocalPlatform, tmp_path: Path) -> None:
     config = 'unit = "kWh"\ninterval_minutes = 60\nmeter_id = "M1"\ncolumns = { timestamp = "t", value = "v" }\n'
     lines = ["t,v", *(f"2025-06-02T{h:02d}:00Z,1.5" for h in range(24))]
     result = _run(platform, tmp_path, config, lines)
@@ -199,7 +200,7 @@ def test_hourly_load_keeps_intervals_up_to_an_hour(platform: Platform, tmp_path:
     assert hourly.num_rows == 24 and pc.sum(hourly["energy_kwh"]).as_py() == 36.0
 
 
-def test_no_energy_is_invented_after_the_last_read(platform: Platform, tmp_path: Path) -> None:
+def test_no_energy_is_invented_after_the_last_read(platform: LocalPlatform, tmp_path: Path) -> None:
     # Reproducer: a file ending at 05:00 had the day's other 19 hours estimated like-day from
     # the week before.
     config = 'unit = "kWh"\ninterval_minutes = 60\nmeter_id = "M1"\ncolumns = { timestamp = "t", value = "v" }\n'
@@ -216,7 +217,7 @@ def test_no_energy_is_invented_after_the_last_read(platform: Platform, tmp_path:
     assert result.rule_counts["missing_intervals"] == 19
 
 
-def test_interval_starts_are_utc(platform: Platform, tmp_path: Path) -> None:
+def test_interval_starts_are_utc(platform: LocalPlatform, tmp_path: Path) -> None:
     """Guard for the helpers above: silver keys are UTC instants."""
     config = 'unit = "kWh"\ninterval_minutes = 60\nmeter_id = "M1"\ncolumns = { timestamp = "t", value = "v" }\n'
     result = _run(platform, tmp_path, config, ["t,v", "2025-06-02T10:00+02:00,1"])
@@ -225,7 +226,7 @@ def test_interval_starts_are_utc(platform: Platform, tmp_path: Path) -> None:
     assert row["interval_start_utc"] == datetime.fromisoformat("2025-06-02T08:00+00:00")
 
 
-def test_readme_register_example(platform: Platform, tmp_path: Path) -> None:
+def test_readme_register_example(platform: LocalPlatform, tmp_path: Path) -> None:
     """The `portal_registers` file and config of README's register example, taken from README.md."""
     import re
 
@@ -259,14 +260,14 @@ def test_readme_register_example(platform: Platform, tmp_path: Path) -> None:
 HOURLY = 'unit = "kWh"\ninterval_minutes = 60\nmeter_id = "M1"\ncolumns = { timestamp = "t", value = "v" }\n'
 
 
-def _versions(platform: Platform) -> dict[str, int]:
+def _versions(platform: LocalPlatform) -> dict[str, int]:
     from deltalake import DeltaTable
 
     names = ("silver_readings", "gold_daily_meter_energy", "gold_hourly_portfolio_load", "quarantine_readings")
     return {n: DeltaTable(platform.store.location(n)).version() for n in names if platform.store.exists(n)}
 
 
-def test_a_silver_key_stored_twice_fails_the_batch(platform: Platform, tmp_path: Path) -> None:
+def test_a_silver_key_stored_twice_fails_the_batch(platform: LocalPlatform, tmp_path: Path) -> None:
     from deltalake import DeltaTable, write_deltalake
 
     first = _run(platform, tmp_path, HOURLY, ["t,v", "2025-06-02T10:00Z,1"])
@@ -286,7 +287,7 @@ def test_a_silver_key_stored_twice_fails_the_batch(platform: Platform, tmp_path:
     assert read_table(platform, "silver_readings").num_rows == 2  # the two copies, the new read rolled back
 
 
-def test_a_gold_day_over_complete_fails_the_batch(platform: Platform, tmp_path: Path) -> None:
+def test_a_gold_day_over_complete_fails_the_batch(platform: LocalPlatform, tmp_path: Path) -> None:
     from deltalake import DeltaTable, write_deltalake
 
     first = _run(platform, tmp_path, HOURLY.replace('"M1"', '"M2"'), ["t,v", "2025-06-02T10:00Z,1"])
@@ -304,7 +305,7 @@ def test_a_gold_day_over_complete_fails_the_batch(platform: Platform, tmp_path: 
 
 
 def test_register_energy_that_does_not_add_up_fails_the_batch(
-    platform: Platform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    platform: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.application import pipeline
     from app.domain.registers import spread_register_spans

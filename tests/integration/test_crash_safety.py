@@ -1,6 +1,7 @@
-"""A run killed with SIGKILL at any point leaves every table readable, no partial batch in
-silver or gold once the lake is opened again, the batch failed in the metadata store, and a
-next run that ends with the tables an uninterrupted run would have written."""
+"""A run killed with SIGKILL at any point leaves every table readable; recovery (`energy-platform
+recover`, which every run does first) leaves no partial batch in silver or gold and the batch
+failed in the metadata store, and a next run ends with the tables an uninterrupted run would
+have written."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from app.application.runner import open_platform
 from app.infrastructure.lock import holder_of
 from app.infrastructure.settings import Settings
+from app.wiring import open_platform, recover
 from tests.integration.crash_run import POINTS
 from tests.integration.test_reliability import day_rows, lake_state, write_day
 
@@ -102,9 +103,16 @@ def test_a_run_killed_at_any_point_recovers_to_the_uninterrupted_result(
     assert _tables_open(lake)
     assert holder_of(lake) is None
 
-    # Opening the lake again finds the batch and rolls it back (or finds it finished).
+    # Opening the lake to read changes nothing: the batch is still recorded as running.
     with open_platform(_settings(lake)) as platform:
         batch = platform.metadata.list_batches(limit=1)[0]
+    if point != "after metadata finish":
+        assert batch.status == "running"
+    # Recovering finds the batch and rolls it back (or finds it finished).
+    with open_platform(_settings(lake)) as platform:
+        recovered = recover(platform)
+        batch = platform.metadata.list_batches(limit=1)[0]
+    assert recovered == ([] if point == "after metadata finish" else [batch.batch_id])
     if point == "after metadata finish":
         assert batch.status == "succeeded"
         assert _comparable(lake_state(lake)) == _comparable(lake_state(lakes["baseline"]))
@@ -125,11 +133,12 @@ def test_a_recovery_killed_midway_is_finished_by_the_next_one(lakes: dict[str, P
     before = lake_state(lake)
     killed = _cli(lake, "run-batch", "--input", str(lakes["day2"]), point="after silver commit")
     assert killed.returncode == -signal.SIGKILL
-    recovering = _cli(lake, "batches", "list", point="during recovery")
+    recovering = _cli(lake, "recover", point="during recovery")
     assert recovering.returncode == -signal.SIGKILL, recovering.stderr
 
-    listed = _cli(lake, "batches", "list")
-    assert listed.returncode == 0, listed.stderr
+    recovered = _cli(lake, "recover")
+    assert recovered.returncode == 0, recovered.stderr
+    assert "Recovered 1 interrupted batch" in recovered.stdout
     assert _comparable(lake_state(lake)) == _comparable(before)
     again = _cli(lake, "run-batch", "--input", str(lakes["day2"]))
     assert again.returncode == 0, again.stderr

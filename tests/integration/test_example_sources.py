@@ -45,8 +45,9 @@ import pytest
 from deltalake import DeltaTable
 
 from app.application.pipeline import BatchResult
-from app.application.runner import Platform, run_batch
+from app.application.runner import run_batch
 from app.domain.rules import RULE_NAMES
+from app.wiring import LocalPlatform
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ HOUR, QUARTER, MINUTE = timedelta(hours=1), timedelta(minutes=15), timedelta(min
 # --- running a source and reading the lake -------------------------------------------------------
 
 
-def _load(platform: Platform, source: str, path: Path | None = None) -> BatchResult:
+def _load(platform: LocalPlatform, source: str, path: Path | None = None) -> BatchResult:
     """One batch of `source` through examples/sources.toml (optionally one file); it must succeed and balance."""
     # glob.escape: a path holding `[` is taken as a glob even when the file exists, and
     # `TransnetBW_wind_8[mwindeinsp_ist_prognose_2015_03.csv].csv` then matches nothing (see resolve_inputs).
@@ -84,11 +85,11 @@ def _rows_read(result: BatchResult) -> int:
     return result.reconciliation.rows_read
 
 
-def _table(platform: Platform, name: str, version: int | None = None) -> pd.DataFrame:
+def _table(platform: LocalPlatform, name: str, version: int | None = None) -> pd.DataFrame:
     return DeltaTable(platform.store.location(name), version=version).to_pyarrow_table().to_pandas()
 
 
-def _quarantined(platform: Platform, result: BatchResult) -> dict[str, int]:
+def _quarantined(platform: LocalPlatform, result: BatchResult) -> dict[str, int]:
     """Quarantined rows per rule of the batch; the quarantine table holds exactly those, with the rule."""
     counts = {rule: n for rule, n in result.rule_counts.items() if rule in RULE_NAMES}
     quarantine = _table(platform, "quarantine_readings")
@@ -103,7 +104,7 @@ def _assert_estimates(result: BatchResult, expected: dict[str, int]) -> None:
     assert (result.estimates, result.reconciliation.rows_estimated) == (expected, sum(expected.values()))
 
 
-def _estimated(platform: Platform) -> pd.DataFrame:
+def _estimated(platform: LocalPlatform) -> pd.DataFrame:
     silver = _table(platform, "silver_readings")
     return silver[silver.estimation_method.notna()]
 
@@ -223,7 +224,7 @@ def _assert_every_quarter_hour(rows: list[dict[str, str]], source: str, days: se
     assert len(keys) == len(set(keys)) and set(keys) == {(d, t) for d in ("import", "export") for t in grid}
 
 
-def _assert_zero_reads(platform: Platform, rows: list[dict[str, str]], source: str) -> int:
+def _assert_zero_reads(platform: LocalPlatform, rows: list[dict[str, str]], source: str) -> int:
     """The file's empty volumes, all of a `zero_when_quality` status, as 0 kWh reads in silver; how many.
 
     Each is the silver row of its file line, at its interval: quality actual, no estimation method.
@@ -247,7 +248,7 @@ def _assert_zero_reads(platform: Platform, rows: list[dict[str, str]], source: s
     return len(expected)
 
 
-def test_fluvius_electricity(platform: Platform) -> None:
+def test_fluvius_electricity(platform: LocalPlatform) -> None:
     # examples/data/fluvius: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18, MIT.
     path = FLUVIUS / "Consumption_history_electricity_541448820052377134_20231022_20250426_15 minute totals.csv"
     rows = _records(path, delimiter=";", encoding="utf-8-sig")
@@ -301,7 +302,7 @@ def test_fluvius_electricity(platform: Platform) -> None:
     ]
 
 
-def test_fluvius_electricity_nl(platform: Platform) -> None:
+def test_fluvius_electricity_nl(platform: LocalPlatform) -> None:
     # examples/data/fluvius: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18, MIT.
     path = FLUVIUS / "Verbruikshistoriek_elektriciteit_123456789123456789_20211012_20240929_kwartiertotalen.csv"
     rows = _records(path, delimiter=";", encoding="utf-8-sig")
@@ -388,7 +389,7 @@ def test_fluvius_electricity_nl(platform: Platform) -> None:
     assert day_12.completeness == pytest.approx(sum(on_12.values()) / 96) == 1.0
 
 
-def test_fluvius_gas(platform: Platform) -> None:
+def test_fluvius_gas(platform: LocalPlatform) -> None:
     # examples/data/fluvius: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18, MIT.
     path = FLUVIUS / "Consumption_history_gas_541448860018322037_20231022_20250426_hourly totals.csv"
     rows = _records(path, delimiter=";", encoding="utf-8-sig")
@@ -419,7 +420,7 @@ def test_fluvius_gas(platform: Platform) -> None:
 # --- DSMR -----------------------------------------------------------------------------------------
 
 
-def test_dsmr_hourly(platform: Platform) -> None:
+def test_dsmr_hourly(platform: LocalPlatform) -> None:
     # examples/data/dsmr: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18,
     # Datasources/DSMR-reader/Sample files/dsmrreader-data-export-hour.csv, MIT.
     path = DATA / "dsmr" / "dsmrreader-data-export-hour.csv"
@@ -500,7 +501,7 @@ EIA = {
 
 
 @pytest.mark.parametrize("source", sorted(EIA))
-def test_eia930(platform: Platform, source: str) -> None:
+def test_eia930(platform: LocalPlatform, source: str) -> None:
     # examples/data/eia930: truggles/EIA_Cleaned_Hourly_Electricity_Demand_Data @ b80145d,
     # data/release_2025_Jan_include_subregions/original_eia_files/, CC BY 4.0.
     config = SOURCES[source]
@@ -552,7 +553,7 @@ def test_eia930(platform: Platform, source: str) -> None:
 # --- AEMO -----------------------------------------------------------------------------------------
 
 
-def test_aemo_demand(platform: Platform) -> None:
+def test_aemo_demand(platform: LocalPlatform) -> None:
     # examples/data/aemo: ReLIFE-Project-EU/relife-data-structure @ 82db147, samples/aemo_price_demand/,
     # source AEMO, reuse allowed with attribution.
     files = sorted((DATA / "aemo").glob("*.csv"))
@@ -617,7 +618,7 @@ def _nem12(path: Path) -> _Nem12:
     return out
 
 
-def test_nem12(platform: Platform) -> None:
+def test_nem12(platform: LocalPlatform) -> None:
     # examples/data/nem12: patrickvorgers/Home-Assistant-Import-Energy-Data @ 3d2ee18,
     # Datasources/NEM12/Sample files/power-redacted.csv, MIT.
     nem = _nem12(DATA / "nem12" / "power-redacted.csv")
@@ -675,7 +676,7 @@ def _tz_offsets(path: Path) -> set[int]:
     return {int(e.text or "") for _, e in ET.iterparse(path) if _local(e.tag) == "tzOffset"}
 
 
-def test_greenbutton(platform: Platform) -> None:
+def test_greenbutton(platform: LocalPlatform) -> None:
     # examples/data/greenbutton: vladistan/greenbutton_objects @ 0724a47, tests/data/, Apache-2.0.
     coastal = "Coastal_Multi_Family_Jan_1_2011_to_Jan_1_2012_RetailCustomer_5.xml"
     nist = "TestGBDataHourlyNineDaysBinnedDaily.xml"
@@ -787,7 +788,7 @@ def test_greenbutton(platform: Platform) -> None:
 TSO = DATA / "tso_wind"
 
 
-def test_tennet_wind(platform: Platform) -> None:
+def test_tennet_wind(platform: LocalPlatform) -> None:
     # examples/data/tso_wind: Open-Power-System-Data/time_series @ cc7ef86, downloads/, MIT (repository),
     # the operators' terms apply.
     config = SOURCES["tennet_wind"]
@@ -874,7 +875,7 @@ def _tso_gaps(tso: _Tso, first: date, last: date) -> Counter[str]:
     return methods
 
 
-def test_transnetbw_wind_corrected_reissue_replaces_the_original(platform: Platform) -> None:
+def test_transnetbw_wind_corrected_reissue_replaces_the_original(platform: LocalPlatform) -> None:
     # examples/data/tso_wind: Open-Power-System-Data/time_series @ cc7ef86, downloads/, MIT (repository),
     # the operators' terms apply.
     original = TSO / "TransnetBW_wind_8[mwindeinsp_ist_prognose_2015_03.csv].csv"
@@ -970,7 +971,7 @@ def test_transnetbw_wind_corrected_reissue_replaces_the_original(platform: Platf
 # --- UCI household --------------------------------------------------------------------------------
 
 
-def test_uci_household(platform: Platform) -> None:
+def test_uci_household(platform: LocalPlatform) -> None:
     # examples/data/uci_household: LucasGigli/HVAC-Anomaly-detection @ af1abe3,
     # household_power_consumption.txt (the first 1 MiB of UCI's file), CC BY 4.0 (UCI).
     config = SOURCES["uci_household"]
@@ -1024,7 +1025,7 @@ def test_uci_household(platform: Platform) -> None:
 # --- README worked example ------------------------------------------------------------------------
 
 
-def test_readme_worked_example(platform: Platform, tmp_path: Path) -> None:
+def test_readme_worked_example(platform: LocalPlatform, tmp_path: Path) -> None:
     """The `acme` file and config of README's "Worked example" section, taken from README.md itself."""
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     section = re.split(r"\n#{2,3} ", readme.split("### Worked example", 1)[1], maxsplit=1)[0]

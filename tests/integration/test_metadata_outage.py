@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from app.application.runner import open_platform, run_batch
+from app.application.runner import run_batch
 from app.infrastructure.settings import Settings
+from app.wiring import open_platform
 from tests.integration.conftest import NOW
 from tests.integration.postgres import fresh_database, server_url
 from tests.integration.test_reliability import day_rows, write_day

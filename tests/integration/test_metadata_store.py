@@ -16,7 +16,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
-from app.application.metrics import (
+from app.domain.batches import (
     BatchRecord,
     BatchStatus,
     InputFile,
@@ -111,7 +111,7 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(
     finally:
         engine.dispose()
     assert {"batches", "batch_files", "layer_metrics", "rule_counts"} <= tables
-    assert [tuple(row) for row in versions] == [("0004",)]
+    assert [tuple(row) for row in versions] == [("0005",)]
     assert drift == []
     assert checks == {"ck_batches_status"}
 
@@ -154,7 +154,7 @@ def test_start_and_finish_round_trip(metadata_store: SqlMetadataStore) -> None:
     layers = [
         LayerMetrics("gold", 90, 3, 0, 0.25),
         LayerMetrics("bronze", 100, 100, 0, 1.5),
-        LayerMetrics("silver", 100, 90, 6, 2.125, errors=1),
+        LayerMetrics("silver", 100, 90, 6, 2.125),
     ]
     counted_files = [
         InputFile("in/a.csv", files[0].sha256, 1200, record_count=40),
@@ -208,7 +208,7 @@ def test_finish_twice_replaces_metrics_and_records_the_error(
         finished_at=T0 + timedelta(minutes=1),
         record_count=0,
         reconciliation=None,
-        layers=[LayerMetrics("bronze", 5, 0, 0, 0.1, errors=5)],
+        layers=[LayerMetrics("bronze", 5, 0, 0, 0.1)],
         rule_counts={"timestamp": 5},
         error="in/a.csv, line 3: unparseable timestamp",
     )
@@ -217,7 +217,7 @@ def test_finish_twice_replaces_metrics_and_records_the_error(
     assert stored is not None
     assert stored.status == "failed"
     assert stored.error == "in/a.csv, line 3: unparseable timestamp"
-    assert stored.layers == [LayerMetrics("bronze", 5, 0, 0, 0.1, errors=5)]
+    assert stored.layers == [LayerMetrics("bronze", 5, 0, 0, 0.1)]
     assert stored.rule_counts == {"timestamp": 5}
 
 

@@ -10,8 +10,9 @@ import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
-from app.application.runner import Platform, run_batch
+from app.application.runner import run_batch
 from app.domain.rules import RULE_NAMES, SERIES_RULES
+from app.wiring import LocalPlatform
 from tests.integration.conftest import NOW, read_table, write_csv
 
 GOLD = ("gold_daily_meter_energy", "gold_hourly_portfolio_load")
@@ -32,7 +33,7 @@ def _half_hours(day: date, meter: str = "M1", value: str = "0.5") -> list[str]:
 
 
 @pytest.mark.slow
-def test_bundled_sample_reconciles_and_quarantines_every_bad_row(platform: Platform) -> None:
+def test_bundled_sample_reconciles_and_quarantines_every_bad_row(platform: LocalPlatform) -> None:
     result = run_batch(platform, now=NOW)
 
     assert result.status == "succeeded", result.error
@@ -78,7 +79,7 @@ def test_bundled_sample_reconciles_and_quarantines_every_bad_row(platform: Platf
 
 
 @pytest.mark.slow
-def test_rerun_skips_ingested_files_and_forced_rerun_changes_nothing(platform: Platform) -> None:
+def test_rerun_skips_ingested_files_and_forced_rerun_changes_nothing(platform: LocalPlatform) -> None:
     first = run_batch(platform, now=NOW)
     before = {name: read_table(platform, name) for name in ("silver_readings", *GOLD)}
 
@@ -99,7 +100,7 @@ def test_rerun_skips_ingested_files_and_forced_rerun_changes_nothing(platform: P
     assert [b.status for b in batches] == ["succeeded", "succeeded"]
 
 
-def test_later_batch_replaces_a_read_and_gold_matches_a_full_recompute(platform: Platform, tmp_path: Path) -> None:
+def test_later_batch_replaces_a_read_and_gold_matches_a_full_recompute(platform: LocalPlatform, tmp_path: Path) -> None:
     day = date(2025, 6, 10)
     first = write_csv(tmp_path / "in" / "day.csv", _half_hours(day) + _half_hours(day, meter="M2"))
     assert run_batch(platform, input_path=str(first), now=NOW).status == "succeeded"
@@ -119,7 +120,7 @@ def test_later_batch_replaces_a_read_and_gold_matches_a_full_recompute(platform:
     assert hourly[11] == pytest.approx(0.5 + 2.5 + 1.0)  # 12:00 BST = 11:00 UTC
 
 
-def test_both_dst_transitions_keep_every_interval(platform: Platform, tmp_path: Path) -> None:
+def test_both_dst_transitions_keep_every_interval(platform: LocalPlatform, tmp_path: Path) -> None:
     spring, autumn = date(2025, 3, 30), date(2025, 10, 26)
     path = write_csv(tmp_path / "dst.csv", _half_hours(spring) + _half_hours(autumn))
 
@@ -134,7 +135,7 @@ def test_both_dst_transitions_keep_every_interval(platform: Platform, tmp_path: 
 
 
 def test_naive_local_times_use_the_source_zone_and_quarantine_the_repeated_hour(
-    platform: Platform, tmp_path: Path
+    platform: LocalPlatform, tmp_path: Path
 ) -> None:
     config = tmp_path / "sources.toml"
     config.write_text(
@@ -171,7 +172,7 @@ value = "wert"
     ]
 
 
-def test_a_changed_series_zone_updates_rows_whose_local_day_moves(platform: Platform, tmp_path: Path) -> None:
+def test_a_changed_series_zone_updates_rows_whose_local_day_moves(platform: LocalPlatform, tmp_path: Path) -> None:
     """Merges look only at the batch's local days (±1): a row whose stored day differs by one is still found."""
     from app.application.pipeline import BatchPipeline
     from app.domain.sources import builtin_meter_readings
@@ -179,7 +180,11 @@ def test_a_changed_series_zone_updates_rows_whose_local_day_moves(platform: Plat
 
     path = write_csv(tmp_path / "noon.csv", ["M1,2025-06-10T12:00:00Z,0.5,kWh"])
     pipeline = BatchPipeline(
-        store=platform.store, metadata=platform.metadata, execution_mode="local", logger=get_logger()
+        store=platform.store,
+        metadata=platform.metadata,
+        reader=platform.reader,
+        execution_mode="local",
+        logger=get_logger(),
     )
     results = []
     for zone in ("UTC", "Pacific/Kiritimati"):  # UTC+14: noon UTC is 02:00 the next local day

@@ -17,13 +17,14 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from app.application.runner import Platform, open_platform, replay_quarantine, run_batch
+from app.application.ports import UpsertCounts
+from app.application.runner import replay_quarantine, run_batch
 from app.domain.errors import TableStoreError
 from app.domain.schemas import GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, SILVER_READINGS, TableSpec
 from app.infrastructure.lock import LakeBusyError, LakeLock, holder_of
-from app.infrastructure.repositories.base import UpsertCounts
 from app.infrastructure.settings import Settings
 from app.main import app
+from app.wiring import LocalPlatform, open_platform
 from tests.integration.conftest import NOW
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def _sorted(table: pa.Table, drop: tuple[str, ...] = ()) -> pa.Table:
     return table.sort_by([(c, "ascending") for c in table.column_names])
 
 
-def _read(platform: Platform, spec: TableSpec) -> pa.Table:
+def _read(platform: LocalPlatform, spec: TableSpec) -> pa.Table:
     return platform.store.to_arrow(platform.store.read(spec))
 
 
@@ -76,7 +77,7 @@ def days(tmp_path: Path) -> tuple[Path, Path]:
 # --- Idempotency ----------------------------------------------------------------------------
 
 
-def test_a_retried_commit_of_the_same_sequence_is_a_no_op(platform: Platform) -> None:
+def test_a_retried_commit_of_the_same_sequence_is_a_no_op(platform: LocalPlatform) -> None:
     store = platform.store
     rows = pa.table(
         {
@@ -120,7 +121,7 @@ def _quarantine_rows(batch_id: str, n: int) -> pa.Table:
 
 
 def test_running_the_same_files_again_or_forced_leaves_silver_and_gold_as_they_were(
-    platform: Platform, days: tuple[Path, Path]
+    platform: LocalPlatform, days: tuple[Path, Path]
 ) -> None:
     day1, day2 = days
     assert run_batch(platform, input_path=str(day1), now=NOW).status == "succeeded"
@@ -160,11 +161,13 @@ class _FailingGold:
         return result
 
 
-def test_a_batch_that_fails_midway_rolls_back_what_it_committed(platform: Platform, days: tuple[Path, Path]) -> None:
+def test_a_batch_that_fails_midway_rolls_back_what_it_committed(
+    platform: LocalPlatform, days: tuple[Path, Path]
+) -> None:
     day1, day2 = days
     assert run_batch(platform, input_path=str(day1), now=NOW).status == "succeeded"
     before = lake_state(platform.settings.data_dir)
-    failing = Platform(settings=platform.settings, store=_FailingGold(platform.store), metadata=platform.metadata)
+    failing = LocalPlatform(settings=platform.settings, store=_FailingGold(platform.store), metadata=platform.metadata)
     result = run_batch(failing, input_path=str(day2), now=NOW)
     assert result.status == "failed"
     assert result.error is not None
@@ -180,8 +183,10 @@ def test_a_batch_that_fails_midway_rolls_back_what_it_committed(platform: Platfo
     assert run_batch(platform, input_path=str(day2), now=NOW).status == "succeeded"
 
 
-def test_the_first_batch_failing_removes_the_tables_it_created(platform: Platform, days: tuple[Path, Path]) -> None:
-    failing = Platform(settings=platform.settings, store=_FailingGold(platform.store), metadata=platform.metadata)
+def test_the_first_batch_failing_removes_the_tables_it_created(
+    platform: LocalPlatform, days: tuple[Path, Path]
+) -> None:
+    failing = LocalPlatform(settings=platform.settings, store=_FailingGold(platform.store), metadata=platform.metadata)
     assert run_batch(failing, input_path=str(days[0]), now=NOW).status == "failed"
     assert lake_state(platform.settings.data_dir) == {}
 
@@ -211,7 +216,7 @@ def _hold_lock(lake: Path, batch_id: str) -> subprocess.Popen[str]:
 
 
 def test_a_second_run_is_refused_with_the_running_batch_named(
-    platform: Platform, days: tuple[Path, Path], settings: Settings
+    platform: LocalPlatform, days: tuple[Path, Path], settings: Settings
 ) -> None:
     holder = _hold_lock(settings.data_dir, "20250601_120000_abcdef")
     try:
@@ -224,7 +229,7 @@ def test_a_second_run_is_refused_with_the_running_batch_named(
 
 
 def test_a_waiting_run_goes_ahead_once_the_lock_is_free(
-    platform: Platform, days: tuple[Path, Path], settings: Settings
+    platform: LocalPlatform, days: tuple[Path, Path], settings: Settings
 ) -> None:
     holder = _hold_lock(settings.data_dir, "20250601_120000_abcdef")
     started = time.monotonic()
@@ -306,7 +311,7 @@ def _raise_max_demand(tmp_path: Path) -> Path:
 
 
 def test_replay_after_a_config_fix_moves_passing_rows_to_silver_and_gold_once(
-    platform: Platform, days: tuple[Path, Path], tmp_path: Path
+    platform: LocalPlatform, days: tuple[Path, Path], tmp_path: Path
 ) -> None:
     day1, _ = days
     first = run_batch(platform, input_path=str(day1), now=NOW)
@@ -353,7 +358,7 @@ def test_replay_after_a_config_fix_moves_passing_rows_to_silver_and_gold_once(
 
 
 def test_replay_never_overwrites_a_read_a_later_batch_delivered(
-    platform: Platform, days: tuple[Path, Path], tmp_path: Path
+    platform: LocalPlatform, days: tuple[Path, Path], tmp_path: Path
 ) -> None:
     first = run_batch(platform, input_path=str(days[0]), now=NOW)
     assert first.batch_id is not None
@@ -373,7 +378,7 @@ def pc_filter(silver: pa.Table, meter: str, at: datetime) -> list[tuple[str, flo
     return [(r["quality_flag"], 0 if r["quality_flag"] == "estimated" else r["energy_kwh"]) for r in rows]
 
 
-def _read_gold_day(platform: Platform, meter: str) -> float:
+def _read_gold_day(platform: LocalPlatform, meter: str) -> float:
     table = DeltaTable(platform.store.location("gold_daily_meter_energy")).to_pyarrow_table()
     return float(sum(r["energy_kwh"] for r in table.to_pylist() if r["meter_id"] == meter))
 

@@ -19,11 +19,11 @@ import pytest
 import structlog
 from typer.testing import CliRunner, Result
 
-from app.application.metrics import BatchRecord
-from app.application.runner import open_platform
 from app.cli import app
+from app.domain.batches import BatchRecord
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources
+from app.wiring import open_platform
 from tests.integration.test_cli import OUTER_SETTINGS, cli
 
 REPO = Path(__file__).resolve().parents[2]

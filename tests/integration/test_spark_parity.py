@@ -20,6 +20,7 @@ import pytest
 from deltalake import DeltaTable
 
 from app.application.pipeline import BatchPipeline, BatchResult
+from app.application.ports import TableStore
 from app.domain.schemas import (
     GOLD_DAILY_METER_ENERGY,
     GOLD_HOURLY_PORTFOLIO_LOAD,
@@ -28,9 +29,9 @@ from app.domain.schemas import (
     TableSpec,
 )
 from app.domain.sources import ColumnMapping, RuleSetting, SourceConfig, builtin_meter_readings
+from app.infrastructure import readers
 from app.infrastructure.logging import get_logger
 from app.infrastructure.readers import resolve_inputs
-from app.infrastructure.repositories.base import TableStore
 from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
@@ -164,7 +165,9 @@ DAILY_ROWS = [f"2024-03-{d},24" for d in range(29, 32)] + [f"2024-10-{d},24" for
 def _run(
     store: TableStore, metadata: SqlMetadataStore, paths: list[Path], batch_id: str, source: SourceConfig = SOURCE
 ) -> BatchResult:
-    pipeline = BatchPipeline(store=store, metadata=metadata, execution_mode=store.engine, logger=get_logger())
+    pipeline = BatchPipeline(
+        store=store, metadata=metadata, reader=readers, execution_mode=store.engine, logger=get_logger()
+    )
     return pipeline.run(source, paths, force=True, now=NOW, batch_id=batch_id)
 
 
@@ -390,8 +393,9 @@ def test_a_bad_file_gives_the_same_error_in_both_modes(tmp_path: Path, spark: An
 
 def test_execution_mode_databricks_wires_the_spark_store(tmp_path: Path, spark: Any) -> None:
     """Settings choose the engine: EXECUTION_MODE=databricks runs on the active Spark session."""
-    from app.application.runner import open_platform, run_batch
+    from app.application.runner import run_batch
     from app.infrastructure.settings import Settings
+    from app.wiring import open_platform
 
     settings = Settings(execution_mode="databricks", data_dir=tmp_path / "lake", _env_file=None)  # type: ignore[call-arg]
     path = write_csv(

@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
-from app.application.runner import Platform, run_batch
+from app.application.runner import run_batch
+from app.wiring import LocalPlatform
 from tests.integration.conftest import NOW, read_table, write_csv
 
 DAY = datetime(2025, 6, 10, tzinfo=UTC)  # a summer Tuesday; Europe/London is UTC+1
@@ -33,11 +34,11 @@ def _day(values: list[float], *, quality: str = "actual", meter: str = "M1", day
 HEADER = "meter_id,timestamp,value,unit,quality"
 
 
-def _run(platform: Platform, config: Path, path: Path) -> object:
+def _run(platform: LocalPlatform, config: Path, path: Path) -> object:
     return run_batch(platform, source_name="meters", config_file=config, input_path=str(path), now=NOW)
 
 
-def test_a_fail_rule_stops_the_batch_and_writes_nothing(platform: Platform, tmp_path: Path) -> None:
+def test_a_fail_rule_stops_the_batch_and_writes_nothing(platform: LocalPlatform, tmp_path: Path) -> None:
     config = _config(tmp_path, 'rules = { negative_import = { severity = "fail" } }\n')
     rows = _day([0.5] * 48)
     rows[7] = rows[7].replace(",0.5,", ",-0.2,")
@@ -54,7 +55,7 @@ def test_a_fail_rule_stops_the_batch_and_writes_nothing(platform: Platform, tmp_
     assert batch.status == "failed" and batch.rule_counts == {"negative_import": 2, "missing_intervals": 2}
 
 
-def test_warn_keeps_the_row_with_its_flag(platform: Platform, tmp_path: Path) -> None:
+def test_warn_keeps_the_row_with_its_flag(platform: LocalPlatform, tmp_path: Path) -> None:
     config = _config(tmp_path, 'rules = { negative_import = { severity = "warn" } }\n')
     rows = _day([0.5] * 48)
     rows[7] = rows[7].replace(",0.5,", ",-0.2,")
@@ -69,7 +70,7 @@ def test_warn_keeps_the_row_with_its_flag(platform: Platform, tmp_path: Path) ->
     assert not platform.store.exists("quarantine_readings") or read_table(platform, "quarantine_readings").num_rows == 0
 
 
-def test_a_quarantined_spike_is_estimated_and_the_reported_value_kept(platform: Platform, tmp_path: Path) -> None:
+def test_a_quarantined_spike_is_estimated_and_the_reported_value_kept(platform: LocalPlatform, tmp_path: Path) -> None:
     config = _config(tmp_path, 'rules = { spike = { severity = "quarantine" } }\n')
     values = [0.5] * 48
     values[20] = 9.0  # 18x the third-highest (0.5): a spike
@@ -92,7 +93,7 @@ def test_a_quarantined_spike_is_estimated_and_the_reported_value_kept(platform: 
     assert gold["energy_kwh"] == pytest.approx(48 * 0.5)
 
 
-def test_a_later_read_replaces_only_with_equal_or_better_quality(platform: Platform, tmp_path: Path) -> None:
+def test_a_later_read_replaces_only_with_equal_or_better_quality(platform: LocalPlatform, tmp_path: Path) -> None:
     config = _config(tmp_path, "")
     first = write_csv(tmp_path / "in" / "1.csv", _day([0.5] * 48), header=HEADER)
     assert _run(platform, config, first).status == "succeeded"  # type: ignore[attr-defined]
@@ -111,7 +112,7 @@ def test_a_later_read_replaces_only_with_equal_or_better_quality(platform: Platf
     assert {r["quality_flag"] for r in silver.values()} == {"actual"}
 
 
-def test_a_stored_estimate_is_replaced_by_the_late_read(platform: Platform, tmp_path: Path) -> None:
+def test_a_stored_estimate_is_replaced_by_the_late_read(platform: LocalPlatform, tmp_path: Path) -> None:
     config = _config(tmp_path, "")
     values = [0.5] * 48
     rows = _day(values)
@@ -131,7 +132,7 @@ def test_a_stored_estimate_is_replaced_by_the_late_read(platform: Platform, tmp_
 
 
 def test_cumulative_register_reads_become_interval_energy_and_resets_are_estimated(
-    platform: Platform, tmp_path: Path
+    platform: LocalPlatform, tmp_path: Path
 ) -> None:
     config = tmp_path / "sources.toml"
     config.write_text(

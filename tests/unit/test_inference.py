@@ -15,6 +15,7 @@ import pytest
 from app.application.inference import InferredSource, infer_source, source_name, toml_value
 from app.domain.errors import InputFileError
 from app.domain.sources import SourceConfig
+from app.infrastructure import readers
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.source_config import load_sources
 
@@ -71,7 +72,7 @@ def test_encoding(tmp_path: Path, prefix: bytes, text: str, encoding: str, expec
     path = tmp_path / "x.csv"
     path.write_bytes(prefix + body.encode(encoding))
 
-    inferred = infer_source(path)
+    inferred = infer_source(readers, path)
 
     assert _keys(inferred)["encoding"] == expected
     assert _loaded(inferred, tmp_path).encoding == expected
@@ -87,7 +88,7 @@ def test_delimiter_is_counted_and_a_decimal_comma_seen(tmp_path: Path, delimiter
     ]
     path = _file(tmp_path, [delimiter.join(["meter_id", "timestamp", "value"]), *rows])
 
-    keys = _keys(infer_source(path))
+    keys = _keys(infer_source(readers, path))
 
     assert keys["delimiter"] == delimiter
     assert keys.get("decimal", ".") == decimal
@@ -98,7 +99,7 @@ def test_title_lines_above_the_header_are_skipped_and_trailing_delimiters_trimme
     header = "Datum;Position;Prognose [MW];Ist [MW];"
     path = _file(tmp_path, ["Windeinspeisung;;;", "Juni 2025;;;", ";;;", header, *rows], encoding="latin-1")
 
-    inferred = infer_source(path)
+    inferred = infer_source(readers, path)
     keys = _keys(inferred)
 
     assert keys["skip_lines"] == 3 and keys["trim_trailing_delimiters"] is True
@@ -112,7 +113,7 @@ def test_title_lines_above_the_header_are_skipped_and_trailing_delimiters_trimme
 def test_a_file_without_a_header_row_is_refused(tmp_path: Path) -> None:
     path = _file(tmp_path, _long_rows(datetime(2025, 6, 1, tzinfo=UTC), ["M1"], 10, 30))
     with pytest.raises(InputFileError, match="no header row"):
-        infer_source(path)
+        infer_source(readers, path)
 
 
 # --- timestamps -----------------------------------------------------------------------------------
@@ -131,7 +132,7 @@ def test_timestamp_format_parses_every_sampled_value(
     tmp_path: Path, stamp: str, expected: str, ambiguous: bool
 ) -> None:
     rows = _long_rows(datetime(2025, 3, 10, tzinfo=UTC), ["M1"], 24 * 11, 60, stamp)
-    inferred = infer_source(_file(tmp_path, ["meter_id,timestamp,value", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["meter_id,timestamp,value", *rows]))
 
     assert _keys(inferred)["timestamp_format"] == expected
     assert ("check this" in _comment(inferred, "timestamp_format")) is ambiguous
@@ -140,7 +141,7 @@ def test_timestamp_format_parses_every_sampled_value(
 
 def test_day_first_is_a_marked_guess_when_no_day_is_above_12(tmp_path: Path) -> None:
     rows = _long_rows(datetime(2025, 3, 1, tzinfo=UTC), ["M1"], 48 * 5, 30, "%d/%m/%Y %H:%M")
-    inferred = infer_source(_file(tmp_path, ["meter_id,timestamp,value", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["meter_id,timestamp,value", *rows]))
 
     assert _keys(inferred)["timestamp_format"] == "%d/%m/%Y %H:%M"
     assert "check this" in _comment(inferred, "timestamp_format") and "day-first" in _comment(
@@ -153,7 +154,7 @@ def test_date_and_time_columns_are_joined(tmp_path: Path) -> None:
     for i in range(96 * 2):
         at = datetime(2025, 1, 14) + timedelta(minutes=15 * i)
         rows.append(f"{at:%d-%m-%Y};{at:%H:%M:%S};EAN1;0,{i % 9 + 1}")
-    inferred = infer_source(_file(tmp_path, ["Datum;Tijd;EAN;Volume", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["Datum;Tijd;EAN;Volume", *rows]))
     keys = _keys(inferred)
 
     assert keys["columns"]["timestamp"] == ["Datum", "Tijd"] and keys["timestamp_format"] == "%d-%m-%Y %H:%M:%S"
@@ -163,13 +164,14 @@ def test_date_and_time_columns_are_joined(tmp_path: Path) -> None:
 
 def test_offsets_give_the_instants_and_naive_times_get_a_zone_to_check(tmp_path: Path) -> None:
     aware = infer_source(
-        _file(tmp_path, ["meter_id,timestamp,value", *_long_rows(datetime(2025, 6, 1, tzinfo=UTC), ["M1"], 8, 30)])
+        readers,
+        _file(tmp_path, ["meter_id,timestamp,value", *_long_rows(datetime(2025, 6, 1, tzinfo=UTC), ["M1"], 8, 30)]),
     )
     assert _keys(aware)["timestamp_format"] == "iso8601" and "timestamp_timezone" not in _keys(aware)
     assert "offsets" in _comment(aware, "timestamp_format")
 
     naive_rows = _long_rows(datetime(2025, 6, 1), ["M1"], 8, 30, "%Y-%m-%d %H:%M:%S")
-    naive = infer_source(_file(tmp_path, ["meter_id,timestamp,value", *naive_rows], name="naive.csv"))
+    naive = infer_source(readers, _file(tmp_path, ["meter_id,timestamp,value", *naive_rows], name="naive.csv"))
     assert _keys(naive)["timestamp_timezone"] == "UTC"
     assert "check this" in _comment(naive, "timestamp_timezone") and "no offsets" in _comment(
         naive, "timestamp_timezone"
@@ -182,7 +184,7 @@ def test_a_repeated_fall_back_hour_is_read_in_order(tmp_path: Path) -> None:
     walls += [w for w in walls if w.hour == 2]  # Central European clocks go 03:00 -> 02:00
     walls.sort()
     rows = [f"M1,{w:%Y-%m-%d %H:%M},0.1" for w in walls]
-    inferred = infer_source(_file(tmp_path, ["meter_id,timestamp,value", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["meter_id,timestamp,value", *rows]))
 
     assert _keys(inferred)["ambiguous_time"] == "order"
     assert "2025-10-26 02:00 appears twice" in _comment(inferred, "ambiguous_time")
@@ -192,7 +194,7 @@ def test_a_repeated_fall_back_hour_is_read_in_order(tmp_path: Path) -> None:
 def test_interval_end_labels_are_guessed_from_00_05_to_midnight(tmp_path: Path) -> None:
     stamps = [datetime(2025, 1, 1, 0, 5) + timedelta(minutes=5 * i) for i in range(288)]
     rows = [f"NSW1,{t:%Y/%m/%d %H:%M:%S},7251.07,138.03" for t in stamps]
-    inferred = infer_source(_file(tmp_path, ["REGION,SETTLEMENTDATE,TOTALDEMAND,RRP", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["REGION,SETTLEMENTDATE,TOTALDEMAND,RRP", *rows]))
     keys = _keys(inferred)
 
     assert keys["timestamp_label"] == "end" and keys["interval_minutes"] == 5
@@ -204,7 +206,7 @@ def test_interval_end_labels_are_guessed_from_00_05_to_midnight(tmp_path: Path) 
 def test_interval_is_the_most_common_spacing_per_series(tmp_path: Path, minutes: int, count: int) -> None:
     rows = _long_rows(datetime(2025, 6, 1, tzinfo=UTC), ["M1", "M2", "M3"], count, minutes)
     del rows[10:14]  # a gap does not change the most common spacing
-    inferred = infer_source(_file(tmp_path, ["meter_id,timestamp,value", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["meter_id,timestamp,value", *rows]))
 
     assert _keys(inferred)["interval_minutes"] == minutes
 
@@ -212,7 +214,7 @@ def test_interval_is_the_most_common_spacing_per_series(tmp_path: Path, minutes:
 def test_a_daily_file_of_dates(tmp_path: Path) -> None:
     days = [datetime(2025, 6, 1) + timedelta(days=i) for i in range(30)]
     rows = [f"{d:%Y-%m-%d},MTR1,{5 + i % 3}" for i, d in enumerate(days)]
-    inferred = infer_source(_file(tmp_path, ["date,meter,kwh", *rows]))
+    inferred = infer_source(readers, _file(tmp_path, ["date,meter,kwh", *rows]))
     keys = _keys(inferred)
 
     assert keys["interval_minutes"] == 1440 and keys["timestamp_format"] == "%Y-%m-%d"
@@ -238,7 +240,7 @@ def test_wide_units_from_column_names(
         ",".join([(datetime(2025, 6, 1) + timedelta(hours=i)).isoformat(), *(str(1 + i % 4) for _ in columns)])
         for i in range(48)
     ]
-    inferred = infer_source(_file(tmp_path, [",".join(["time", *columns]), *rows]))
+    inferred = infer_source(readers, _file(tmp_path, [",".join(["time", *columns]), *rows]))
     keys = _keys(inferred)
 
     assert keys["layout"] == "wide" and [s["column"] for s in keys["series"]] == columns
@@ -252,7 +254,7 @@ def test_wide_units_from_column_names(
 
 def test_a_single_wide_series_is_named_after_the_file_and_markers_become_missing(tmp_path: Path) -> None:
     rows = [f"2020-01-01 {h:02d}:00:00,{'MISSING' if h == 5 else 90000 + h}" for h in range(24)]
-    inferred = infer_source(_file(tmp_path, ["date_time,demand (MW)", *rows], name="PJM.csv"))
+    inferred = infer_source(readers, _file(tmp_path, ["date_time,demand (MW)", *rows], name="PJM.csv"))
     keys = _keys(inferred)
 
     assert keys["series"] == [{"column": "demand (MW)", "meter_id": "{file_stem}"}]
@@ -270,7 +272,7 @@ def test_long_layout_maps_units_directions_and_qualities(tmp_path: Path) -> None
                 ("", "No consumption") if i % 10 == 0 else (f"0,{i % 7 + 1}", "Read" if i % 3 else "Estimated")
             )
             rows.append(f'{at:%d/%m/%Y};{at:%H:%M:%S};="5414";{register};{volume};kWh;{status}')
-    inferred = infer_source(_file(tmp_path, [header, *rows]))
+    inferred = infer_source(readers, _file(tmp_path, [header, *rows]))
     keys = _keys(inferred)
 
     assert keys["columns"] == {
@@ -293,11 +295,13 @@ def test_long_layout_maps_units_directions_and_qualities(tmp_path: Path) -> None
 
 def test_green_button_and_nem12_are_recognised(tmp_path: Path) -> None:
     feed = _keys(
-        infer_source(DATA / "greenbutton" / "Coastal_Multi_Family_Jan_1_2011_to_Jan_1_2012_RetailCustomer_5.xml")
+        infer_source(
+            readers, DATA / "greenbutton" / "Coastal_Multi_Family_Jan_1_2011_to_Jan_1_2012_RetailCustomer_5.xml"
+        )
     )
     assert feed["format"] == "greenbutton" and feed["interval_minutes"] == 60
     assert feed["series_timezone"] == "America/Los_Angeles"  # LocalTimeParameters tzOffset -28800
-    nem12 = _keys(infer_source(DATA / "nem12" / "power-redacted.csv"))
+    nem12 = _keys(infer_source(readers, DATA / "nem12" / "power-redacted.csv"))
     assert nem12["format"] == "nem12" and nem12["interval_minutes"] == 5 and nem12["timestamp_timezone"] == "+10:00"
 
 
@@ -318,7 +322,7 @@ def test_toml_strings_round_trip(text: str) -> None:
 def test_every_key_is_commented_and_the_path_points_at_the_file(tmp_path: Path) -> None:
     rows = _long_rows(datetime(2025, 6, 1), ["M1"], 48, 30, "%Y-%m-%d %H:%M")
     path = _file(tmp_path, ["meter_id,timestamp,value", *rows])
-    inferred = infer_source(path, name="acme")
+    inferred = infer_source(readers, path, name="acme")
 
     lines = inferred.toml().splitlines()
     assert "[sources.acme]" in lines
@@ -359,7 +363,7 @@ def _hand_written() -> list[tuple[str, Path]]:
 @pytest.mark.parametrize(("name", "relative"), _hand_written(), ids=lambda v: str(v)[:40])
 def test_unambiguous_keys_agree_with_the_hand_written_configs(tmp_path: Path, name: str, relative: Path) -> None:
     hand = load_sources(EXAMPLES / "sources.toml")[name]
-    drafted = _loaded(infer_source(DATA / relative), tmp_path)
+    drafted = _loaded(infer_source(readers, DATA / relative), tmp_path)
 
     for key in COMPARED:
         if key not in NOT_IN_THE_FILE.get(relative.name, set()):

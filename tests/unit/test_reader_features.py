@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable
 
-from app.application.runner import Platform, open_platform, run_batch
+from app.application.runner import run_batch
 from app.domain.errors import InputFileError
 from app.domain.parsing import parse_positions, parsed_readings, parsed_schema
 from app.domain.sources import CANONICAL_COLUMNS, SeriesColumn, SourceConfig
@@ -39,6 +39,7 @@ from app.infrastructure.readers import (
     unique_names,
 )
 from app.infrastructure.settings import Settings
+from app.wiring import LocalPlatform, open_platform
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "readers"
 NOW = datetime(2025, 11, 1, tzinfo=UTC)
@@ -79,23 +80,23 @@ def _write(path: Path, data: str | bytes) -> Path:
 
 
 @pytest.fixture
-def platform(tmp_path: Path) -> Iterator[Platform]:
+def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
     with open_platform(Settings(data_dir=tmp_path / "lake", _env_file=None)) as opened:  # type: ignore[call-arg]
         yield opened
 
 
-def _table(platform: Platform, name: str) -> list[dict[str, Any]]:
+def _table(platform: LocalPlatform, name: str) -> list[dict[str, Any]]:
     return DeltaTable(platform.store.location(name)).to_pyarrow_table().to_pylist()
 
 
-def _run(platform: Platform, tmp_path: Path, config: str, path: Path) -> Any:
+def _run(platform: LocalPlatform, tmp_path: Path, config: str, path: Path) -> Any:
     config_file = _write(tmp_path / "sources.toml", config)
     result = run_batch(platform, source_name="s", config_file=config_file, input_path=str(path), now=NOW)
     assert result.status == "succeeded", result.error
     return result
 
 
-def _one_row_per_key_and_complete_at_most(platform: Platform) -> list[dict[str, Any]]:
+def _one_row_per_key_and_complete_at_most(platform: LocalPlatform) -> list[dict[str, Any]]:
     silver = _table(platform, "silver_readings")
     keys = [(r["meter_id"], r["interval_start_utc"], r["direction"]) for r in silver]
     assert len(keys) == len(set(keys)), "one silver row per (meter, interval, direction)"
@@ -155,7 +156,7 @@ def test_a_malformed_line_keeps_its_line_as_read_order(tmp_path: Path) -> None:
     assert by_kind == {"row": 1, "malformed": 2}
 
 
-def test_one_line_green_button_reaches_silver_once_per_key(platform: Platform, tmp_path: Path) -> None:
+def test_one_line_green_button_reaches_silver_once_per_key(platform: LocalPlatform, tmp_path: Path) -> None:
     """Two readings of one hour on one line: the later one wins, as a later line would."""
     path = _write(tmp_path / "in" / "gb.xml", _one_line_feed([(T0, "100"), (T0, "300"), (T1, "200")]))
     config = '[sources.s]\nformat = "greenbutton"\npath = "in/*.xml"\ninterval_minutes = 60\n'
@@ -168,7 +169,7 @@ def test_one_line_green_button_reaches_silver_once_per_key(platform: Platform, t
     assert result.reconciliation.duplicates_replaced == 1
 
 
-def test_wide_columns_of_one_meter_and_direction_reach_silver_once(platform: Platform, tmp_path: Path) -> None:
+def test_wide_columns_of_one_meter_and_direction_reach_silver_once(platform: LocalPlatform, tmp_path: Path) -> None:
     path = _write(tmp_path / "in" / "w.csv", WIDE_TWICE + "2025-06-10T01:00:00Z,5,x\n")
     config = (
         '[sources.s]\npath = "in/*.csv"\nlayout = "wide"\nunit = "kWh"\ncolumns = { timestamp = "ts" }\n'
@@ -212,7 +213,7 @@ def test_flow_directions_are_named(code: str, direction: str) -> None:
         assert raw.table["direction"].to_pylist() == [direction]
 
 
-def test_net_flow_is_refused_by_name_or_mapped_with_direction_values(platform: Platform, tmp_path: Path) -> None:
+def test_net_flow_is_refused_by_name_or_mapped_with_direction_values(platform: LocalPlatform, tmp_path: Path) -> None:
     path = _write(tmp_path / "in" / "net.xml", _one_line_feed([(T0, "-500"), (T1, "700")], flow="4"))
     config = '[sources.s]\nformat = "greenbutton"\npath = "in/*.xml"\ninterval_minutes = 60\n'
     _run(platform, tmp_path, config, path)
@@ -291,7 +292,7 @@ def test_repeated_header_names_are_numbered_and_the_bare_name_is_the_first(tmp_p
     assert parsed_readings(_raw(path, second)[1], second, header)["value"].to_pylist() == [0.6]
 
 
-def test_repeated_header_names_keep_quarantine_records_whole(platform: Platform, tmp_path: Path) -> None:
+def test_repeated_header_names_keep_quarantine_records_whole(platform: LocalPlatform, tmp_path: Path) -> None:
     path = _write(tmp_path / "in" / "r.csv", "meter_id,timestamp,value,unit,value\nM1,2025-06-10T00:00Z,x,kWh,0.6\n")
     _run(platform, tmp_path, '[sources.s]\npath = "in/*.csv"\ncolumns = { unit = "unit" }\n', path)
     [rejected] = _table(platform, "quarantine_readings")
@@ -380,7 +381,7 @@ def test_time_of_day_rows_per_interval_column_across_dst(tmp_path: Path) -> None
     assert parsed[0]["value"] == float(lines[1].split(";")[3].replace(",", "."))
 
 
-def test_time_of_day_batch_gives_complete_dst_days(platform: Platform, tmp_path: Path) -> None:
+def test_time_of_day_batch_gives_complete_dst_days(platform: LocalPlatform, tmp_path: Path) -> None:
     config = (
         '[sources.s]\npath = "x.csv"\nlayout = "time_of_day"\ndelimiter = ";"\ndecimal = ","\n'
         'timestamp_format = "%d.%m.%Y"\ntimestamp_timezone = "Europe/Brussels"\nseries_timezone = "Europe/Brussels"\n'
@@ -640,7 +641,7 @@ def test_a_folder_takes_compressed_files_of_the_format(tmp_path: Path) -> None:
     assert [p.name for p in resolve_inputs(str(tmp_path), "parquet")] == ["c.zip", "f.parquet"]
 
 
-def test_a_batch_of_compressed_files(platform: Platform, tmp_path: Path) -> None:
+def test_a_batch_of_compressed_files(platform: LocalPlatform, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     _write(folder / "a.csv.gz", gzip.compress(CSV.encode()))
     _zip(folder / "b.zip", {"b.csv": CSV.replace("M1", "M2").encode()})

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pytest
 import structlog
 
-from app.application.runs import check_inputs_confined, confined_input
+from app.api.runs import check_inputs_confined, confined_input
 from app.domain.errors import ConfigurationError, ForbiddenPathError, TableStoreError
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY
 from app.infrastructure.logging import configure_logging, get_logger, redact_text, register_secrets

@@ -2,11 +2,14 @@
 
 Each reader turns one file's bytes into the string columns of
 `app.domain.sources.CANONICAL_COLUMNS` plus `line_number`, so parsing and validation
-treat every format like a long CSV. These modules must not import
-`app.infrastructure.readers` at import time: that module dispatches to them.
+treat every format like a long CSV. `app.infrastructure.readers` dispatches to them; they
+never import it.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -68,3 +71,15 @@ class CanonicalRows:
         """All rows so far as one table (string columns even when there are no rows)."""
         self._pack()
         return pa.Table.from_batches(self._batches, schema=CANONICAL_SCHEMA)
+
+
+@dataclass
+class RawFile:
+    """One file as received: its raw rows and the lines that did not fit the header."""
+
+    path: Path
+    header: list[str]
+    table: pa.Table
+    malformed: list[tuple[int, str]] = field(default_factory=list)
+    #: Physical line of the header row (delimited text); None when there is none (Parquet).
+    header_line: int | None = None

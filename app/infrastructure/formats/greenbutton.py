@@ -65,17 +65,14 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 from lxml import etree  # type: ignore[import-untyped]
 
 from app.domain.errors import InputFileError
 from app.domain.sources import CANONICAL_COLUMNS, QUALITY_RANK, SourceConfig
-from app.infrastructure.formats import CanonicalRows
-
-if TYPE_CHECKING:
-    from app.infrastructure.readers import RawFile
+from app.infrastructure.formats import CanonicalRows, RawFile
 
 #: ESPI UnitSymbolKind code -> unit symbol, for the energy, power and metering quantities.
 UNIT_SYMBOLS = {
@@ -457,8 +454,6 @@ def _stream(path: str, data: bytes, feed: _Feed) -> None:
 
 def read_greenbutton(path: str, data: bytes, source: SourceConfig) -> RawFile:
     """One Green Button XML file's bytes -> canonical rows (see the module docstring)."""
-    from app.infrastructure import readers  # here, not at import: readers dispatches to this module
-
     if not data.strip():
         raise InputFileError(path, "is empty (no XML)")
     if data[:2] == b"\x1f\x8b":
@@ -491,6 +486,4 @@ def read_greenbutton(path: str, data: bytes, source: SourceConfig) -> RawFile:
                 _minutes(duration or reading_type.interval_seconds),
                 line,
             )
-    return readers.RawFile(
-        path=Path(path), header=list(CANONICAL_COLUMNS), table=rows.table(), malformed=feed.malformed
-    )
+    return RawFile(path=Path(path), header=list(CANONICAL_COLUMNS), table=rows.table(), malformed=feed.malformed)

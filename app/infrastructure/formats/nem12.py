@@ -47,14 +47,10 @@ import re
 from datetime import datetime
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from app.domain.errors import InputFileError
 from app.domain.sources import CANONICAL_COLUMNS, SourceConfig
-from app.infrastructure.formats import CanonicalRows
-
-if TYPE_CHECKING:
-    from app.infrastructure.readers import RawFile
+from app.infrastructure.formats import CanonicalRows, RawFile
 
 #: NEM12 UOM (upper case) -> the unit name the parser knows.
 UNITS = {"KWH": "kWh", "WH": "Wh", "MWH": "MWh", "KW": "kW", "MW": "MW"}
@@ -263,8 +259,6 @@ class _Reader:
 
 def read_nem12(path: str, data: bytes, source: SourceConfig) -> RawFile:
     """One NEM12 file's bytes -> canonical rows (see the module docstring for conventions)."""
-    from app.infrastructure import readers  # here, not at import: readers dispatches to this module
-
     if not data.strip():
         raise InputFileError(path, "is empty (no NEM12 records)")
     if data[:2] == b"\x1f\x8b":
@@ -277,6 +271,6 @@ def read_nem12(path: str, data: bytes, source: SourceConfig) -> RawFile:
     reader.flush()
     if reader.days == 0:
         raise InputFileError(path, "has no 300 interval data records (rule: nem12_no_data)")
-    return readers.RawFile(
+    return RawFile(
         path=Path(path), header=list(CANONICAL_COLUMNS), table=reader.rows.table(), malformed=reader.malformed
     )

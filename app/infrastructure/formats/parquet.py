@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,10 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from app.domain.errors import InputFileError
-from app.domain.sources import SourceConfig
-
-if TYPE_CHECKING:
-    from app.infrastructure.readers import RawFile
+from app.infrastructure.formats import RawFile
 
 _EMPTY = pa.scalar("", pa.string())
 
@@ -92,11 +89,9 @@ def text_column(path: str, name: str, column: pa.ChunkedArray) -> pa.ChunkedArra
     return pc.fill_null(text, _EMPTY)
 
 
-def read_parquet(path: str, data: bytes, source: SourceConfig) -> RawFile:
-    """One Parquet file's bytes -> a RawFile of text columns under the names the source reads them by."""
-    from app.infrastructure import readers  # here, not at import: readers dispatches to this module
-
-    header = readers.parquet_header(path, data, source)
+def read_parquet(path: str, data: bytes, header: list[str]) -> RawFile:
+    """One Parquet file's bytes -> a RawFile of text columns under `header`, the names the source
+    reads its columns by."""
     try:
         table = pq.read_table(pa.BufferReader(data), use_threads=False)
     except (pa.ArrowException, OSError) as error:
@@ -105,4 +100,4 @@ def read_parquet(path: str, data: bytes, source: SourceConfig) -> RawFile:
         raise InputFileError(path, "has a schema but no rows")
     columns: dict[str, Any] = {name: text_column(path, name, table.column(i)) for i, name in enumerate(header)}
     columns["line_number"] = pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64))
-    return readers.RawFile(path=Path(path), header=header, table=pa.table(columns), header_line=None)
+    return RawFile(path=Path(path), header=header, table=pa.table(columns), header_line=None)

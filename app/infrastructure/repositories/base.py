@@ -1,4 +1,4 @@
-"""Ports: the table storage and the metadata store each have more than one implementation."""
+"""What the Delta table stores share: commit tags, rollback plans, merge conditions, table names and paths."""
 
 from __future__ import annotations
 
@@ -6,169 +6,18 @@ import operator
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import narwhals as nw
 import pyarrow as pa
 
-from app.application.metrics import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
-from app.domain.errors import ConfigurationError, TableStoreError
+from app.application.ports import RowFilter
+from app.domain.errors import TableStoreError
 from app.domain.schemas import TableSpec
-from app.domain.sources import SourceConfig
 
-#: Row filter: (column, operator, value) conditions joined by AND; operator is "in", ">=", "<=" or "<".
-RowFilter = Sequence[tuple[str, str, Any]]
 #: The range operators of a RowFilter, as functions (on Arrow and narwhals expressions alike).
 COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {">=": operator.ge, "<=": operator.le, "<": operator.lt}
-
-
-@dataclass(frozen=True)
-class UpsertCounts:
-    """Rows an upsert inserted, changed, and found already equal."""
-
-    inserted: int
-    updated: int
-    unchanged: int
-
-
-#: A function over one Arrow batch of rows, returning rows of a declared schema.
-ArrowBatchFunction = Callable[[pa.Table], pa.Table]
-
-
-class TableStore(Protocol):
-    """Delta tables of the lake, read and written as narwhals frames of one engine.
-
-    The engine-specific operations are few: turning Arrow data into a frame and back,
-    reading input files, running an Arrow function over a frame's batches, caching a
-    frame that is used more than once, and the Delta reads and writes.
-    """
-
-    engine: str
-
-    def location(self, table: str) -> str: ...
-
-    def frame(self, data: pa.Table) -> nw.LazyFrame[Any]: ...
-
-    def to_arrow(self, frame: nw.LazyFrame[Any]) -> pa.Table: ...
-
-    def collect(self, frame: nw.LazyFrame[Any]) -> pa.Table:
-        """A small result (counts, keys, bounds) as an Arrow table on the driver."""
-        ...
-
-    def count_rows(self, frame: nw.LazyFrame[Any]) -> int: ...
-
-    def read_files(self, paths: list[str], source: SourceConfig, header: list[str]) -> nw.LazyFrame[Any]:
-        """The files' rows as strings under `header`, with the lineage of `readers.READ_LINEAGE`."""
-        ...
-
-    def map_arrow(self, frame: nw.LazyFrame[Any], function: ArrowBatchFunction, schema: pa.Schema) -> nw.LazyFrame[Any]:
-        """`function` over the frame's rows in Arrow batches; the result has `schema`."""
-        ...
-
-    def map_groups(
-        self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
-    ) -> nw.LazyFrame[Any]:
-        """`function` over the frame's rows, each call seeing every row of the `keys` groups it gets
-        (one group per call on Spark, all rows at once locally); the result has `schema`."""
-        ...
-
-    def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]: ...
-
-    def release(self) -> None:
-        """Drop what `cache` kept."""
-        ...
-
-    def exists(self, table: str) -> bool: ...
-
-    def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]: ...
-
-    def count(self, table: str) -> int: ...
-
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
-        """Append the frame's rows in one commit tagged with `batch_id`. With `sequence`, the
-        commit carries it as the platform's Delta transaction version, and a table that already
-        holds a commit of that sequence is left as it is (a retried commit is a no-op)."""
-        ...
-
-    def upsert(
-        self,
-        spec: TableSpec,
-        frame: nw.LazyFrame[Any],
-        *,
-        compare: Sequence[str],
-        batch_id: str,
-        local_days: tuple[date, date] | None = None,
-        rank: str | None = None,
-        sequence: int | None = None,
-        replace_equal_rank: bool = True,
-    ) -> UpsertCounts:
-        """Insert new keys, update changed rows; `local_days` bounds the target rows a match may
-        be found in (by `local_date`, inclusive), so the merge reads only those partitions.
-        With `rank`, a row replaces a stored one only if its `rank` column is equal or higher
-        (only higher without `replace_equal_rank`).
-        `sequence` as for `append`."""
-        ...
-
-    def replace(
-        self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
-    ) -> int:
-        """Replace the rows whose `batch_id` column is `batch_of` with the frame's rows (which
-        must all have that `batch_id`) in one commit; `sequence` as for `append`."""
-        ...
-
-    def tables(self) -> list[str]:
-        """Names of the lake's Delta tables."""
-        ...
-
-    def rollback(self, batch_id: str) -> dict[str, int | None]:
-        """Undo the commits tagged with `batch_id` in every table, each table in one commit,
-        back to the version before the batch's first (a table the batch created is removed).
-        Returns each table changed with the version it went back to (None: removed). Doing it
-        again changes nothing."""
-        ...
-
-    def head(self, table: str, *, limit: int) -> pa.Table: ...
-
-
-class MetadataStore(Protocol):
-    """Where batches, their files and metrics are recorded (SQLite, PostgreSQL)."""
-
-    def migrate(self) -> None: ...
-
-    def ping(self) -> float: ...
-
-    def start_batch(self, record: BatchRecord) -> int:
-        """Record the batch as running; returns its sequence number."""
-        ...
-
-    def finish_batch(
-        self,
-        *,
-        batch_id: str,
-        status: BatchStatus,
-        finished_at: datetime,
-        record_count: int,
-        reconciliation: Reconciliation | None,
-        layers: list[LayerMetrics],
-        rule_counts: dict[str, int],
-        error: str | None = None,
-        files: list[InputFile] | None = None,
-    ) -> None: ...
-
-    def successful_checksums(self, checksums: list[str]) -> dict[str, str]: ...
-
-    def list_batches(
-        self, *, limit: int = 20, source: str | None = None, kind: str | None = None
-    ) -> list[BatchRecord]: ...
-
-    def running_batches(self, *, lake: str) -> list[BatchRecord]: ...
-
-    def fail_running(self, *, batch_id: str, finished_at: datetime, error: str) -> bool: ...
-
-    def get_batch(self, batch_id: str) -> BatchRecord | None: ...
 
 
 #: Prefix of the Delta transaction application id under which a batch's commits record its
@@ -184,8 +33,6 @@ def transaction_app_id(batch_id: str, sequence: int) -> str:
     return f"{APP_ID}:{batch_id}:{sequence}"
 
 
-#: Batch ids as the platform makes them and accepts them: they go into paths and predicates.
-BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
 #: Table names: they become folder names under the lake root, so letters, digits and underscores only.
 TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,127}")
 
@@ -197,15 +44,6 @@ def checked_table_name(name: str) -> str:
             f"invalid table name {name!r}: use letters, digits and underscores, starting with a letter"
         )
     return name
-
-
-def checked_batch_id(batch_id: str) -> str:
-    """`batch_id` if it has the form of a batch id, else ConfigurationError."""
-    if not isinstance(batch_id, str) or not re.fullmatch(BATCH_ID_PATTERN, batch_id):
-        raise ConfigurationError(
-            f"invalid batch id {batch_id!r}: up to 128 letters, digits and _ . : - , starting with a letter or digit"
-        )
-    return batch_id
 
 
 def sql_string(value: str) -> str:

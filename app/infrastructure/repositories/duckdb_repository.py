@@ -23,14 +23,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, WriterProperties
 
+from app.application.ports import ArrowBatchFunction, RowFilter
 from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import NARWHALS_TYPES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     COMPARISONS,
-    ArrowBatchFunction,
-    RowFilter,
     with_partition_bounds,
 )
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore

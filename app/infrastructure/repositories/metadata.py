@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import re
 import sqlite3
 import time
@@ -57,13 +56,14 @@ from sqlalchemy.exc import (
     OperationalError,
 )
 
-from app.application.metrics import (
+from app.domain.batches import (
     BatchRecord,
     BatchStatus,
     InputFile,
     Layer,
     LayerMetrics,
     Reconciliation,
+    batch_checksum,
 )
 from app.domain.errors import MetadataStoreError
 from app.infrastructure.logging import get_logger, redact_text
@@ -240,7 +240,6 @@ layer_metrics = Table(
     Column("records_out", BigInteger(), nullable=False),
     Column("quarantined", BigInteger(), nullable=False),
     Column("duration_seconds", Float(), nullable=False),
-    Column("errors", BigInteger(), nullable=False),
     PrimaryKeyConstraint("batch_id", "layer"),
     ForeignKeyConstraint(["batch_id"], ["batches.batch_id"]),
     CheckConstraint("layer IN ('bronze', 'silver', 'gold')", name="layer"),
@@ -258,11 +257,9 @@ rule_counts = Table(
 
 
 def files_checksum(files: Iterable[InputFile]) -> str | None:
-    """SHA-256 over the sorted file checksums, so the same set of files gives the same value."""
-    digests = sorted(file.sha256 for file in files)
-    if not digests:
-        return None
-    return hashlib.sha256("\n".join(digests).encode("ascii")).hexdigest()
+    """The batch checksum of `files` (`batch_checksum`); None for no files."""
+    digests = [file.sha256 for file in files]
+    return batch_checksum(digests) if digests else None
 
 
 class SqlMetadataStore:
@@ -327,6 +324,11 @@ class SqlMetadataStore:
                 time.sleep(wait)
                 if self._at_head(config):
                     return
+
+    def schema_version(self) -> str | None:
+        """The schema's migration revision (None before the first migration)."""
+        with self._connection("read the schema version") as connection:
+            return MigrationContext.configure(connection).get_current_revision()
 
     def _at_head(self, config: Config) -> bool:
         """Whether the database's schema is at the newest migration."""
@@ -601,7 +603,6 @@ class SqlMetadataStore:
                         "records_out": layer.records_out,
                         "quarantined": layer.quarantined,
                         "duration_seconds": layer.duration_seconds,
-                        "errors": layer.errors,
                     }
                     for layer in layers
                 ],
@@ -649,7 +650,6 @@ class SqlMetadataStore:
                         records_out=row.records_out,
                         quarantined=row.quarantined,
                         duration_seconds=row.duration_seconds,
-                        errors=row.errors,
                     )
                 )
             # Unpacked by position: Row.count is the tuple method, not the column.

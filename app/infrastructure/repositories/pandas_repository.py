@@ -15,15 +15,13 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
+from app.application.ports import ArrowBatchFunction, RowFilter, UpsertCounts
 from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     COMPARISONS,
-    ArrowBatchFunction,
-    RowFilter,
-    UpsertCounts,
     changed_condition,
     checked_table_name,
     commit_tags,

@@ -19,14 +19,12 @@ from urllib.parse import unquote, urlparse
 import narwhals as nw
 import pyarrow as pa
 
+from app.application.ports import ArrowBatchFunction, RowFilter, UpsertCounts
 from app.domain.errors import TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
-    ArrowBatchFunction,
-    RowFilter,
-    UpsertCounts,
     changed_condition,
     checked_table_name,
     commit_tags,

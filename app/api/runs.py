@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
 from app.application.pipeline import new_batch_id
-from app.application.runner import open_platform, run_batch
+from app.application.runner import run_batch
 from app.domain.errors import (
     ConfigurationError,
     ForbiddenPathError,
@@ -21,6 +21,7 @@ from app.infrastructure.logging import get_logger, redact_text
 from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources
+from app.wiring import open_platform
 
 #: How many rounds of percent-decoding an input path is checked after (`%252e` is `%2e` is `.`).
 _DECODE_ROUNDS = 3

@@ -1,13 +1,41 @@
-"""Records that describe a batch run: per-layer metrics, reconciliation, files."""
+"""Batches: their ids, and the records that describe a run (per-layer metrics, reconciliation, files)."""
 
 from __future__ import annotations
 
+import hashlib
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from app.domain.errors import ConfigurationError
+
 Layer = Literal["bronze", "silver", "gold"]
 BatchStatus = Literal["running", "succeeded", "failed", "skipped"]
+
+#: Batch ids as the platform makes them and accepts them: they go into paths and predicates.
+BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
+
+
+def batch_checksum(file_digests: Iterable[str]) -> str:
+    """A batch's checksum: SHA-256 over its files' SHA-256 digests, sorted, one per line, so the
+    same set of files gives the same value in any order."""
+    return hashlib.sha256("\n".join(sorted(file_digests)).encode("ascii")).hexdigest()
+
+
+def replay_checksum(batch_of: str, rows: int) -> str:
+    """A replay's checksum: what it re-ran (batch `batch_of`'s `rows` quarantined rows)."""
+    return hashlib.sha256(f"replay:{batch_of}:{rows}".encode()).hexdigest()
+
+
+def checked_batch_id(batch_id: str) -> str:
+    """`batch_id` if it has the form of a batch id, else ConfigurationError."""
+    if not isinstance(batch_id, str) or not re.fullmatch(BATCH_ID_PATTERN, batch_id):
+        raise ConfigurationError(
+            f"invalid batch id {batch_id!r}: up to 128 letters, digits and _ . : - , starting with a letter or digit"
+        )
+    return batch_id
 
 
 @dataclass(frozen=True)
@@ -29,7 +57,6 @@ class LayerMetrics:
     records_out: int
     quarantined: int
     duration_seconds: float
-    errors: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,118 @@
+"""Wiring: settings -> the adapters (table store, metadata store, lake lock, file readers) -> a platform.
+
+The one module that imports concrete adapters. The CLI builds a platform once per command, the
+HTTP service once per process (in its lifespan), the Databricks job once per run; the
+application's use cases see it through the `Platform` port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.application.ports import FileReader, TableStore
+from app.application.recovery import recover_interrupted
+from app.domain.errors import ConfigurationError
+from app.domain.sources import SourceConfig
+from app.infrastructure import readers
+from app.infrastructure.lock import LakeLock
+from app.infrastructure.repositories.metadata import SqlMetadataStore
+from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
+from app.infrastructure.settings import Settings
+from app.infrastructure.source_config import load_sources
+
+
+@dataclass
+class LocalPlatform:
+    """The storage, metadata and reading implementations chosen by settings (see `Platform`)."""
+
+    settings: Settings
+    store: TableStore
+    metadata: SqlMetadataStore
+    reader: FileReader = field(default=readers)
+
+    @property
+    def execution_mode(self) -> str:
+        return self.settings.execution_mode
+
+    @property
+    def lake(self) -> str:
+        """The data directory, as batches record it."""
+        return str(self.settings.data_dir.resolve())
+
+    def sources(self, config_file: Path | None = None) -> dict[str, SourceConfig]:
+        return load_sources(config_file or self.settings.sources_config)
+
+    def source(self, name: str, config_file: Path | None = None) -> SourceConfig:
+        sources = self.sources(config_file)
+        if name not in sources:
+            known = ", ".join(sorted(sources))
+            raise ConfigurationError(f"unknown source {name!r}; declared sources: {known}")
+        return sources[name]
+
+    def lock(self, command: str, *, wait_seconds: float = 0.0) -> LakeLock:
+        return LakeLock(self.settings.data_dir, command=command, wait_seconds=wait_seconds)
+
+    def close(self) -> None:
+        self.store.release()  # the DuckDB store's work folder and connection, Spark's cached frames
+        self.metadata.dispose()
+
+
+def table_store(settings: Settings) -> TableStore:
+    """The table store of the configured execution mode."""
+    if settings.execution_mode == "databricks":
+        from app.infrastructure.repositories.spark_repository import SparkDeltaStore
+        from app.infrastructure.spark import spark_session
+
+        spark = spark_session(settings.spark_master, settings.spark_conf)
+        return SparkDeltaStore(spark, str(settings.data_dir.resolve()))
+    if settings.local_engine == "pandas":
+        return PandasDeltaStore(settings.data_dir)
+    from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
+
+    return DuckDBDeltaStore(settings.data_dir, memory_limit=settings.local_memory_limit)
+
+
+def metadata_store(settings: Settings) -> SqlMetadataStore:
+    """The metadata store of `settings` (a pooled engine), its schema migrated: once per process,
+    and on demand by `energy-platform db upgrade`."""
+    metadata = SqlMetadataStore(settings.metadata_url, retry_seconds=settings.metadata_retry_seconds)
+    try:
+        metadata.migrate()
+    except BaseException:
+        metadata.dispose()
+        raise
+    return metadata
+
+
+def build_platform(settings: Settings) -> LocalPlatform:
+    """The platform for `settings`: metadata migrated, table store ready. Close it with `close()`.
+    Opening never takes the lake's lock and never rolls anything back: writes recover first
+    (see `runner.run_batch`), and `energy-platform recover` does it on demand."""
+    settings.require_available()
+    metadata = metadata_store(settings)
+    try:
+        store = table_store(settings)
+    except BaseException:
+        metadata.dispose()
+        raise
+    return LocalPlatform(settings=settings, store=store, metadata=metadata)
+
+
+@contextmanager
+def open_platform(settings: Settings) -> Iterator[LocalPlatform]:
+    """`build_platform`, closed at the end of the block."""
+    platform = build_platform(settings)
+    try:
+        yield platform
+    finally:
+        platform.close()
+
+
+def recover(platform: LocalPlatform, *, wait_seconds: float = 0.0) -> list[str]:
+    """Take the lake's lock, roll back and fail the batches a killed run left running; their ids."""
+    with platform.lock("recover", wait_seconds=wait_seconds) as lock:
+        records = recover_interrupted(platform.store, platform.metadata, lake=platform.lake, stale=lock.stale)
+    return [record.batch_id for record in records]
