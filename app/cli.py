@@ -231,7 +231,7 @@ def list_quarantine(
         if platform.metadata.get_batch(batch_id) is None:
             _error(f"no batch {batch_id!r}; see `energy-platform batches list`")
             raise typer.Exit(code=1)
-        page = quarantined_rows(platform.store, batch_id=batch_id, limit=limit, offset=0)
+        page = quarantined_rows(platform.reads, batch_id=batch_id, limit=limit, offset=0)
     table = Table(title=f"Quarantine of batch {batch_id}: {page.total:,} row(s)")
     for column in ("file", "line", "rule", "record"):
         table.add_column(column, overflow="fold")

@@ -8,23 +8,33 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app import __version__
+from app.api.dependencies import SERVICES, current_settings
 from app.api.routes import router
 from app.domain.errors import PlatformError
-from app.infrastructure.logging import configure_logging
+from app.infrastructure.logging import configure_logging, get_logger
 from app.infrastructure.settings import get_settings
 
 
 @asynccontextmanager
 async def lifespan(service: FastAPI) -> AsyncIterator[None]:
-    """Log as the settings say, secrets redacted, from the first event on."""
-    settings_for = service.dependency_overrides.get(get_settings, get_settings)
+    """Log as the settings say, secrets redacted, from the first event on; build the platform once
+    (migrations and recovery run here, never per request) and close it at shutdown."""
+    settings_for = service.dependency_overrides.get(current_settings, get_settings)
     try:
         settings = settings_for()
     except PlatformError:  # invalid settings: every request reports them; log with the defaults
         configure_logging()
-    else:
-        configure_logging(log_format=settings.log_format, level=settings.log_level)
-    yield
+        yield
+        return
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    try:
+        SERVICES.get(settings)
+    except PlatformError as error:  # e.g. the database is down: /health says so, requests retry the build
+        get_logger().error("service_start_deferred", error=str(error))
+    try:
+        yield
+    finally:
+        SERVICES.close()
 
 
 app = FastAPI(title="Energy Data Platform", version=__version__, lifespan=lifespan)

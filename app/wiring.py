@@ -14,10 +14,12 @@ from pathlib import Path
 
 from app.application.ports import FileReader, TableStore
 from app.application.recovery import recover_interrupted
-from app.domain.errors import ConfigurationError
+from app.domain.errors import ConfigurationError, PlatformError
 from app.domain.sources import SourceConfig
 from app.infrastructure import readers
-from app.infrastructure.lock import LakeLock
+from app.infrastructure.lake_reader import LakeReader
+from app.infrastructure.lock import LakeBusyError, LakeLock
+from app.infrastructure.logging import get_logger
 from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.settings import Settings
@@ -32,6 +34,11 @@ class LocalPlatform:
     store: TableStore
     metadata: SqlMetadataStore
     reader: FileReader = field(default=readers)
+    #: Pages of rows for the CLI's reads: scanned per call, nothing cached.
+    reads: LakeReader = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads = LakeReader(self.settings.data_dir, cache_rows=0)
 
     @property
     def execution_mode(self) -> str:
@@ -116,3 +123,35 @@ def recover(platform: LocalPlatform, *, wait_seconds: float = 0.0) -> list[str]:
     with platform.lock("recover", wait_seconds=wait_seconds) as lock:
         records = recover_interrupted(platform.store, platform.metadata, lake=platform.lake, stale=lock.stale)
     return [record.batch_id for record in records]
+
+
+@dataclass
+class ServicePlatform:
+    """What the HTTP service reads through: the metadata store (one pooled engine) and the lake's
+    read side (snapshots cached per table version). No table store: runs open their own."""
+
+    settings: Settings
+    metadata: SqlMetadataStore
+    reads: LakeReader
+
+    def close(self) -> None:
+        self.metadata.dispose()
+
+
+def build_service(settings: Settings) -> ServicePlatform:
+    """The service's platform, built once per process: the metadata schema migrated, and batches
+    a killed run left running recovered if nobody holds the lake (never again per request)."""
+    settings.require_available()
+    metadata = metadata_store(settings)
+    service = ServicePlatform(
+        settings=settings, metadata=metadata, reads=LakeReader(settings.data_dir, cache_rows=settings.api_cache_rows)
+    )
+    if settings.execution_mode == "local" and metadata.running_batches(lake=str(settings.data_dir.resolve())):
+        try:
+            with open_platform(settings) as platform:
+                recover(platform)
+        except LakeBusyError:
+            pass  # a run is at work: it recovers before it writes
+        except (PlatformError, OSError) as error:
+            get_logger().error("recovery_deferred", error=str(error))
+    return service

@@ -40,7 +40,7 @@ variable "node_type_id" {
 }
 
 variable "spark_version" {
-  description = "Databricks Runtime of the job cluster (Spark 4, Scala 2.13)."
+  description = "Databricks Runtime of the job cluster: 17.3 LTS runs Spark 4.0 on Scala 2.13. The tests run the Spark pinned in pyproject.toml's spark extra: move both together."
   type        = string
   default     = "17.3.x-scala2.13"
 }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+import threading
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Security
@@ -11,20 +11,54 @@ from fastapi.security import APIKeyHeader
 
 from app.api.runs import RunService
 from app.infrastructure.settings import Settings, get_settings
-from app.wiring import LocalPlatform as Platform
-from app.wiring import open_platform
+from app.wiring import ServicePlatform, build_service
 
 API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service's API_KEY.")
 _RUNS = RunService()
 
 
-def platform(settings: Annotated[Settings, Depends(get_settings)]) -> Iterator[Platform]:
-    """The platform for this request's settings; tests override `get_settings`."""
-    with open_platform(settings) as opened:
-        yield opened
+class Services:
+    """The service's platform, built once per process (in the lifespan, or by the first request
+    when the app runs without one) and shared by every request and thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: ServicePlatform | None = None
+
+    def get(self, settings: Settings) -> ServicePlatform:
+        current = self._current
+        if current is not None and current.settings is settings:
+            return current
+        with self._lock:
+            current = self._current
+            if current is None or current.settings != settings:  # tests swap settings between apps
+                if current is not None:
+                    current.close()
+                self._current = current = build_service(settings)
+            return current
+
+    def close(self) -> None:
+        with self._lock:
+            if self._current is not None:
+                self._current.close()
+                self._current = None
 
 
-def run_service() -> RunService:
+SERVICES = Services()
+
+
+async def current_settings() -> Settings:
+    """The process's settings; tests override this dependency. Dependencies here are coroutines:
+    FastAPI runs a plain function in a worker thread, a hop per dependency per request."""
+    return get_settings()
+
+
+async def platform(settings: Annotated[Settings, Depends(current_settings)]) -> ServicePlatform:
+    """The process's platform (built once; see `Services`)."""
+    return SERVICES.get(settings)
+
+
+async def run_service() -> RunService:
     """The process's run service: one run at a time."""
     return _RUNS
 
@@ -37,23 +71,23 @@ def _check_key(settings: Settings, given: str | None) -> None:
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
 
 
-def require_key(
-    settings: Annotated[Settings, Depends(get_settings)], key: Annotated[str | None, Security(API_KEY_HEADER)]
+async def require_key(
+    settings: Annotated[Settings, Depends(current_settings)], key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     """Mutating endpoints: the API key, compared in constant time; refused when none is set."""
     _check_key(settings, key)
 
 
-def read_access(
-    settings: Annotated[Settings, Depends(get_settings)], key: Annotated[str | None, Security(API_KEY_HEADER)]
+async def read_access(
+    settings: Annotated[Settings, Depends(current_settings)], key: Annotated[str | None, Security(API_KEY_HEADER)]
 ) -> None:
     """Read endpoints: open unless API_PROTECT_READS is set."""
     if settings.api_protect_reads:
         _check_key(settings, key)
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-PlatformDep = Annotated[Platform, Depends(platform)]
+SettingsDep = Annotated[Settings, Depends(current_settings)]
+PlatformDep = Annotated[ServicePlatform, Depends(platform)]
 RunServiceDep = Annotated[RunService, Depends(run_service)]
 WriteAccess = Depends(require_key)
 ReadAccess = Depends(read_access)

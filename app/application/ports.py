@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import narwhals as nw
 import pyarrow as pa
 
-from app.domain.batches import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
+from app.domain.batches import BatchRecord, BatchStatus, InputFile, LayerMetrics, MetricTotals, Reconciliation
 from app.domain.schemas import TableSpec
 from app.domain.sources import SourceConfig
 
@@ -32,6 +32,30 @@ class UpsertCounts:
 
 #: A function over one Arrow batch of rows, returning rows of a declared schema.
 ArrowBatchFunction = Callable[[pa.Table], pa.Table]
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of rows, the total the filter matched, and the table version they were read from."""
+
+    items: list[dict[str, Any]]
+    total: int
+    limit: int
+    offset: int
+    version: int | None = None
+
+
+class TableReads(Protocol):
+    """The read side of the lake: pages of rows, each from one committed table version; never
+    takes the lake's lock, never writes."""
+
+    def page(self, spec: TableSpec, *, where: RowFilter, order: Sequence[str], limit: int, offset: int) -> Page:
+        """Rows of `spec` matching `where` (conditions joined by AND), sorted by `order`."""
+        ...
+
+    def version(self, spec: TableSpec) -> int | None:
+        """The table's newest committed version; None when there is no table."""
+        ...
 
 
 class FrameEngine(Protocol):
@@ -171,6 +195,10 @@ class MetadataStore(Protocol):
     def fail_running(self, *, batch_id: str, finished_at: datetime, error: str) -> bool: ...
 
     def get_batch(self, batch_id: str) -> BatchRecord | None: ...
+
+    def metric_totals(self) -> MetricTotals:
+        """Totals over every recorded batch, aggregated by the database (for /metrics)."""
+        ...
 
 
 class ParsedFile(Protocol):

@@ -1,48 +1,113 @@
-"""Pipeline metrics in the Prometheus text exposition format (version 0.0.4)."""
+"""Pipeline metrics for Prometheus, from totals the metadata database aggregates (never from batch rows).
+
+Each scrape asks the metadata store for its `MetricTotals` once (a few GROUP BY queries, however
+many batches there are) and renders them with prometheus_client on a registry of its own:
+
+- `energy_platform_runs_total{source,kind,status}`: finished batches (succeeded, failed, skipped);
+- `energy_platform_batches_running`: batches recorded as running now (a gauge);
+- `energy_platform_records_processed_total{source}`, `energy_platform_records_quarantined_total{source}`,
+  `energy_platform_rows_estimated_total{source}`: rows read, quarantined and estimated by succeeded batches;
+- `energy_platform_batch_duration_seconds_sum{source}` and `_count{source}`: start-to-finish time of
+  succeeded batches (a summary without quantiles: a pair of counters);
+- `energy_platform_last_success_timestamp_seconds{source}`: when the source's last succeeded batch finished.
+
+Every counter only grows as batches finish: running batches are counted by the gauge alone.
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import get_args
 
-from app.domain.batches import BatchRecord
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-STATUSES = ("running", "succeeded", "failed", "skipped")
+from app.application.ports import MetadataStore
+from app.domain.batches import BatchStatus
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+#: The statuses a batch can end with; each (source, kind) gets a series of each, 0 until one ends so.
+FINISHED_STATUSES: tuple[BatchStatus, ...] = tuple(s for s in get_args(BatchStatus) if s != "running")
 
 
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+class MetadataCollector(Collector):
+    """Metric families of one `metric_totals()` call on the metadata store."""
+
+    def __init__(self, metadata: MetadataStore) -> None:
+        self._metadata = metadata
+
+    def describe(self) -> list[Metric]:
+        # Registering must not query the database; the families are known only when collected.
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        totals = self._metadata.metric_totals()
+        sources = totals.sources
+
+        runs = CounterMetricFamily(
+            "energy_platform_runs_total",
+            "Batch runs that ended, by source, kind (ingest or replay) and status.",
+            labels=["source", "kind", "status"],
+        )
+        for source, kind in sorted({(source, kind) for source, kind, _ in totals.runs}):
+            for status in FINISHED_STATUSES:
+                runs.add_metric([source, kind, status], totals.runs.get((source, kind, status), 0))
+        yield runs
+
+        yield GaugeMetricFamily(
+            "energy_platform_batches_running",
+            "Batches recorded as running now.",
+            value=totals.running,
+        )
+
+        for name, documentation, values in (
+            (
+                "energy_platform_records_processed_total",
+                "Rows read by succeeded batches, by source.",
+                totals.records_processed,
+            ),
+            (
+                "energy_platform_records_quarantined_total",
+                "Rows moved to quarantine by succeeded batches, by source.",
+                totals.records_quarantined,
+            ),
+            (
+                "energy_platform_rows_estimated_total",
+                "Missing intervals estimated by succeeded batches, by source.",
+                totals.rows_estimated,
+            ),
+        ):
+            counter = CounterMetricFamily(name, documentation, labels=["source"])
+            for source in sources:
+                counter.add_metric([source], values.get(source, 0))
+            yield counter
+
+        duration = SummaryMetricFamily(
+            "energy_platform_batch_duration_seconds",
+            "Seconds from start to finish of succeeded batches, by source.",
+            labels=["source"],
+        )
+        for source in sources:
+            duration.add_metric(
+                [source],
+                count_value=totals.duration_count.get(source, 0),
+                sum_value=totals.duration_seconds.get(source, 0.0),
+            )
+        yield duration
+
+        last_success = GaugeMetricFamily(
+            "energy_platform_last_success_timestamp_seconds",
+            "Finish time of the last succeeded batch, by source (Unix seconds).",
+            labels=["source"],
+        )
+        for source, finished_at in sorted(totals.last_success.items()):
+            last_success.add_metric([source], finished_at.timestamp())
+        yield last_success
 
 
-def render(batches: Iterable[BatchRecord]) -> str:
-    """Runs by status, records processed and quarantined, last successful run time per source."""
-    by_status: Counter[str] = Counter()
-    processed = quarantined = 0
-    last_success: dict[str, float] = {}
-    for batch in batches:
-        by_status[batch.status] += 1
-        processed += batch.record_count
-        if batch.reconciliation is not None:
-            quarantined += batch.reconciliation.rows_quarantined
-        if batch.status == "succeeded" and batch.finished_at is not None:
-            at = batch.finished_at.timestamp()
-            last_success[batch.source] = max(at, last_success.get(batch.source, at))
-    lines = [
-        "# HELP energy_platform_runs_total Batch runs recorded in the metadata store, by status.",
-        "# TYPE energy_platform_runs_total counter",
-        *(f'energy_platform_runs_total{{status="{s}"}} {by_status.get(s, 0)}' for s in STATUSES),
-        "# HELP energy_platform_records_processed_total Rows read by recorded batch runs.",
-        "# TYPE energy_platform_records_processed_total counter",
-        f"energy_platform_records_processed_total {processed}",
-        "# HELP energy_platform_records_quarantined_total Rows moved to quarantine by recorded batch runs.",
-        "# TYPE energy_platform_records_quarantined_total counter",
-        f"energy_platform_records_quarantined_total {quarantined}",
-        "# HELP energy_platform_last_success_timestamp_seconds Finish time of the last successful run, per source.",
-        "# TYPE energy_platform_last_success_timestamp_seconds gauge",
-        *(
-            f'energy_platform_last_success_timestamp_seconds{{source="{_label(src)}"}} {at:.3f}'
-            for src, at in sorted(last_success.items())
-        ),
-    ]
-    return "\n".join(lines) + "\n"
+def render(metadata: MetadataStore) -> bytes:
+    """The metrics in Prometheus' text format (`CONTENT_TYPE`), from one round of totals."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(MetadataCollector(metadata))
+    return generate_latest(registry)

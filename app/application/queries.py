@@ -4,49 +4,38 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
 
 import narwhals as nw
-import pyarrow as pa
 
-from app.application.ports import MetadataStore, RowFilter, TableStore
-from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
+from app.application.ports import MetadataStore, Page, TableReads, TableStore
+from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS
 
-
-@dataclass(frozen=True)
-class Page:
-    """One page of rows and the total the filter matched."""
-
-    items: list[dict[str, Any]]
-    total: int
-    limit: int
-    offset: int
+_DAILY_ORDER = ["local_date", "direction"]
 
 
-def _page(store: TableStore, spec: TableSpec, where: RowFilter, order: list[str], limit: int, offset: int) -> Page:
-    table: pa.Table = store.to_arrow(store.read(spec, where=where))
-    table = table.sort_by([(c, "ascending") for c in order])
-    return Page(items=table.slice(offset, limit).to_pylist(), total=table.num_rows, limit=limit, offset=offset)
-
-
-def quarantined_rows(store: TableStore, *, batch_id: str, limit: int, offset: int) -> Page:
+def quarantined_rows(reads: TableReads, *, batch_id: str, limit: int, offset: int) -> Page:
     where = [("batch_id", "in", [batch_id])]
-    return _page(store, QUARANTINE_READINGS, where, ["source_file", "line_number"], limit, offset)
+    return reads.page(
+        QUARANTINE_READINGS, where=where, order=["source_file", "line_number"], limit=limit, offset=offset
+    )
 
 
-def meter_daily(store: TableStore, *, meter_id: str, start: date, end: date, limit: int, offset: int) -> Page:
+def meter_daily(reads: TableReads, *, meter_id: str, start: date, end: date, limit: int, offset: int) -> Page | None:
+    """A meter's daily rows of local days start..end; None if the meter has no gold row at all."""
     where = [("meter_id", "in", [meter_id]), ("local_date", ">=", start), ("local_date", "<=", end)]
-    return _page(store, GOLD_DAILY_METER_ENERGY, where, ["local_date", "direction"], limit, offset)
+    page = reads.page(GOLD_DAILY_METER_ENERGY, where=where, order=_DAILY_ORDER, limit=limit, offset=offset)
+    if page.total == 0:
+        known = reads.page(GOLD_DAILY_METER_ENERGY, where=where[:1], order=_DAILY_ORDER, limit=1, offset=0)
+        if known.total == 0:
+            return None
+    return page
 
 
-def meter_known(store: TableStore, meter_id: str) -> bool:
-    rows = store.read(GOLD_DAILY_METER_ENERGY, where=[("meter_id", "in", [meter_id])])
-    return store.count_rows(rows) > 0
-
-
-def portfolio_hourly(store: TableStore, *, start: datetime, end: datetime, limit: int, offset: int) -> Page:
+def portfolio_hourly(reads: TableReads, *, start: datetime, end: datetime, limit: int, offset: int) -> Page:
     where = [("hour_utc", ">=", start), ("hour_utc", "<", end)]
-    return _page(store, GOLD_HOURLY_PORTFOLIO_LOAD, where, ["hour_utc", "direction"], limit, offset)
+    return reads.page(
+        GOLD_HOURLY_PORTFOLIO_LOAD, where=where, order=["hour_utc", "direction"], limit=limit, offset=offset
+    )
 
 
 @dataclass(frozen=True)

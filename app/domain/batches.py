@@ -110,3 +110,28 @@ class BatchRecord:
     replay_of: str | None = None
     #: Where the batch's tables live (the data directory)
     lake: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricTotals:
+    """Totals over every batch the metadata store holds, as the database aggregates them (for
+    /metrics). Finished batches only ever add to them, so each can be exposed as a counter."""
+
+    #: Finished batches (succeeded, failed, skipped) per (source, kind, status)
+    runs: dict[tuple[str, str, BatchStatus], int] = field(default_factory=dict)
+    #: Batches recorded as running now (a gauge: it goes down as they finish)
+    running: int = 0
+    #: Per source, sums over its succeeded batches: rows read, quarantined, and estimated
+    records_processed: dict[str, int] = field(default_factory=dict)
+    records_quarantined: dict[str, int] = field(default_factory=dict)
+    rows_estimated: dict[str, int] = field(default_factory=dict)
+    #: Per source, seconds from start to finish summed over its succeeded batches, and how many
+    duration_seconds: dict[str, float] = field(default_factory=dict)
+    duration_count: dict[str, int] = field(default_factory=dict)
+    #: Per source, when its last succeeded batch finished
+    last_success: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def sources(self) -> list[str]:
+        """Every source with a batch recorded, sorted."""
+        return sorted({source for source, _, _ in self.runs} | set(self.records_processed))

@@ -1,9 +1,10 @@
 """Row validation rules: each is a name and a narwhals expression that is true on failure.
 
-Rules run on any narwhals backend. Each has a severity (per source, see
-`sources.DEFAULT_SEVERITIES`): `warn` flags the row and keeps it, `quarantine` moves it
-to quarantine under the rule's name, `fail` stops the batch before anything is written.
-Series rules (spike, zero run, ...) need a meter's whole day and live in `vee`.
+Rules run on any narwhals backend. Names, order and severities come from the rule catalogue
+(`catalog.RULES`); each rule has a severity per source (default `sources.DEFAULT_SEVERITIES`):
+`warn` flags the row and keeps it, `quarantine` moves it to quarantine under the rule's name,
+`fail` stops the batch before anything is written. Series rules (spike, zero run, ...) need a
+meter's whole day and live in `vee`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import narwhals as nw
 
+from app.domain import catalog
 from app.domain.parsing import (
     TS_AMBIGUOUS,
     TS_DST_GAP,
@@ -28,7 +30,10 @@ from app.domain.sources import DEFAULT_SEVERITIES, QUALITY_RANK, UNITS, Severity
 VALUE_REGISTER_START, VALUE_REGISTER_RESET = "register_start", "register_reset"
 
 #: Rejected by the reader before typing: the line does not have the header's field count.
-MALFORMED_ROW = "malformed_row"
+MALFORMED_ROW = catalog.rule("malformed_row").name
+#: Series rules the pipeline counts itself: a reading replaced by a duplicate, an interval not read.
+DUPLICATE_REPLACED = catalog.rule("duplicate_replaced").name
+MISSING_INTERVALS = catalog.rule("missing_intervals").name
 
 
 @dataclass(frozen=True)
@@ -87,39 +92,36 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
     one_way = nw.lit(value=not params.bidirectional)
     negative = below_zero & (nw.col("direction") == "import") & one_way
     negative_export = below_zero & (nw.col("direction") == "export") & one_way
-    return [
-        ("meter_id_missing", nw.col("meter_id") == ""),
-        ("timestamp_unparseable", nw.col("timestamp_status") == TS_UNPARSEABLE),
-        ("timestamp_in_dst_gap", nw.col("timestamp_status") == TS_DST_GAP),
-        ("timestamp_ambiguous", nw.col("timestamp_status") == TS_AMBIGUOUS),
-        ("interval_invalid", nw.col("interval_minutes").is_null()),
-        (
-            "timestamp_off_grid",
-            # a // b * b instead of %: modulo is missing on some Arrow-backed pandas dtypes.
-            (seconds_of_day // interval_seconds * interval_seconds != seconds_of_day)
-            | (nw.col("interval_start_utc").dt.microsecond() != 0),
-        ),
-        ("timestamp_in_future", nw.col("interval_start_utc") > nw.lit(latest_start)),
-        ("value_missing", nw.col("value_status") == VALUE_MISSING),
-        ("value_unparseable", nw.col("value_status") == VALUE_UNPARSEABLE),
-        ("register_start", nw.col("value_status") == VALUE_REGISTER_START),
-        ("register_reset", nw.col("value_status") == VALUE_REGISTER_RESET),
-        ("unit_unknown", nw.col("energy_kwh").is_null()),
-        ("direction_unknown", ~nw.col("direction").is_in(["import", "export"])),
-        ("quality_unknown", ~nw.col("quality").is_in(list(QUALITY_RANK))),
-        ("negative_import", negative),
-        ("negative_export", negative_export),
-        ("above_physical_max", demand_kw > params.max_demand_kw),
-    ]
+    checks = {
+        "meter_id_missing": nw.col("meter_id") == "",
+        "timestamp_unparseable": nw.col("timestamp_status") == TS_UNPARSEABLE,
+        "timestamp_in_dst_gap": nw.col("timestamp_status") == TS_DST_GAP,
+        "timestamp_ambiguous": nw.col("timestamp_status") == TS_AMBIGUOUS,
+        "interval_invalid": nw.col("interval_minutes").is_null(),
+        # a // b * b instead of %: modulo is missing on some Arrow-backed pandas dtypes.
+        "timestamp_off_grid": (seconds_of_day // interval_seconds * interval_seconds != seconds_of_day)
+        | (nw.col("interval_start_utc").dt.microsecond() != 0),
+        "timestamp_in_future": nw.col("interval_start_utc") > nw.lit(latest_start),
+        "value_missing": nw.col("value_status") == VALUE_MISSING,
+        "value_unparseable": nw.col("value_status") == VALUE_UNPARSEABLE,
+        "register_start": nw.col("value_status") == VALUE_REGISTER_START,
+        "register_reset": nw.col("value_status") == VALUE_REGISTER_RESET,
+        "unit_unknown": nw.col("energy_kwh").is_null(),
+        "direction_unknown": ~nw.col("direction").is_in(["import", "export"]),
+        "quality_unknown": ~nw.col("quality").is_in(list(QUALITY_RANK)),
+        "negative_import": negative,
+        "negative_export": negative_export,
+        "above_physical_max": demand_kw > params.max_demand_kw,
+    }
+    # In the catalogue's order, which is the order they are tried.
+    return catalog.in_order(checks, "row")
 
 
-RULE_NAMES: tuple[str, ...] = (
-    MALFORMED_ROW,
-    *(name for name, _ in rule_checks(RuleParams(datetime(2000, 1, 1), 30, "UTC", 1.0, False))),
-)
+#: The rules a row is tried against, in order: the reader's (malformed_row), then `rule_checks`.
+RULE_NAMES: tuple[str, ...] = catalog.names(("file", "row"))
 
 #: Series (VEE) rules, judged per meter and day after the row rules.
-SERIES_RULES: tuple[str, ...] = ("duplicate_replaced", "missing_intervals", "spike", "high_low", "zero_run")
+SERIES_RULES: tuple[str, ...] = catalog.names("series")
 
 
 def validated_readings(parsed: nw.LazyFrame, params: RuleParams) -> nw.LazyFrame:

@@ -10,6 +10,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from app.domain import catalog
+from app.domain.catalog import Severity
+
 DEFAULT_MISSING_VALUES = ("", "N/A", "NA", "n/a", "?", "-", "null", "NULL", "NaN", "nan")
 
 #: Unit name (case-insensitive) -> (quantity, factor to kWh or kW).
@@ -86,7 +89,6 @@ CANONICAL_COLUMNS = ("meter_id", "timestamp", "value", "unit", "direction", "qua
 #: stored one only if its quality is equal or better.
 QUALITY_RANK: dict[str, int] = {"actual": 3, "substituted": 2, "estimated": 1}
 
-Severity = Literal["warn", "quarantine", "fail"]
 Direction = Literal["import", "export"]
 Quality = Literal["actual", "substituted", "estimated"]
 
@@ -205,52 +207,14 @@ class Estimation(BaseModel):
     max_gap_days: int = Field(default=7, ge=1, description="Gaps longer than this are left missing.")
 
 
-#: Rule name -> default severity. Row rules first, in the order they are tried (a row takes the
-#: first it fails), then series (VEE) rules.
-DEFAULT_SEVERITIES: dict[str, Severity] = {
-    "malformed_row": "quarantine",
-    "meter_id_missing": "quarantine",
-    "timestamp_unparseable": "quarantine",
-    "timestamp_in_dst_gap": "quarantine",
-    "timestamp_ambiguous": "quarantine",
-    "interval_invalid": "quarantine",
-    "timestamp_off_grid": "quarantine",
-    "timestamp_in_future": "quarantine",
-    "value_missing": "quarantine",
-    "value_unparseable": "quarantine",
-    "register_start": "quarantine",
-    "register_reset": "quarantine",
-    "unit_unknown": "quarantine",
-    "direction_unknown": "quarantine",
-    "quality_unknown": "quarantine",
-    "negative_import": "quarantine",
-    "negative_export": "quarantine",
-    "above_physical_max": "quarantine",
-    "duplicate_replaced": "warn",
-    "missing_intervals": "warn",
-    "spike": "warn",
-    "high_low": "warn",
-    "zero_run": "warn",
-}
+#: Rule name -> default severity, in the catalogue's order: row rules first, in the order they are
+#: tried (a row takes the first it fails), then series (VEE) rules.
+DEFAULT_SEVERITIES: dict[str, Severity] = catalog.default_severities()
 
 #: Rules that judge a reading the source did not keep: they can warn or fail, not quarantine.
-NO_QUARANTINE = ("duplicate_replaced", "missing_intervals")
+NO_QUARANTINE = tuple(name for name in catalog.names() if name not in catalog.names(allows="quarantine"))
 #: Rules whose failure cannot be kept as a row: they can quarantine or fail, not warn.
-NO_WARN = tuple(
-    name
-    for name in DEFAULT_SEVERITIES
-    if name not in NO_QUARANTINE
-    and name
-    not in (
-        "spike",
-        "high_low",
-        "zero_run",
-        "negative_import",
-        "negative_export",
-        "above_physical_max",
-        "timestamp_in_future",
-    )
-)
+NO_WARN = tuple(name for name in catalog.names() if name not in catalog.names(allows="warn"))
 
 #: Formats read as tables of columns, where `layout` and `columns` apply.
 TABULAR_FORMATS = ("csv", "parquet")
@@ -521,12 +485,9 @@ class SourceConfig(BaseModel):
     @classmethod
     def _known_rules(cls, value: dict[str, RuleSetting]) -> dict[str, RuleSetting]:
         for name, setting in value.items():
-            if name not in DEFAULT_SEVERITIES:
-                raise ValueError(f"unknown rule {name!r}; known: {', '.join(DEFAULT_SEVERITIES)}")
-            if setting.severity == "quarantine" and name in NO_QUARANTINE:
-                raise ValueError(f"rule {name!r} has no row to quarantine; use 'warn' or 'fail'")
-            if setting.severity == "warn" and name in NO_WARN:
-                raise ValueError(f"rule {name!r} leaves no value to keep; use 'quarantine' or 'fail'")
+            error = catalog.severity_error(name, setting.severity)
+            if error:
+                raise ValueError(error)
         return value
 
     @model_validator(mode="before")

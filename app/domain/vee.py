@@ -54,12 +54,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.domain import catalog
 from app.domain.parsing import local_time
 from app.domain.sources import DEFAULT_SEVERITIES, Estimation, Validation
 
 ROLE_BATCH, ROLE_HISTORY, ROLE_ESTIMATE, ROLE_MISSING = "batch", "history", "estimate", "missing"
-#: Series rules in the order a row takes its rejection rule.
-VEE_RULES: tuple[str, ...] = ("spike", "high_low", "zero_run")
+#: Series rules judged here, in the order a row takes its rejection rule: the catalogue's series
+#: rules that judge a kept reading, which are those that may quarantine it (the others,
+#: duplicate_replaced and missing_intervals, are counted by the pipeline).
+VEE_RULES: tuple[str, ...] = catalog.names("series", allows="quarantine")
 METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT = "linear", "like_day", "flat"
 _METHODS: tuple[str | None, ...] = (None, METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT)
 _MISSING, _LINEAR, _LIKE_DAY, _FLAT = range(4)

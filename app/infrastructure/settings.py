@@ -30,7 +30,7 @@ def masked_conf(conf: dict[str, str]) -> dict[str, str]:
 
 
 #: Fields whose values are never echoed in an error message.
-SECRET_FIELDS = frozenset({"metadata_db_url", "databricks_token", "api_key", "spark_conf"})
+SECRET_FIELDS = frozenset({"metadata_db_url", "api_key", "spark_conf"})
 
 
 class Settings(BaseSettings):
@@ -39,7 +39,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True)
 
     execution_mode: Literal["local", "databricks"] = Field(
-        default="local", description="local: pandas + Delta on this machine; databricks: Spark."
+        default="local",
+        description="local: this machine, on the LOCAL_ENGINE (DuckDB by default) with Delta tables; "
+        "databricks: Spark with Delta Lake (the cluster's session on Databricks, else a local one).",
     )
     processing_mode: Literal["batch", "streaming"] = Field(
         default="batch", description="batch processes whole files; streaming is not available yet."
@@ -70,12 +72,16 @@ class Settings(BaseSettings):
     )
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    databricks_host: str | None = None
-    databricks_token: SecretStr | None = None
     api_key: SecretStr | None = Field(
         default=None, description="Key for mutating HTTP endpoints (header X-API-Key); unset: they are refused."
     )
     api_protect_reads: bool = Field(default=False, description="Require the API key on read endpoints too.")
+    api_cache_rows: int = Field(
+        default=2_000_000,
+        ge=0,
+        description="The service keeps each table's newest version in memory while it has at most this many "
+        "rows (0: scan per request).",
+    )
     landing_dir: Path | None = Field(
         default=None, description="Folder that POST /runs input paths must lie in; default DATA_DIR/landing."
     )
@@ -88,7 +94,7 @@ class Settings(BaseSettings):
         "values of secret-named keys are masked when shown.",
     )
 
-    @field_validator("api_key", "metadata_db_url", "databricks_token", mode="before")
+    @field_validator("api_key", "metadata_db_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`API_KEY=` (as compose writes an unset variable) means no key, never an empty one."""
@@ -125,9 +131,9 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.data_dir / 'metadata.db').resolve()}"
 
     def secret_values(self) -> list[str]:
-        """Every configured secret: the API key, the Databricks token, the metadata URL and its
-        password, and secret-named Spark settings."""
-        values = [secret.get_secret_value() for secret in (self.api_key, self.databricks_token) if secret]
+        """Every configured secret: the API key, the metadata URL and its password, and
+        secret-named Spark settings."""
+        values = [self.api_key.get_secret_value()] if self.api_key else []
         if self.metadata_db_url:
             url = self.metadata_db_url.get_secret_value()
             values.append(url)

@@ -36,7 +36,8 @@ def spark_session(master: str, conf: dict[str, str]) -> SparkSession:
 
     On a cluster only session-level settings from `conf` are applied; locally `conf`
     overrides LOCAL_DEFAULTS. The Delta jars are resolved from Maven Central by the
-    coordinates that match the installed `delta-spark`.
+    coordinates that match the installed `delta-spark` (the `spark` extra pins it with the
+    PySpark of the job's Databricks runtime); on a cluster the runtime brings both.
     """
     try:
         from pyspark.sql import SparkSession
@@ -64,7 +65,7 @@ def spark_session(master: str, conf: dict[str, str]) -> SparkSession:
 def _missing(error: ImportError) -> NotAvailableError:
     return NotAvailableError(
         f"EXECUTION_MODE=databricks needs PySpark and Delta Lake ({error.name} is missing); "
-        'install them with: pip install "energy-platform[spark]"'
+        'install them with: pip install "energy-platform[spark]" (on a Databricks cluster the runtime provides them)'
     )
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.api.dependencies import run_service
+from app.api.dependencies import current_settings, run_service
 from app.application.runner import run_batch
-from app.infrastructure.settings import Settings, get_settings
+from app.infrastructure.settings import Settings
 from app.main import app
 from app.wiring import open_platform
 from tests.integration.conftest import NOW, write_csv
@@ -26,7 +26,7 @@ ROWS = [
 
 
 def _client(settings: Settings) -> TestClient:
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[current_settings] = lambda: settings
     return TestClient(app)
 
 

@@ -12,9 +12,9 @@ import structlog
 from fastapi.testclient import TestClient
 
 from app.api import runs
-from app.api.dependencies import run_service
+from app.api.dependencies import current_settings, run_service
 from app.application.runner import run_batch
-from app.infrastructure.settings import Settings, get_settings
+from app.infrastructure.settings import Settings
 from app.main import app
 from app.wiring import open_platform
 from tests.integration.conftest import NOW, write_csv
@@ -26,7 +26,7 @@ PASSWORD = "pg-S3cret-pw"
 @pytest.fixture
 def keyed(tmp_path: Path) -> Iterator[Settings]:
     settings = Settings(data_dir=tmp_path / "lake", api_key=KEY, _env_file=None)  # type: ignore[call-arg]
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[current_settings] = lambda: settings
     yield settings
     app.dependency_overrides.clear()
     structlog.reset_defaults()
@@ -159,7 +159,7 @@ def test_a_failed_run_shows_no_password_in_its_error_or_the_log(
 )
 def test_health_never_shows_the_database_password(tmp_path: Path, url: str) -> None:
     settings = Settings(data_dir=tmp_path, metadata_db_url=url, _env_file=None)  # type: ignore[call-arg]
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[current_settings] = lambda: settings
     try:
         response = TestClient(app).get("/health")
     finally:

@@ -15,8 +15,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
+from app.api.dependencies import current_settings
 from app.application.runner import run_batch
-from app.infrastructure.settings import Settings, get_settings
+from app.infrastructure.settings import Settings
 from app.main import app
 from app.wiring import open_platform
 from tests.integration.conftest import NOW, write_csv
@@ -62,7 +63,7 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     with open_platform(lake_settings) as platform:
         path = write_csv(root / "in.csv", ["M1,2025-06-10T00:00:00+01:00,0.5,kWh", "M1,x,1,kWh"])
         run_batch(platform, input_path=str(path), now=NOW)
-    app.dependency_overrides[get_settings] = lambda: lake_settings
+    app.dependency_overrides[current_settings] = lambda: lake_settings
     yield
     app.dependency_overrides.clear()
 

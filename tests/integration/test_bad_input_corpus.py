@@ -293,6 +293,7 @@ def test_bad_input_through_the_cli(
 # --- A few as a user runs them: a real process ------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["bare_cr_line_endings.csv", "unterminated_quote.csv", "binary_png.csv"])
 def test_bad_input_in_a_real_process(name: str, tmp_path: Path) -> None:
     entry = COMMITTED[name]

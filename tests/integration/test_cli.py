@@ -12,6 +12,8 @@ import pytest
 
 from tests.integration.conftest import write_csv
 
+pytestmark = pytest.mark.slow
+
 #: Settings of the shell the tests run in that would change what the command does.
 OUTER_SETTINGS = (
     "EXECUTION_MODE",

@@ -7,7 +7,9 @@ environment variables that `Settings` reads. No network, no Spark.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.metadata
 import json
 import re
 import tomllib
@@ -19,6 +21,8 @@ import hcl2
 import pytest
 import typer.main
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 import app.cli
 from app.infrastructure.settings import Settings, environment_variable_names
@@ -36,6 +40,19 @@ RESOURCE_REFERENCE = re.compile(r"(?<![\w.])(databricks_[a-z0-9_]+)\.([A-Za-z_][
 #: {{secrets/<scope>/<key>}}; scope and key may be interpolated (${var.x}, ${resource.attr}).
 SECRET_REFERENCE = re.compile(r"\{\{secrets/(?:\$\{[^}]+\}|[\w.-]+)/(?:\$\{[^}]+\}|[\w.-]+)\}\}")
 LOCAL_REFERENCE = re.compile(r"^\$\{local\.([A-Za-z_][\w-]*)\}$")
+WHOLE_VAR_REFERENCE = re.compile(r"^\$\{var\.([A-Za-z_][\w-]*)\}$")
+#: A Databricks Runtime as job clusters name it: `17.3.x-scala2.13` (no ML, GPU or Photon variant).
+RUNTIME_NAME = re.compile(r"^(\d+\.\d+)\.x-scala2\.13$")
+
+#: Databricks Runtime -> the Apache Spark it ships (Databricks Runtime release notes). When the jobs
+#: move to another runtime, add it here and move the `spark` extra's pins to its Spark.
+RUNTIME_SPARK = {"17.3": "4.0.0"}
+#: Spark minor version -> the delta-spark release line built for it (its jars carry no Spark suffix).
+DELTA_FOR_SPARK = {"4.0": "4.0"}
+#: Packages the cluster's runtime provides: the job's wheel must never require them.
+RUNTIME_PROVIDED = {"pyspark", "delta-spark"}
+#: Where the HTTP service lives: only these may import the `service` extra's packages.
+SERVICE_MODULES = ("app/main.py", "app/api/")
 
 
 # --- loading ---------------------------------------------------------------------------------
@@ -293,6 +310,115 @@ def test_bundle_targets() -> None:
     assert targets["dev"]["mode"] == "development"
     assert targets["dev"]["default"] is True
     assert targets["prod"]["mode"] == "production"
+
+
+# --- the runtime the jobs pin, and the dependencies the wheel brings ---------------------------
+
+
+def _minor(version: str) -> str:
+    return ".".join(version.split(".")[:2])
+
+
+def _requirements(names: list[str]) -> dict[str, Requirement]:
+    return {canonicalize_name(requirement.name): requirement for requirement in map(Requirement, names)}
+
+
+def _extra(name: str) -> dict[str, Requirement]:
+    return _requirements(_pyproject()["project"]["optional-dependencies"][name])
+
+
+def _pinned(requirement: Requirement) -> str:
+    (specifier,) = requirement.specifier
+    assert specifier.operator == "==", f"{requirement} must be pinned with =="
+    return specifier.version
+
+
+def _job_runtimes() -> dict[str, set[str]]:
+    """`spark_version` of every job cluster, by file; Terraform's `${var.x}` is the variable's default."""
+    defaults = {
+        name: body.get("default") for name, body in _tf_blocks(_hcl(TERRAFORM_DIR / "variables.tf"), "variable").items()
+    }
+    runtimes: dict[str, set[str]] = {}
+    for source, load in JOB_SOURCES.items():
+        for job in load():
+            for cluster in job.get("job_clusters", []):
+                value = str(cluster["new_cluster"]["spark_version"])
+                if match := WHOLE_VAR_REFERENCE.match(value):
+                    value = str(defaults[match.group(1)])
+                runtimes.setdefault(source, set()).add(value)
+    return runtimes
+
+
+def _job_runtime() -> str:
+    runtimes = _job_runtimes()
+    assert set(runtimes) == set(JOB_SOURCES), f"no job cluster in {sorted(set(JOB_SOURCES) - set(runtimes))}"
+    pinned = set().union(*runtimes.values())
+    assert len(pinned) == 1, f"the job definitions run different runtimes: {runtimes}"
+    (runtime,) = pinned
+    return runtime
+
+
+def test_every_job_runs_one_known_databricks_runtime() -> None:
+    runtime = _job_runtime()
+    match = RUNTIME_NAME.match(runtime)
+    assert match, f"{runtime!r} is not a standard Scala 2.13 runtime"
+    assert match.group(1) in RUNTIME_SPARK, f"Databricks Runtime {match.group(1)}: add its Spark to RUNTIME_SPARK"
+
+
+def test_the_spark_extra_is_the_spark_of_the_job_runtime() -> None:
+    """The tests' local Spark is the job runtime's minor version, with the Delta Lake release built for it."""
+    match = RUNTIME_NAME.match(_job_runtime())
+    assert match
+    runtime_spark = RUNTIME_SPARK[match.group(1)]
+    spark = _extra("spark")
+    assert set(spark) == RUNTIME_PROVIDED
+    pyspark = _pinned(spark["pyspark"])
+    assert _minor(pyspark) == _minor(runtime_spark), f"pyspark {pyspark}; the job runs Spark {runtime_spark}"
+    delta = _pinned(spark["delta-spark"])
+    assert _minor(delta) == DELTA_FOR_SPARK[_minor(pyspark)], f"delta-spark {delta} is not built for Spark {pyspark}"
+
+
+def test_dev_installs_the_local_spark_and_the_service() -> None:
+    (own,) = [req for name, req in _extra("dev").items() if name == canonicalize_name(_pyproject()["project"]["name"])]
+    assert {"spark", "service"} <= own.extras
+
+
+def test_the_installed_spark_is_the_pinned_one() -> None:
+    """The `spark` tests run on what the `spark` extra pins (a stale environment fails here, not on a cluster)."""
+    for name, requirement in _extra("spark").items():
+        try:
+            installed = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pytest.skip(f"{name} is not installed (pip install -e '.[dev]')")
+        assert installed == _pinned(requirement), f"{name} {installed} is installed; pyproject pins {requirement}"
+
+
+def test_the_job_wheel_brings_neither_spark_nor_the_service() -> None:
+    """The cluster installs the bare wheel: the core and the `databricks` extra."""
+    installed_on_the_cluster = _requirements(_pyproject()["project"]["dependencies"]) | _extra("databricks")
+    assert not set(installed_on_the_cluster) & RUNTIME_PROVIDED, "the runtime provides Spark and Delta Lake"
+    service = set(_extra("service"))
+    assert service, "no service extra"
+    assert not set(installed_on_the_cluster) & service, f"{sorted(service)} belong to the service extra"
+
+
+def test_only_the_service_imports_the_service_packages() -> None:
+    """Everything but app/main.py and app/api/ runs without the `service` extra (the batch job on a cluster)."""
+    packages = {name.replace("-", "_") for name in _extra("service")}
+    offenders = []
+    for path in sorted((ROOT / "app").rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        if relative.startswith(SERVICE_MODULES):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            offenders += [f"{relative}:{node.lineno} {name}" for name in names if name.split(".")[0] in packages]
+    assert not offenders, offenders
 
 
 # --- terraform/ -------------------------------------------------------------------------------

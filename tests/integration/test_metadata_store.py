@@ -384,3 +384,53 @@ def test_url_for_display_is_the_url_with_the_password_masked(tmp_path: Path) -> 
         SqlMetadataStore(f"sqlite://user:s3cret@/{tmp_path / 'masked.db'}")
     assert "s3cret" not in str(info.value)
     assert "user:***@" in str(info.value)
+
+
+def test_metric_totals_aggregate_every_batch_by_source(metadata_store: SqlMetadataStore) -> None:
+    # Only this test's sources are looked at, and the running count as a difference: the database may be shared.
+    source, other = _unique("source"), _unique("source")
+    running_before = metadata_store.metric_totals().running
+    reconciliation = Reconciliation(rows_read=10, rows_accepted=7, rows_quarantined=3, duplicates_replaced=0)
+    estimated = Reconciliation(
+        rows_read=5, rows_accepted=5, rows_quarantined=0, duplicates_replaced=0, rows_estimated=2
+    )
+    outcomes: list[tuple[str, BatchStatus, Reconciliation | None, float]] = [
+        (source, "succeeded", reconciliation, 1.25),
+        (source, "succeeded", estimated, 2.5),
+        (source, "failed", None, 9.0),
+        (other, "skipped", None, 0.5),
+    ]
+    for hour, (batch_source, status, counts, seconds) in enumerate(outcomes):
+        record = _record(source=batch_source, started_at=T0 + timedelta(hours=hour))
+        metadata_store.start_batch(record)
+        metadata_store.finish_batch(
+            batch_id=record.batch_id,
+            status=status,
+            finished_at=record.started_at + timedelta(seconds=seconds),
+            record_count=counts.rows_read if counts else 0,
+            reconciliation=counts,
+            layers=[],
+            rule_counts={},
+        )
+    replay = _record(source=source, started_at=T0 + timedelta(hours=9))
+    replay.kind, replay.replay_of = "replay", "b-1"
+    metadata_store.start_batch(replay)  # still running
+
+    totals = metadata_store.metric_totals()
+
+    mine = {source, other}
+    assert {key: n for key, n in totals.runs.items() if key[0] in mine} == {
+        (source, "ingest", "succeeded"): 2,
+        (source, "ingest", "failed"): 1,
+        (other, "ingest", "skipped"): 1,
+    }
+    assert totals.running - running_before == 1
+    assert mine <= set(totals.sources)
+    assert totals.records_processed[source] == 15 and other not in totals.records_processed
+    assert totals.records_quarantined[source] == 3
+    assert totals.rows_estimated[source] == 2
+    assert totals.duration_count[source] == 2
+    assert totals.duration_seconds[source] == pytest.approx(3.75)
+    assert totals.last_success[source] == T0 + timedelta(hours=1, seconds=2.5)
+    assert totals.last_success[source].tzinfo == UTC
+    assert other not in totals.last_success

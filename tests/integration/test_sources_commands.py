@@ -256,6 +256,7 @@ def test_check_leaves_an_existing_data_directory_as_it_was(tmp_path: Path) -> No
     assert sorted((p.relative_to(lake), p.stat().st_mtime_ns) for p in lake.rglob("*")) == before
 
 
+@pytest.mark.slow
 def test_check_of_the_bundled_sample_counts_what_a_run_counts(tmp_path: Path) -> None:
     """The figures of the README's run of the sample, every time (the check is deterministic)."""
     for _ in range(2):
@@ -297,6 +298,7 @@ def _infer(tmp_path: Path, data: Path) -> tuple[str, Path]:
     return name.group(1), config
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("data", DATA_FILES, ids=lambda p: p.name[:40])
 def test_every_real_file_gets_a_config_that_loads_and_checks(tmp_path: Path, data: Path) -> None:
     name, config = _infer(tmp_path, data)

@@ -8,8 +8,6 @@ independently from the file text. The second part pins each rule on tiny inline 
 
 from __future__ import annotations
 
-import sys
-import types
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ import pytest
 from app.domain.errors import InputFileError
 from app.domain.parsing import parse_timestamps, parse_values, parsed_readings, parsed_schema
 from app.domain.sources import CANONICAL_COLUMNS, ColumnMapping, SeriesColumn, SourceConfig
+from app.infrastructure import readers
 from app.infrastructure.readers import (
     HEAD_BYTES,
     KIND_ERROR,
@@ -798,9 +797,7 @@ def test_other_formats_dispatch_to_their_readers(
         calls.append(path)
         return _canonical_raw(path)
 
-    fake_module = types.ModuleType(f"app.infrastructure.formats.{module}")
-    setattr(fake_module, function, fake)
-    monkeypatch.setitem(sys.modules, f"app.infrastructure.formats.{module}", fake_module)
+    monkeypatch.setattr(readers, function, fake)
     zones = {"timestamp_timezone": zone} if zone else {}
     source = SourceConfig(name="t", format=fmt, path="x", **zones)  # type: ignore[arg-type]
     read = _read_text(tmp_path, head, source, name="in.dat")

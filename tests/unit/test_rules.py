@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -348,6 +349,35 @@ def test_two_warn_rules_on_one_row_are_listed_in_rule_order(engine: PandasDeltaS
     ]
     names = [name for name, _ in rule_checks(PARAMS)]
     assert names.index("timestamp_in_future") < names.index("negative_import") < names.index("above_physical_max")
+
+
+def test_warn_flags_are_identical_on_every_engine(engine: PandasDeltaStore, tmp_path: Path) -> None:
+    """The flag expression (concat, squeeze, strip) gives the same strings on DuckDB and Spark as on pandas."""
+    warn = _with(negative_import="warn", above_physical_max="warn", timestamp_in_future="warn")
+    rows = [
+        _row(row_order=0),
+        _row(value=-0.1, row_order=1, meter_id="M2"),
+        _row(value=6.0, row_order=2, meter_id="M3"),
+        _row(value=-6.0, row_order=3, meter_id="M4"),
+        _row(value=-6.0, interval_start_utc=NOW, row_order=4, meter_id="M5"),
+        _row(interval_start_utc=NOW, row_order=5, meter_id="M6"),
+        _row(value=-6.0, unit="??", row_order=6, meter_id="M7"),  # rejected, nothing flagged
+        # Rejected and still flagged (not negative_import: that judges import channels only).
+        _row(value=-6.0, direction="?", row_order=7, meter_id="M8"),
+    ]
+    got = _outcome(engine, rows, warn)
+    assert got == [
+        (None, ""),
+        (None, "negative_import"),
+        (None, "above_physical_max"),
+        (None, "negative_import;above_physical_max"),
+        (None, "timestamp_in_future;negative_import;above_physical_max"),
+        (None, "timestamp_in_future"),
+        ("unit_unknown", ""),
+        ("direction_unknown", "above_physical_max"),
+    ]
+    # The same frame on pandas, the reference engine.
+    assert _outcome(PandasDeltaStore(tmp_path), rows, warn) == got
 
 
 @pytest.mark.parametrize("severity", ["quarantine", "fail"])

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from app.domain.errors import ConfigurationError, NotAvailableError
-from app.infrastructure.settings import load_settings
+from app.infrastructure.settings import environment_variable_names, load_settings
 from app.infrastructure.spark import spark_session
 
 
@@ -31,3 +31,8 @@ def test_spark_conf_that_is_not_a_json_object_is_refused_naming_it(monkeypatch: 
     monkeypatch.setenv("SPARK_CONF", value)
     with pytest.raises(ConfigurationError, match="SPARK_CONF"):
         load_settings()
+
+
+def test_the_databricks_cli_variables_are_not_settings() -> None:
+    """DATABRICKS_HOST and DATABRICKS_TOKEN belong to `databricks bundle deploy`; the job uses the cluster's session."""
+    assert not {"DATABRICKS_HOST", "DATABRICKS_TOKEN"} & environment_variable_names()

@@ -105,6 +105,17 @@ def test_silver_keeps_the_latest_read_per_meter_interval_and_direction(engine: P
     assert len(rows) == 4
 
 
+def test_silver_prefers_the_best_quality_and_then_the_latest_read(engine: PandasDeltaStore) -> None:
+    # Best quality first, then the latest: a later estimate does not replace an actual read.
+    table = _validated(
+        {"energy_kwh": 3.0, "row_order": 2},
+        {"energy_kwh": 4.0, "row_order": 8, "quality": "estimated"},
+        {"energy_kwh": 5.0, "row_order": 3, "quality": "substituted"},
+    )
+    (row,) = _silver(engine, table)
+    assert (row["energy_kwh"], row["quality_flag"], row["quality_rank"]) == (3.0, "actual", 3)
+
+
 def test_silver_drops_rejected_rows_and_a_rejected_correction_does_not_win(engine: PandasDeltaStore) -> None:
     table = _validated(
         {"energy_kwh": 1.0, "row_order": 0},
@@ -113,6 +124,19 @@ def test_silver_drops_rejected_rows_and_a_rejected_correction_does_not_win(engin
     )
     rows = _silver(engine, table)
     assert [(r["meter_id"], r["energy_kwh"]) for r in rows] == [("M1", 1.0)]
+
+
+def test_silver_keeps_the_warning_flags_of_accepted_rows(engine: PandasDeltaStore) -> None:
+    three = "timestamp_in_future;negative_import;above_physical_max"
+    table = _validated(
+        {"meter_id": "M1"},
+        {"meter_id": "M2", "energy_kwh": -0.1, "validation_flags": "negative_import"},
+        {"meter_id": "M3", "energy_kwh": -6.0, "validation_flags": three},
+        # Rejected, though flagged: it does not reach silver.
+        {"meter_id": "M4", "validation_flags": "above_physical_max", "rejection_rule": "direction_unknown"},
+    )
+    flags = {r["meter_id"]: r["validation_flags"] for r in _silver(engine, table)}
+    assert flags == {"M1": "", "M2": "negative_import", "M3": three}
 
 
 def test_silver_stamps_batch_values_and_has_exactly_the_silver_columns(engine: PandasDeltaStore) -> None:
@@ -218,7 +242,12 @@ def _day_starts(day: date, zone: str, minutes: int) -> list[datetime]:
     return [first + timedelta(minutes=minutes * i) for i in range(int((end - first).total_seconds()) // (60 * minutes))]
 
 
-def _silver_table(rows: list[tuple[str, str, datetime, float, date]], zone: str, minutes: int = 30) -> pa.Table:
+def _silver_table(
+    rows: list[tuple[str, str, datetime, float, date]],
+    zone: str,
+    minutes: int = 30,
+    quality: str | list[str] = "actual",
+) -> pa.Table:
     return pa.table(
         {
             "meter_id": pa.array([r[0] for r in rows], pa.string()),
@@ -226,7 +255,7 @@ def _silver_table(rows: list[tuple[str, str, datetime, float, date]], zone: str,
             "interval_start_utc": pa.array([r[2] for r in rows], UTC_TIMESTAMP),
             "interval_minutes": pa.array([minutes] * len(rows), pa.int32()),
             "energy_kwh": pa.array([r[3] for r in rows], pa.float64()),
-            "quality_flag": pa.array(["actual"] * len(rows), pa.string()),
+            "quality_flag": pa.array([quality] * len(rows) if isinstance(quality, str) else quality, pa.string()),
             "local_date": pa.array([r[4] for r in rows], pa.date32()),
             "timezone": pa.array([zone] * len(rows), pa.string()),
         }
@@ -277,6 +306,30 @@ def test_completeness_is_covered_minutes_over_local_day_minutes(
     (row,) = _gold_daily(engine, silver)
     assert (row["interval_count"], row["expected_interval_count"]) == (expected - 1, expected)
     assert row["completeness"] == pytest.approx((expected - 1) / expected)
+
+
+def test_an_all_actual_day_has_no_estimates(engine: PandasDeltaStore) -> None:
+    starts = _day_starts(SPRING, "Europe/London", 30)[:45]
+    silver = _silver_table([("M1", "import", s, 0.5, SPRING) for s in starts], "Europe/London")
+    (row,) = _gold_daily(engine, silver)
+    assert (row["actual_interval_count"], row["estimated_interval_count"]) == (45, 0)
+    assert (row["estimated_share"], row["estimated_kwh"]) == (0.0, 0.0)
+
+
+def test_completeness_counts_read_intervals_only(engine: PandasDeltaStore) -> None:
+    starts = _day_starts(SPRING, "Europe/London", 30)
+    energies = [0.5] * 45 + [1.5]
+    # 40 actual, 2 substituted (reads), 4 estimated (by the source or here): 46 of 46 present.
+    quality = ["actual"] * 40 + ["substituted"] * 2 + ["estimated"] * 4
+    rows = [("M1", "import", s, e, SPRING) for s, e in zip(starts, energies, strict=True)]
+    (row,) = _gold_daily(engine, _silver_table(rows, "Europe/London", quality=quality))
+    assert (row["interval_count"], row["expected_interval_count"]) == (46, 46)
+    assert (row["actual_interval_count"], row["estimated_interval_count"]) == (42, 4)
+    assert row["completeness"] == pytest.approx(42 / 46)
+    assert row["estimated_share"] == pytest.approx(4 / 46)
+    assert row["estimated_kwh"] == pytest.approx(3 * 0.5 + 1.5)
+    assert row["energy_kwh"] == pytest.approx(45 * 0.5 + 1.5)
+    assert row["peak_demand_kw"] == pytest.approx(3.0)  # estimated intervals count for demand
 
 
 def test_peak_demand_and_energy_sum_per_day(engine: PandasDeltaStore) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import re
 import sqlite3
 import time
 from collections import defaultdict
@@ -13,15 +12,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from psycopg import pq
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     Dialect,
@@ -38,6 +41,7 @@ from sqlalchemy import (
     TypeDecorator,
     create_engine,
     delete,
+    extract,
     func,
     insert,
     make_url,
@@ -51,9 +55,15 @@ from sqlalchemy.exc import (
     DataError,
     DBAPIError,
     IntegrityError,
-    InterfaceError,
     NoSuchModuleError,
-    OperationalError,
+)
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+    wait_random,
 )
 
 from app.domain.batches import (
@@ -62,6 +72,7 @@ from app.domain.batches import (
     InputFile,
     Layer,
     LayerMetrics,
+    MetricTotals,
     Reconciliation,
     batch_checksum,
 )
@@ -91,71 +102,55 @@ _RECONCILIATION_FIELDS = (
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
 
-#: PostgreSQL error classes that mean "the server went away or is not there yet": connection
-#: exceptions (08xxx), shutdown by an administrator or a crash, "starting up", too many clients.
-_TRANSIENT_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
-#: Connection failures that trying again will not mend: credentials, names, access rules.
-_REFUSED = re.compile(
-    r"authentication failed|does not exist|no pg_hba\.conf entry|could not translate host name|"
-    r"Name or service not known|permission denied|SSL|certificate",
-    re.IGNORECASE,
-)
-#: Waits between attempts grow from the first to the cap, until the store's retry time is spent.
+#: PostgreSQL SQLSTATE classes and codes that mean "not now": a connection exception (class 08), the
+#: server shut down by an administrator or a crash or still starting (57P01-57P03), a transaction
+#: the server cancelled to resolve a conflict (serialization failure, deadlock), too many clients.
+#: Anything else (28xxx credentials, 3D000 no such database, 42xxx a refused statement) is final.
+_TRANSIENT_SQLSTATE_CLASSES = ("08",)
+_TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "40001", "40P01", "53300"})
+#: SQLite's primary result codes (the low byte of an extended code) for a file another connection
+#: holds locked: SQLITE_BUSY (and BUSY_RECOVERY, BUSY_SNAPSHOT, ...) and SQLITE_LOCKED (and its own).
+_TRANSIENT_SQLITE_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+#: Waits between attempts grow exponentially (with jitter) from the first to the cap; the last one is
+#: cut short so that the final attempt is made when the store's retry time runs out.
 _FIRST_WAIT_SECONDS = 0.2
 _MAX_WAIT_SECONDS = 5.0
+#: How long the reachability check of a failed PostgreSQL connection may take (libpq's minimum is 2).
+_PING_TIMEOUT_SECONDS = 5
 
 
 class MetadataUnavailableError(MetadataStoreError):
     """The metadata database could not be reached; the call may succeed if tried again."""
 
 
-def _transient(exc: DBAPIError) -> bool:
-    """Whether `exc` is a lost or refused connection (worth retrying), not a refused statement."""
-    if exc.connection_invalidated:
-        return True
-    if not isinstance(exc, OperationalError | InterfaceError):
-        return False
-    original = exc.orig
-    if isinstance(original, sqlite3.Error):
-        # A file that another process holds locked; every other SQLite error is final.
-        return "locked" in str(original) or "busy" in str(original)
-    sqlstate = getattr(original, "sqlstate", None)
-    if sqlstate is None:
-        # No SQLSTATE: the client got no answer (refused, reset, closed mid-statement), or the
-        # driver turned the server's refusal of the connection into text: those stay refused.
-        return not _REFUSED.search(str(original))
-    return str(sqlstate).startswith(_TRANSIENT_SQLSTATES)
-
-
-def _with_retries(store: SqlMetadataStore, operation: str, call: Callable[[int], _T]) -> _T:
-    """`call(attempt)`, made again after a growing wait while the database is unreachable,
-    until the store's retry time is spent."""
-    deadline = time.monotonic() + store.retry_seconds
-    wait = _FIRST_WAIT_SECONDS
-    attempt = 1
-    while True:
-        try:
-            return call(attempt)
-        except MetadataUnavailableError as error:
-            if time.monotonic() + wait > deadline:
-                raise
-            get_logger().warning(
-                "metadata_retry", operation=operation, attempt=attempt, wait_seconds=wait, error=str(error)
-            )
-            time.sleep(wait)
-            wait = min(wait * 2, _MAX_WAIT_SECONDS)
-            attempt += 1
+def is_transient(error: BaseException | None) -> bool:
+    """Whether a driver error (or SQLAlchemy's wrapper of one) means the database is out of reach or
+    busy for now, so the same call may succeed if made again. Decided by the exception's type and
+    code (PostgreSQL's SQLSTATE, SQLite's result code), never by its message."""
+    if isinstance(error, DBAPIError):
+        error = error.orig
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        return isinstance(code, int) and code & 0xFF in _TRANSIENT_SQLITE_CODES
+    if isinstance(error, psycopg.Error):
+        sqlstate = error.sqlstate
+        if sqlstate is None:
+            # No SQLSTATE: the client got no answer from a server (refused, unknown host, reset,
+            # closed mid-statement, timed out); misuse of the driver raises other classes.
+            return isinstance(error, psycopg.OperationalError)
+        return sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES) or sqlstate in _TRANSIENT_SQLSTATES
+    return False
 
 
 def _retried(
     method: Callable[Concatenate[SqlMetadataStore, _P], _T],
 ) -> Callable[Concatenate[SqlMetadataStore, _P], _T]:
-    """Retry `method` while the database is unreachable; each such method is idempotent, so a
-    call whose answer was lost can simply be made again."""
+    """Make `method` under the store's retry policy; each such method is idempotent, so a call
+    whose answer was lost can simply be made again."""
 
     @functools.wraps(method)
     def call(self: SqlMetadataStore, *args: _P.args, **kwargs: _P.kwargs) -> _T:
-        return _with_retries(self, method.__name__, lambda _attempt: method(self, *args, **kwargs))
+        return self._with_retries(method.__name__, lambda _attempt: method(self, *args, **kwargs))
 
     return call
 
@@ -302,6 +297,45 @@ class SqlMetadataStore:
         """The database URL with its password masked (in the user part or the query string)."""
         return redact_text(self._url.render_as_string(hide_password=True))
 
+    def _retrying(self, operation: str) -> Retrying:
+        """The one retry policy of every metadata call but `ping`: while the call fails with
+        MetadataUnavailableError, wait (exponentially growing, with jitter) and make it again, until
+        `retry_seconds` have passed since the first attempt; then raise the last error."""
+        backoff = wait_exponential(multiplier=_FIRST_WAIT_SECONDS, max=_MAX_WAIT_SECONDS) + wait_random(
+            0, _FIRST_WAIT_SECONDS
+        )
+
+        def wait(state: RetryCallState) -> float:
+            # Never sleep past the deadline: the last attempt is made when the retry time runs out.
+            remaining = self.retry_seconds - (state.seconds_since_start or 0.0)
+            return max(0.0, min(backoff(state), remaining))
+
+        def log(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            get_logger().warning(
+                "metadata_retry",
+                operation=operation,
+                attempt=state.attempt_number,
+                wait_seconds=round(state.next_action.sleep, 3) if state.next_action is not None else None,
+                database=self.url_for_display,
+                error=str(error),
+            )
+
+        return Retrying(
+            retry=retry_if_exception_type(MetadataUnavailableError),
+            stop=stop_after_delay(self.retry_seconds),
+            wait=wait,
+            before_sleep=log,
+            reraise=True,
+        )
+
+    def _with_retries(self, operation: str, call: Callable[[int], _T]) -> _T:
+        """`call(attempt)` under the retry policy; `attempt` counts from 1."""
+        for attempt in self._retrying(operation):
+            with attempt:
+                result = call(attempt.retry_state.attempt_number)
+        return result
+
     @_retried
     def migrate(self) -> None:
         """Bring the schema up to the newest migration; does nothing if it is already there.
@@ -318,13 +352,17 @@ class SqlMetadataStore:
                 return
             except MetadataUnavailableError:
                 raise
-            except MetadataStoreError:
-                if wait is None:
+            except MetadataStoreError as error:
+                # Losing the race shows as a refused DDL statement; a refused connection or a
+                # schema newer than this code will not mend by waiting.
+                cause = error.__cause__
+                if wait is None or not (isinstance(cause, DBAPIError) and cause.statement is not None):
                     raise
                 time.sleep(wait)
                 if self._at_head(config):
                     return
 
+    @_retried
     def schema_version(self) -> str | None:
         """The schema's migration revision (None before the first migration)."""
         with self._connection("read the schema version") as connection:
@@ -354,7 +392,8 @@ class SqlMetadataStore:
                 ) from exc
 
     def ping(self) -> float:
-        """Run a SELECT 1 round trip and return how many seconds it took."""
+        """Run a SELECT 1 round trip and return how many seconds it took. Not retried: a health
+        check wants to know whether the database answers now."""
         started = time.perf_counter()
         with self._connection("connect and run SELECT 1") as connection:
             connection.execute(text("SELECT 1")).scalar_one()
@@ -366,7 +405,9 @@ class SqlMetadataStore:
         this call is a retry whose first attempt did record it before the connection was lost."""
         _require_aware(record.started_at, "started_at")
         _require_aware(record.ingestion_time, "ingestion_time")
-        return _with_retries(self, "start_batch", lambda attempt: self._start_numbered(record, retry=attempt > 1))
+        # From the second attempt on, a batch already recorded just as this one may be this call's own
+        # first attempt, committed before the connection was lost.
+        return self._with_retries("start_batch", lambda attempt: self._start_numbered(record, retry=attempt > 1))
 
     def _start_numbered(self, record: BatchRecord, *, retry: bool) -> int:
         """`_start_batch`, again if another batch took the same next number at the same moment
@@ -522,6 +563,62 @@ class SqlMetadataStore:
             records = self._records(connection, rows)
         return records[0] if records else None
 
+    @_retried
+    def metric_totals(self) -> MetricTotals:
+        """Totals over every batch, each a GROUP BY in the database: finished batches per source,
+        kind and status, batches running, and per source sums over its succeeded batches."""
+        succeeded = batches.c.status == "succeeded"
+        duration = self._seconds_between(batches.c.started_at, batches.c.finished_at)
+        runs: dict[tuple[str, str, BatchStatus], int] = {}
+        running = 0
+        sums: dict[str, dict[str, Any]] = defaultdict(dict)
+        with self._connection("sum up the batches") as connection:
+            counted = connection.execute(
+                select(batches.c.source, batches.c.kind, batches.c.status, func.count()).group_by(
+                    batches.c.source, batches.c.kind, batches.c.status
+                )
+            )
+            for source, kind, status, count in counted:
+                if status == "running":
+                    running += int(count)
+                else:
+                    runs[(source, kind, self._status(status))] = int(count)
+            totals = connection.execute(
+                select(
+                    batches.c.source,
+                    func.sum(batches.c.record_count).label("records_processed"),
+                    func.sum(func.coalesce(batches.c.rows_quarantined, 0)).label("records_quarantined"),
+                    func.sum(func.coalesce(batches.c.rows_estimated, 0)).label("rows_estimated"),
+                    func.sum(duration).label("duration_seconds"),
+                    func.count(duration).label("duration_count"),
+                    func.max(batches.c.finished_at).label("last_success"),
+                )
+                .where(succeeded)
+                .group_by(batches.c.source)
+            )
+            for row in totals:
+                sums[row.source] = row._asdict()
+        return MetricTotals(
+            runs=runs,
+            running=running,
+            records_processed={source: int(row["records_processed"] or 0) for source, row in sums.items()},
+            records_quarantined={source: int(row["records_quarantined"] or 0) for source, row in sums.items()},
+            rows_estimated={source: int(row["rows_estimated"] or 0) for source, row in sums.items()},
+            duration_seconds={source: float(row["duration_seconds"] or 0) for source, row in sums.items()},
+            duration_count={source: int(row["duration_count"]) for source, row in sums.items()},
+            last_success={
+                source: row["last_success"] for source, row in sums.items() if row["last_success"] is not None
+            },
+        )
+
+    def _seconds_between(self, start: ColumnElement[Any], end: ColumnElement[Any]) -> ColumnElement[Any]:
+        """Seconds from `start` to `end` computed in the database (NULL while `end` is NULL)."""
+        if self._engine.dialect.name == "sqlite":
+            # SQLite keeps these as text; julianday() reads them to the millisecond, which the
+            # rounding restores after the subtraction of two large day numbers.
+            return func.round((func.julianday(end) - func.julianday(start)) * 86400.0, 3)
+        return extract("epoch", end) - extract("epoch", start)
+
     def dispose(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
@@ -545,34 +642,67 @@ class SqlMetadataStore:
     @contextmanager
     def _connection(self, action: str) -> Iterator[Connection]:
         """Lend a connection whose driver errors surface as MetadataStoreError."""
-        with self._translated(action), self._engine.connect() as connection:
+        with self._translated(action), self._open(action) as connection:
             yield connection
 
     @contextmanager
     def _transaction(self, action: str) -> Iterator[Connection]:
         """Lend a connection in a transaction that commits on success, errors translated."""
-        with self._translated(action), self._engine.begin() as connection:
+        with self._translated(action), self._open(action) as connection, connection.begin():
             yield connection
+
+    def _open(self, action: str) -> Connection:
+        """A connection from the pool, a failure to get one translated as such."""
+        try:
+            return self._engine.connect()
+        except DBAPIError as exc:
+            raise self._error(action, exc, connecting=True) from exc
 
     @contextmanager
     def _translated(self, action: str) -> Iterator[None]:
         """Turn driver errors into MetadataStoreError that names the masked URL."""
         try:
             yield
-        except (IntegrityError, DataError) as exc:
+        except DBAPIError as exc:
+            raise self._error(action, exc, connecting=False) from exc
+
+    def _error(self, action: str, exc: DBAPIError, *, connecting: bool) -> MetadataStoreError:
+        """The MetadataStoreError for a driver error: MetadataUnavailableError when trying again may help."""
+        if isinstance(exc, IntegrityError | DataError):
             # DataError: a value the column cannot hold, e.g. too long for PostgreSQL's VARCHAR(n).
-            raise MetadataStoreError(
+            return MetadataStoreError(
                 f"The metadata database at {self.url_for_display} refused to {action}: "
                 f"{self._reason(exc)}. Check that batch ids are unique and values are valid."
-            ) from exc
-        except DBAPIError as exc:
-            error = MetadataUnavailableError if _transient(exc) else MetadataStoreError
-            raise error(
-                f"Could not {action} in the metadata database at {self.url_for_display}: "
-                f"{self._reason(exc)}. Check that the database is running and reachable, that "
-                "the URL, credentials and file permissions are right, and that migrations "
-                "have been applied."
-            ) from exc
+            )
+        transient = is_transient(exc) and not (connecting and self._refused_by_server(exc.orig))
+        error = MetadataUnavailableError if transient else MetadataStoreError
+        return error(
+            f"Could not {action} in the metadata database at {self.url_for_display}: "
+            f"{self._reason(exc)}. Check that the database is running and reachable, that "
+            "the URL, credentials and file permissions are right, and that migrations "
+            "have been applied."
+        )
+
+    def _refused_by_server(self, error: BaseException | None) -> bool:
+        """Whether a PostgreSQL connection that failed without a SQLSTATE was refused by a server that
+        is up (credentials, database name, access rules: final), not out of reach (worth retrying).
+
+        libpq keeps the SQLSTATE of a refused connection to itself (psycopg's error has none), so
+        ask libpq's PQping, which reads it: OK when the server answered, REJECT while it is starting
+        or shutting down (57P03), NO_RESPONSE when nothing answered. A server refusing more clients
+        (53300) also pings OK, so at connection time that too is final."""
+        if not isinstance(error, psycopg.OperationalError) or error.sqlstate is not None:
+            return False
+        if self._url.get_backend_name() != "postgresql" or self._url.get_driver_name() != "psycopg":
+            return False
+        params: dict[str, Any] = {"connect_timeout": _PING_TIMEOUT_SECONDS}
+        params |= {key: value for key, value in self._url.query.items() if isinstance(value, str)}
+        params |= self._url.translate_connect_args(username="user", database="dbname")
+        try:
+            conninfo = make_conninfo("", **params)
+        except psycopg.Error:
+            return False
+        return bool(pq.PGconn.ping(conninfo.encode()) == pq.Ping.OK)
 
     def _reason(self, exc: DBAPIError) -> str:
         # The driver's own message, without the SQL and parameters SQLAlchemy appends.
