@@ -37,6 +37,11 @@ class Services:
                 self._current = current = build_service(settings)
             return current
 
+    def built(self, settings: Settings) -> ServicePlatform | None:
+        """The platform if it is built for `settings`, without building it."""
+        current = self._current
+        return current if current is not None and current.settings == settings else None
+
     def close(self) -> None:
         with self._lock:
             if self._current is not None:

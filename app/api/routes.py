@@ -23,6 +23,7 @@ from app.domain.batches import BATCH_ID_PATTERN, BatchRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
 from app.infrastructure.logging import redact_text
+from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.wiring import ServicePlatform
 
 
@@ -59,11 +60,18 @@ def health(settings: SettingsDep) -> JSONResponse:
         "version": {"status": "ok", "value": __version__},
     }
     clock = time.perf_counter()
+    built = SERVICES.built(settings)
+    store = built.metadata if built else None
     try:
-        SERVICES.get(settings).metadata.ping()
+        if store is None:  # not built (the database was down at start): a probe answers now, without retries
+            store = SqlMetadataStore(settings.metadata_url, retry_seconds=0)
+        store.ping()
         checks["metadata_database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - clock) * 1000, 2)}
     except PlatformError as error:
         checks["metadata_database"] = {"status": "failed", "error": redact_text(str(error))}
+    finally:
+        if built is None and store is not None:
+            store.dispose()
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=settings.data_dir, prefix=".health-"):

@@ -104,9 +104,10 @@ class LakeReader:
         if version is None:
             return Page(items=[], total=0, limit=limit, offset=offset, version=None)
         snapshot = self._snapshot(spec, version, tuple(order))
-        rows = self._cached(snapshot, spec, where) if snapshot.rows is not None else self._scanned(spec, version, where)
-        if snapshot.rows is None:
-            rows = rows.sort_by([(c, "ascending") for c in order])
+        if snapshot.rows is not None:  # the loaded version: the newest, or the one before while it loads
+            rows, version = self._cached(snapshot, spec, where), snapshot.version
+        else:
+            rows = self._scanned(spec, version, where).sort_by([(c, "ascending") for c in order])
         return Page(
             items=rows.slice(offset, limit).to_pylist(),
             total=rows.num_rows,

@@ -227,15 +227,21 @@ def test_portfolio_hourly_sums_meters_per_hour(loaded: tuple[TestClient, str]) -
 
 
 def test_metrics_in_prometheus_text_format(loaded: tuple[TestClient, str]) -> None:
+    from prometheus_client import CONTENT_TYPE_LATEST
+    from prometheus_client.parser import text_string_to_metric_families
+
     response = loaded[0].get("/metrics")
-    assert response.status_code == 200 and response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    lines = response.text.splitlines()
-    assert 'energy_platform_runs_total{status="succeeded"} 1' in lines
-    assert "energy_platform_records_processed_total 5" in lines
-    assert "energy_platform_records_quarantined_total 2" in lines
-    assert any(
-        line.startswith('energy_platform_last_success_timestamp_seconds{source="meter_readings"}') for line in lines
-    )
+    assert response.status_code == 200 and response.headers["content-type"] == CONTENT_TYPE_LATEST
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+    }
+    ingest = (("kind", "ingest"), ("source", "meter_readings"), ("status", "succeeded"))
+    assert samples[("energy_platform_runs_total", ingest)] == 1
+    assert samples[("energy_platform_records_processed_total", (("source", "meter_readings"),))] == 5
+    assert samples[("energy_platform_records_quarantined_total", (("source", "meter_readings"),))] == 2
+    assert samples[("energy_platform_last_success_timestamp_seconds", (("source", "meter_readings"),))] > 0
 
 
 def test_reads_can_be_closed_by_a_setting(tmp_path: Path) -> None:
