@@ -16,7 +16,7 @@ COPY app/ ./app/
 
 RUN pip wheel --no-cache-dir --no-deps -w /dist . \
     && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir /dist/*.whl
+    && /opt/venv/bin/pip install --no-cache-dir "$(ls /dist/*.whl)[service]"
 
 
 FROM python:3.11-slim AS runtime

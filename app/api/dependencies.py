@@ -63,7 +63,7 @@ async def platform(settings: Annotated[Settings, Depends(current_settings)]) -> 
     return SERVICES.get(settings)
 
 
-async def run_service() -> RunService:
+def run_service() -> RunService:
     """The process's run service: one run at a time."""
     return _RUNS
 

@@ -23,6 +23,8 @@ from app.wiring import open_platform, recover
 from tests.integration.crash_run import POINTS
 from tests.integration.test_reliability import day_rows, lake_state, write_day
 
+pytestmark = pytest.mark.slow  # every test kills and restarts CLI processes
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Lineage that differs between any two runs: batch ids and wall-clock times.
 VOLATILE = {"batch_id", "ingested_at", "quarantined_at"}
