@@ -37,12 +37,19 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def lake_env(lake: Path) -> dict[str, str]:
+    """This process's environment for a command over `lake`: its data directory, nothing inherited
+    that names another lake or metadata database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "STORAGE_PATH", "METADATA_DB"))}
+    env.update(DATA_DIR=str(lake), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+    return env
+
+
 @contextmanager
 def service(lake: Path, *, extra_env: dict[str, str] | None = None) -> Iterator[str]:
     """`uvicorn app.main:app` over `lake` on a free loopback port until the block ends; its base URL."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "STORAGE_PATH", "METADATA_DB"))}
-    env.update(DATA_DIR=str(lake), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT), **(extra_env or {}))
+    env = {**lake_env(lake), **(extra_env or {})}
     command = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     command += ["--no-access-log", "--log-level", "warning"]
     with tempfile.TemporaryFile("w+") as log:
@@ -129,10 +136,13 @@ def read_paths(meter: str, month: tuple[str, str], hours: tuple[str, str], batch
 
 def _sample_lake(work: Path) -> tuple[Path, str]:
     lake = work / "lake"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "STORAGE_PATH", "METADATA_DB"))}
-    env.update(DATA_DIR=str(lake), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
     subprocess.run(
-        [sys.executable, "-m", "app.cli", "run-batch"], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+        [sys.executable, "-m", "app.cli", "run-batch"],
+        env=lake_env(lake),
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return lake, "MTR-0001"
 

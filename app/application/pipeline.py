@@ -39,7 +39,14 @@ from app.domain.registers import (
     register_schema,
     spread_register_spans,
 )
-from app.domain.rules import MALFORMED_ROW, SERIES_RULES, RuleParams, validated_readings
+from app.domain.rules import (
+    DUPLICATE_REPLACED,
+    MALFORMED_ROW,
+    MISSING_INTERVALS,
+    SERIES_RULES,
+    RuleParams,
+    validated_readings,
+)
 from app.domain.schemas import (
     BRONZE_LINEAGE,
     GOLD_DAILY_METER_ENERGY,
@@ -66,7 +73,7 @@ from app.domain.transforms import (
     quality_rank,
     silver_readings,
 )
-from app.domain.vee import VeeParams, apply_vee, vee_schema
+from app.domain.vee import VEE_RULES, VeeParams, apply_vee, vee_schema
 
 Progress = Callable[[str, str], None]
 
@@ -273,7 +280,7 @@ def vee_params(source: SourceConfig) -> VeeParams:
         series_timezone=source.series_timezone,
         validation=source.validation,
         estimation=source.estimation,
-        severities={rule: source.severity(rule) for rule in ("spike", "high_low", "zero_run")},
+        severities={rule: source.severity(rule) for rule in VEE_RULES},
     )
 
 
@@ -842,14 +849,14 @@ class BatchPipeline:
         kept = store.count_rows(batch_rows.filter(nw.col("rejection_rule").is_null()))
         duplicates = accepted + spread - kept - series_rejected
         if duplicates:
-            counts["duplicate_replaced"] = duplicates
+            counts[DUPLICATE_REPLACED] = duplicates
         by_role = store.collect(
             vee.filter(nw.col("role") != "batch").group_by("role", "estimation_method").agg(nw.len().alias("rows"))
         ).to_pylist()
         estimates = {r["estimation_method"]: int(r["rows"]) for r in by_role if r["role"] == "estimate"}
         missing = sum(int(r["rows"]) for r in by_role)
         if missing:
-            counts["missing_intervals"] = missing
+            counts[MISSING_INTERVALS] = missing
         return _Counts(
             rules=dict(sorted(counts.items())),
             quarantined=quarantined,

@@ -31,7 +31,14 @@ from app.application.ports import FileReader
 from app.domain.errors import ConfigurationError, InputFileError
 from app.domain.parsing import TS_UNPARSEABLE, VALUE_OK, parse_values, raw_column
 from app.domain.registers import difference_registers, spread_register_spans
-from app.domain.rules import MALFORMED_ROW, SERIES_RULES, RuleParams, validated_readings
+from app.domain.rules import (
+    DUPLICATE_REPLACED,
+    MALFORMED_ROW,
+    MISSING_INTERVALS,
+    SERIES_RULES,
+    RuleParams,
+    validated_readings,
+)
 from app.domain.schemas import KIND_ERROR, KIND_MALFORMED, KIND_ROW, read_schema
 from app.domain.sources import SourceConfig
 from app.domain.transforms import local_day_minutes
@@ -270,11 +277,11 @@ def _counts(validated: pa.Table, accepted_rows: pa.Table, vee: pa.Table, malform
     kept = int(pc.sum(pc.is_null(batch["rejection_rule"])).as_py() or 0)
     duplicates = accepted + spread - kept - sum(series_rules.values())
     if duplicates:
-        counts["duplicate_replaced"] += duplicates
+        counts[DUPLICATE_REPLACED] += duplicates
     generated = vee.filter(pc.not_equal(vee["role"], ROLE_BATCH))
     estimates = _value_counts(generated.filter(pc.equal(generated["role"], ROLE_ESTIMATE))["estimation_method"])
     if generated.num_rows:
-        counts["missing_intervals"] += generated.num_rows
+        counts[MISSING_INTERVALS] += generated.num_rows
     return _Counts(dict(sorted(counts.items())), quarantined, duplicates, dict(sorted(estimates.items())), spread)
 
 

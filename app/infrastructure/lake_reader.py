@@ -42,7 +42,8 @@ class _Snapshot:
 
     version: int
     order: tuple[str, ...]
-    rows: pa.Table | None  # None: the table is larger than the cache holds
+    rows: pa.Table | None  # None: the table is larger than the cache holds; scan `dataset`
+    dataset: ds.Dataset | None = None
     spans: dict[Any, tuple[int, int]] = field(default_factory=dict)
     #: The first order column as integers (days, microseconds), sorted within each span: range
     #: conditions on it are binary searches, not scans.
@@ -107,7 +108,8 @@ class LakeReader:
         if snapshot.rows is not None:  # the loaded version: the newest, or the one before while it loads
             rows, version = self._cached(snapshot, spec, where), snapshot.version
         else:
-            rows = self._scanned(spec, version, where).sort_by([(c, "ascending") for c in order])
+            rows = _scanned(snapshot, spec, where).sort_by([(c, "ascending") for c in order])
+            version = snapshot.version
         return Page(
             items=rows.slice(offset, limit).to_pylist(),
             total=rows.num_rows,
@@ -139,8 +141,8 @@ class LakeReader:
     def _load(self, spec: TableSpec, version: int, order: tuple[str, ...]) -> _Snapshot:
         table = DeltaTable(str(self._path(spec)), version=version)
         size = sum(int(n) for n in table.get_add_actions(flatten=True).column("num_records").to_pylist() if n)
-        if size > self.cache_rows:
-            return _Snapshot(version=version, order=order, rows=None)
+        if size > self.cache_rows:  # the version's files, opened once, scanned per read
+            return _Snapshot(version=version, order=order, rows=None, dataset=table.to_pyarrow_dataset())
         lookup = LOOKUP_COLUMNS.get(spec.name)
         keys = [lookup] if lookup else []
         rows = _typed(table.to_pyarrow_table(), spec).sort_by([(c, "ascending") for c in [*keys, *order]])
@@ -190,16 +192,12 @@ class LakeReader:
             rows = rows.filter(_arrow_filter(rest))
         return rows
 
-    def _scanned(self, spec: TableSpec, version: int, where: RowFilter) -> pa.Table:
-        table = DeltaTable(str(self._path(spec)), version=version)
-        dataset = table.to_pyarrow_dataset()
-        conditions = with_partition_bounds(spec, where)
-        expression = None
-        for column, op, value in conditions:
-            field_ = ds.field(column)
-            term = field_.isin(list(value)) if op == "in" else COMPARISONS[op](field_, value)
-            expression = term if expression is None else expression & term
-        return _typed(dataset.to_table(filter=expression), spec)
+
+def _scanned(snapshot: _Snapshot, spec: TableSpec, where: RowFilter) -> pa.Table:
+    """The rows of a version too large to cache that match `where`, its files pruned by partition."""
+    assert snapshot.dataset is not None
+    conditions = with_partition_bounds(spec, where)
+    return _typed(snapshot.dataset.to_table(filter=_arrow_filter(conditions) if conditions else None), spec)
 
 
 _SIDES = (">=", ">", "<=", "<")

@@ -268,3 +268,28 @@ def test_an_empty_api_key_setting_means_no_key(tmp_path: Path, monkeypatch: pyte
     settings = load_settings()
     assert settings.api_key is None
     assert _client(settings).post("/runs", json={}, headers={"X-API-Key": ""}).status_code == 403
+
+
+def test_the_service_builds_its_platform_once_not_per_request(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Migrations run when the service starts (here: the lifespan), never again per request."""
+    from app.infrastructure.repositories.metadata import SqlMetadataStore
+
+    migrations: list[str] = []
+    migrate = SqlMetadataStore.migrate
+
+    def counted(store: SqlMetadataStore) -> None:
+        migrations.append(store.url_for_display)
+        migrate(store)
+
+    monkeypatch.setattr(SqlMetadataStore, "migrate", counted)
+    app.dependency_overrides[current_settings] = lambda: settings
+    try:
+        with TestClient(app) as client:
+            assert len(migrations) == 1  # at start, before any request
+            for path in ("/runs", "/batches", "/health", "/metrics", "/runs?limit=5", "/batches"):
+                assert client.get(path).status_code == 200, path
+    finally:
+        app.dependency_overrides.clear()
+    assert len(migrations) == 1

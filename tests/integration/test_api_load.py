@@ -5,7 +5,6 @@ version of its table holds."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -24,7 +23,7 @@ from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LO
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import SAMPLE_DIR
 from app.wiring import open_platform
-from bench.api_load import ROOT, fire, read_paths, service
+from bench.api_load import ROOT, fire, lake_env, read_paths, service
 
 pytestmark = pytest.mark.slow
 
@@ -76,12 +75,10 @@ def test_reads_under_load_while_a_batch_writes_are_whole_versions(tmp_path: Path
     }
     query = {"meter": "MTR-0001", "batch_id": first.batch_id}
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATA_DIR", "STORAGE_PATH", "METADATA_DB"))}
-    env.update(DATA_DIR=str(lake), LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
     with service(lake) as base:
         writer = subprocess.Popen(
             [sys.executable, "-m", "app.cli", "run-batch", "--input", str(april)],
-            env=env,
+            env=lake_env(lake),
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

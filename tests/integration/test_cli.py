@@ -163,3 +163,16 @@ def test_quarantine_list_and_replay_from_the_command_line(tmp_path: Path) -> Non
     missing = cli(tmp_path, "quarantine", "replay", "--batch-id", "no_such_batch")
     assert missing.returncode == 1
     assert "there is no batch 'no_such_batch'" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_db_upgrade_migrates_a_new_database_and_says_its_version(tmp_path: Path) -> None:
+    from alembic.script import ScriptDirectory
+
+    from app.infrastructure.repositories.metadata import MIGRATIONS_DIR
+
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    for _ in range(2):  # a new database, then one already at the newest schema
+        upgraded = cli(tmp_path, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert f"at schema version {head}" in upgraded.stdout
+    assert (tmp_path / "lake" / "metadata.db").is_file()

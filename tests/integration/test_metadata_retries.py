@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,20 @@ def _record() -> BatchRecord:
 
 def _retries(logs: list[MutableMapping[str, Any]]) -> list[MutableMapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == "metadata_retry"]
+
+
+def _failure(
+    url: str, call: Callable[[SqlMetadataStore], object], *, retry_seconds: float = 30, **options: Any
+) -> tuple[MetadataStoreError, float, list[MutableMapping[str, Any]]]:
+    """`call` on a new store of `url`, which must fail: the error, the seconds it took, the log."""
+    store = SqlMetadataStore(url, retry_seconds=retry_seconds, **options)
+    started = time.monotonic()
+    try:
+        with structlog.testing.capture_logs() as logs, pytest.raises(MetadataStoreError) as info:
+            call(store)
+    finally:
+        store.dispose()
+    return info.value, time.monotonic() - started, logs
 
 
 # --- the classifier ---------------------------------------------------------------------------
@@ -228,30 +242,23 @@ def test_a_locked_sqlite_database_is_retried_until_the_lock_is_released(sqlite_f
 
 
 def test_an_sqlite_file_that_cannot_be_opened_fails_at_once(tmp_path: Path) -> None:
-    store = SqlMetadataStore(f"sqlite:///{tmp_path / 'absent' / 'metadata.db'}", create_dirs=False, retry_seconds=30)
-    started = time.monotonic()
-    try:
-        with structlog.testing.capture_logs() as logs, pytest.raises(MetadataStoreError) as info:
-            store.list_batches()
-    finally:
-        store.dispose()
-    assert time.monotonic() - started < 2
-    assert not isinstance(info.value, MetadataUnavailableError)
-    assert "unable to open database file" in str(info.value)
+    error, elapsed, logs = _failure(
+        f"sqlite:///{tmp_path / 'absent' / 'metadata.db'}",
+        lambda store: store.list_batches(),
+        retry_seconds=30,
+        create_dirs=False,
+    )
+    assert elapsed < 2
+    assert not isinstance(error, MetadataUnavailableError)
+    assert "unable to open database file" in str(error)
     assert _retries(logs) == []
 
 
 def test_an_unreachable_port_is_retried_for_retry_seconds_then_fails() -> None:
     url = "postgresql+psycopg://energy:s3cret-pw@127.0.0.1:1/energy"
     retry_seconds = 1.5
-    store = SqlMetadataStore(url, retry_seconds=retry_seconds)
-    started = time.monotonic()
-    try:
-        with structlog.testing.capture_logs() as logs, pytest.raises(MetadataUnavailableError) as info:
-            store.list_batches()
-    finally:
-        store.dispose()
-    elapsed = time.monotonic() - started
+    error, elapsed, logs = _failure(url, lambda store: store.list_batches(), retry_seconds=retry_seconds)
+    assert isinstance(error, MetadataUnavailableError)
     assert retry_seconds <= elapsed < retry_seconds + 1.5
     retries = _retries(logs)
     assert len(retries) >= 3
@@ -260,8 +267,8 @@ def test_an_unreachable_port_is_retried_for_retry_seconds_then_fails() -> None:
     waits = [entry["wait_seconds"] for entry in retries]
     assert waits[1] > waits[0] > 0  # growing
     assert sum(waits) == pytest.approx(retry_seconds, abs=0.3)  # the last wait ends at the deadline
-    assert "s3cret-pw" not in str(info.value) + repr(logs)
-    assert "postgresql+psycopg://energy:***@127.0.0.1:1/energy" in str(info.value)
+    assert "s3cret-pw" not in str(error) + repr(logs)
+    assert "postgresql+psycopg://energy:***@127.0.0.1:1/energy" in str(error)
 
 
 def test_start_batch_retried_after_its_answer_was_lost_returns_its_own_first_attempt(
@@ -311,17 +318,11 @@ def test_credentials_the_server_refuses_fail_at_once_without_naming_the_password
     # answers 28P01 for both). libpq gives psycopg no SQLSTATE for a refused login, so the store
     # asks libpq's PQping whether the server is up: it is, so the refusal is final.
     url = postgres_server.set(username=f"nobody_{uuid.uuid4().hex[:8]}", password="wr0ng-s3cret")
-    store = SqlMetadataStore(url.render_as_string(hide_password=False), retry_seconds=30)
-    started = time.monotonic()
-    try:
-        with structlog.testing.capture_logs() as logs, pytest.raises(MetadataStoreError) as info:
-            store.list_batches()
-    finally:
-        store.dispose()
-    assert time.monotonic() - started < 3
-    assert not isinstance(info.value, MetadataUnavailableError)
+    error, elapsed, logs = _failure(url.render_as_string(hide_password=False), lambda store: store.list_batches())
+    assert elapsed < 3
+    assert not isinstance(error, MetadataUnavailableError)
     assert _retries(logs) == []
-    message = str(info.value)
+    message = str(error)
     assert "wr0ng-s3cret" not in message
     assert ":***@" in message
     assert "does not exist" in message
@@ -329,13 +330,7 @@ def test_credentials_the_server_refuses_fail_at_once_without_naming_the_password
 
 def test_a_database_the_server_does_not_have_fails_at_once(postgres_server: URL) -> None:
     url = postgres_server.set(database=f"no_such_database_{uuid.uuid4().hex[:8]}")
-    store = SqlMetadataStore(url.render_as_string(hide_password=False), retry_seconds=30)
-    started = time.monotonic()
-    try:
-        with structlog.testing.capture_logs() as logs, pytest.raises(MetadataStoreError) as info:
-            store.get_batch("b-1")
-    finally:
-        store.dispose()
-    assert time.monotonic() - started < 3
-    assert not isinstance(info.value, MetadataUnavailableError)
+    error, elapsed, logs = _failure(url.render_as_string(hide_password=False), lambda store: store.get_batch("b-1"))
+    assert elapsed < 3
+    assert not isinstance(error, MetadataUnavailableError)
     assert _retries(logs) == []

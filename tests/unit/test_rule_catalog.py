@@ -48,6 +48,7 @@ from app.domain.sources import (
 )
 from app.domain.vee import KEY_RULES, VEE_RULES, VeeParams, apply_vee
 from app.infrastructure import readers
+from tests.unit.test_rules import _row
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 NOW = datetime(2025, 7, 1, 12, 0, tzinfo=UTC)
@@ -166,45 +167,26 @@ def test_an_unknown_rule_is_refused_with_every_known_name_in_order() -> None:
 # --- every name the code emits is in the catalogue, and every rule is emitted ----------------------
 
 
-def _parsed(**change: Any) -> dict[str, Any]:
-    """A parsed row that passes every row rule (0.5 kWh, 1 June 10:00 UTC), with `change`."""
-    row: dict[str, Any] = {
-        "meter_id": "M1",
-        "direction": "import",
-        "interval_start_utc": datetime(2025, 6, 1, 10, tzinfo=UTC),
-        "timestamp_status": "ok",
-        "value": 0.5,
-        "value_status": "ok",
-        "unit": "kwh",
-        "interval_minutes": 30,
-        "quality": "actual",
-        "source_file": "in.csv",
-        "line_number": 2,
-        "row_order": 0,
-    }
-    return row | change
-
-
 #: Rows crafted to trip the row rules, each as parsing (and register differencing) types it.
 CRAFTED_ROWS = [
-    _parsed(),
-    _parsed(meter_id=""),
-    _parsed(timestamp_status=TS_UNPARSEABLE, interval_start_utc=None),
-    _parsed(timestamp_status=TS_DST_GAP, interval_start_utc=None),
-    _parsed(timestamp_status=TS_AMBIGUOUS, interval_start_utc=None),
-    _parsed(interval_minutes=None),
-    _parsed(interval_start_utc=datetime(2025, 6, 1, 10, 17, tzinfo=UTC)),
-    _parsed(interval_start_utc=NOW + timedelta(days=1)),
-    _parsed(value=None, value_status=VALUE_MISSING),
-    _parsed(value=None, value_status=VALUE_UNPARSEABLE),
-    _parsed(value=None, value_status=VALUE_REGISTER_START),
-    _parsed(value=None, value_status=VALUE_REGISTER_RESET),
-    _parsed(unit="kvarh"),
-    _parsed(direction="sideways"),
-    _parsed(quality="V"),
-    _parsed(value=-0.1),
-    _parsed(value=-0.1, direction="export"),
-    _parsed(value=50.0),
+    _row(),
+    _row(meter_id=""),
+    _row(timestamp_status=TS_UNPARSEABLE, interval_start_utc=None),
+    _row(timestamp_status=TS_DST_GAP, interval_start_utc=None),
+    _row(timestamp_status=TS_AMBIGUOUS, interval_start_utc=None),
+    _row(interval_minutes=None),
+    _row(interval_start_utc=datetime(2025, 6, 1, 10, 17, tzinfo=UTC)),
+    _row(interval_start_utc=NOW + timedelta(days=1)),
+    _row(value=None, value_status=VALUE_MISSING),
+    _row(value=None, value_status=VALUE_UNPARSEABLE),
+    _row(value=None, value_status=VALUE_REGISTER_START),
+    _row(value=None, value_status=VALUE_REGISTER_RESET),
+    _row(unit="kvarh"),
+    _row(direction="sideways"),
+    _row(quality="V"),
+    _row(value=-0.1),
+    _row(value=-0.1, direction="export"),
+    _row(value=50.0),
 ]
 
 
