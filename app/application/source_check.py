@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from app.application.pipeline import parse_rows, register_params, vee_batch_rows, vee_input_schema, vee_params
 from app.application.ports import FileReader
+from app.application.stages import parse_rows, register_params, vee_batch_rows, vee_input_schema, vee_params
 from app.domain.errors import ConfigurationError, InputFileError
 from app.domain.parsing import TS_UNPARSEABLE, VALUE_OK, parse_values, raw_column
 from app.domain.registers import difference_registers, spread_register_spans

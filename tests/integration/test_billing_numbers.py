@@ -307,14 +307,14 @@ def test_a_gold_day_over_complete_fails_the_batch(platform: LocalPlatform, tmp_p
 def test_register_energy_that_does_not_add_up_fails_the_batch(
     platform: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from app.application import pipeline
+    from app.application import stages
     from app.domain.registers import spread_register_spans
 
     def losing_a_share(table: pa.Table, *, series_timezone: str) -> pa.Table:
         spread = spread_register_spans(table, series_timezone=series_timezone)
         return spread.slice(0, spread.num_rows - 1) if spread.num_rows > table.num_rows else spread
 
-    monkeypatch.setattr(pipeline, "spread_register_spans", losing_a_share)
+    monkeypatch.setattr(stages, "spread_register_spans", losing_a_share)
     config = (
         'value_kind = "register"\nunit = "kWh"\ninterval_minutes = 15\ntimestamp_label = "end"\nmeter_id = "M1"\n'
         'columns = { timestamp = "time", value = "read" }\n'

@@ -1,0 +1,181 @@
+"""Where a batch's rows come from. The stages are the same for each: a `RowSource` reads the
+rows, says whether they land in bronze, and keeps the quarantine the batch makes of them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import narwhals as nw
+import pyarrow as pa
+
+from app.application import stages
+from app.application.ports import FileReader
+from app.application.stages import Batch, Read
+from app.domain.batches import InputFile, batch_checksum, replay_checksum
+from app.domain.errors import InputFileError
+from app.domain.schemas import KIND_ERROR, KIND_ROW, QUARANTINE_READINGS, read_schema
+
+
+class RowSource(Protocol):
+    """Rows into the stages, and what the batch records of where they came from."""
+
+    @property
+    def kind(self) -> str:
+        """The batch's kind in the metadata store: ingest, replay, stream."""
+        ...
+
+    @property
+    def replay_of(self) -> str | None:
+        """The batch whose quarantine this one replays, if any."""
+        ...
+
+    @property
+    def replace_equal_rank(self) -> bool:
+        """Whether a row replaces a silver row of equal quality rank (the later read wins)."""
+        ...
+
+    @property
+    def files(self) -> list[InputFile]:
+        """The files read, with their row counts once read."""
+        ...
+
+    @property
+    def checksum(self) -> str:
+        """One checksum of the batch's input, for the metadata store."""
+        ...
+
+    def describe(self) -> str:
+        """What is being read, for progress output."""
+        ...
+
+    def read(self, batch: Batch) -> Read:
+        """The rows; a file-level error fails the batch here, before any write."""
+        ...
+
+    def land(self, batch: Batch, read: Read) -> int | None:
+        """Land the rows in bronze and return how many; None if they are in bronze already."""
+        ...
+
+    def quarantine_under(self, batch: Batch) -> str:
+        """The batch the rows rejected now are recorded under."""
+        ...
+
+    def keep_quarantine(self, batch: Batch, rows: nw.LazyFrame[Any]) -> int:
+        """Store the batch's quarantine rows; return how many of them were written."""
+        ...
+
+
+@dataclass
+class FileRows:
+    """A batch of files, read on the engine."""
+
+    reader: FileReader
+    files: list[InputFile]
+    kind: str = "ingest"
+    replay_of: str | None = None
+    replace_equal_rank: bool = True
+
+    @property
+    def checksum(self) -> str:
+        return batch_checksum(f.sha256 for f in self.files)
+
+    def describe(self) -> str:
+        return f"reading {len(self.files)} file(s)"
+
+    def read(self, batch: Batch) -> Read:
+        store, source = batch.store, batch.source
+        paths = [f.path for f in self.files]
+        # Headers first, from each file's first bytes, so both engines agree on the columns.
+        headers = [self.reader.read_header(p, self.reader.read_head(Path(p)), source) for p in paths]
+        header = list(dict.fromkeys(c for h in headers for c in h))
+        raw = store.cache(store.read_files(paths, source, header))
+        per_file = store.collect(
+            raw.group_by("file_index", "kind").agg(nw.len().alias("rows"), nw.col("line_number").min().alias("line"))
+        ).to_pylist()
+        errors = sorted((r["file_index"], r["line"]) for r in per_file if r["kind"] == KIND_ERROR)
+        if errors:
+            index = errors[0][0]
+            detail = store.collect(
+                raw.filter((nw.col("kind") == KIND_ERROR) & (nw.col("file_index") == index)).select("detail")
+            )["detail"][0].as_py()
+            raise InputFileError(paths[index], detail, line=errors[0][1])
+        counts = [0] * len(paths)
+        for r in per_file:
+            counts[r["file_index"]] += r["rows"]
+        self.files = [
+            InputFile(path=f.path, sha256=f.sha256, size_bytes=f.size_bytes, record_count=n)
+            for f, n in zip(self.files, counts, strict=True)
+        ]
+        return Read.of(raw, header, sum(counts))
+
+    def land(self, batch: Batch, read: Read) -> int | None:
+        return stages.bronze(batch, read)
+
+    def quarantine_under(self, batch: Batch) -> str:
+        return batch.batch_id
+
+    def keep_quarantine(self, batch: Batch, rows: nw.LazyFrame[Any]) -> int:
+        return batch.store.append(QUARANTINE_READINGS, rows, batch_id=batch.batch_id, sequence=batch.sequence)
+
+
+@dataclass
+class QuarantineRows:
+    """The quarantine rows of batch `replay_of`, re-read as the rows they were. Rows that now pass
+    reach silver and gold; the rest stay in quarantine under the original batch, with `kept`
+    (its malformed lines, which no rule can change)."""
+
+    replay_of: str
+    #: The quarantine rows to replay, in file order (of two reads of one interval, the later line wins).
+    rows: pa.Table
+    kept: pa.Table
+    kind: str = "replay"
+    files: list[InputFile] = field(default_factory=list)
+    # A replayed read fills what its batch could not (an estimate, a gap), and never
+    # overwrites a read a later batch delivered.
+    replace_equal_rank: bool = False
+
+    @property
+    def checksum(self) -> str:
+        return replay_checksum(self.replay_of, self.rows.num_rows)
+
+    def describe(self) -> str:
+        return f"replaying the quarantine of batch {self.replay_of}"
+
+    def read(self, batch: Batch) -> Read:
+        """Quarantine rows as raw-read rows under the header their records were keyed by."""
+        rows = self.rows
+        records = [json.loads(text) for text in rows["raw_record"].to_pylist()]
+        header = list(dict.fromkeys(column for record in records for column in record))
+        n = rows.num_rows
+        columns: dict[str, Any] = {c: pa.array([r.get(c) for r in records], pa.string()) for c in header}
+        columns.update(
+            file_index=pa.repeat(pa.scalar(0, pa.int32()), n),
+            source_file=rows["source_file"],
+            line_number=rows["line_number"],
+            row_order=pa.array(range(n), pa.int64()),
+            kind=pa.repeat(KIND_ROW, n).cast(pa.string()),
+            detail=pa.nulls(n, pa.string()),
+            occurrence=pa.repeat(pa.scalar(0, pa.int32()), n),
+        )
+        return Read.of(batch.store.frame(pa.table(columns).cast(read_schema(header))), header, n)
+
+    def land(self, batch: Batch, read: Read) -> int | None:
+        return None  # the rows are in bronze since the original batch
+
+    def quarantine_under(self, batch: Batch) -> str:
+        return self.replay_of
+
+    def keep_quarantine(self, batch: Batch, rows: nw.LazyFrame[Any]) -> int:
+        """Replace the original batch's quarantine with what still fails, and the kept rows."""
+        kept = batch.store.frame(self.kept.cast(QUARANTINE_READINGS.schema))
+        written = batch.store.replace(
+            QUARANTINE_READINGS,
+            stages.concat([rows, kept]),
+            batch_of=self.replay_of,
+            batch_id=batch.batch_id,
+            sequence=batch.sequence,
+        )
+        return written - self.kept.num_rows
