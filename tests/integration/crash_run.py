@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from app.application import pipeline
+from app.application import row_sources, stages
 from app.infrastructure.repositories import duckdb_repository, metadata, pandas_repository
 from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
@@ -86,9 +86,9 @@ def _second_restore_dies() -> None:
 
 POINTS: dict[str, Callable[[], None]] = {
     "after metadata start": lambda: _wrap(metadata.SqlMetadataStore, "start_batch", before=False),
-    "reading files": lambda: _wrap(pipeline.BatchPipeline, "_read", before=True),
-    "parsing": lambda: _wrap(pipeline, "parse_rows", before=True),
-    "vee": lambda: _wrap(pipeline, "_apply_vee", before=True),
+    "reading files": lambda: _wrap(row_sources.FileRows, "read", before=True),
+    "parsing": lambda: _wrap(stages, "parse_rows", before=True),
+    "vee": lambda: _wrap(stages, "_apply_vee", before=True),
     "writing bronze": lambda: _stream_dies_midway("bronze_meter_readings"),
     "after bronze commit": lambda: _wrap(
         PandasDeltaStore, "append", before=False, when=_table("bronze_meter_readings")
