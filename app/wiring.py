@@ -94,6 +94,11 @@ def metadata_store(settings: Settings) -> SqlMetadataStore:
     return metadata
 
 
+def metadata_probe(settings: Settings) -> SqlMetadataStore:
+    """A metadata store that neither migrates nor retries: for a health probe that must answer now."""
+    return SqlMetadataStore(settings.metadata_url, retry_seconds=0)
+
+
 def build_platform(settings: Settings) -> LocalPlatform:
     """The platform for `settings`: metadata migrated, table store ready. Close it with `close()`.
     Opening never takes the lake's lock and never rolls anything back: writes recover first

@@ -23,8 +23,7 @@ from app.domain.batches import BATCH_ID_PATTERN, BatchRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
 from app.infrastructure.logging import redact_text
-from app.infrastructure.repositories.metadata import SqlMetadataStore
-from app.wiring import ServicePlatform
+from app.wiring import ServicePlatform, metadata_probe
 
 
 class JSON(Response):
@@ -64,7 +63,7 @@ def health(settings: SettingsDep) -> JSONResponse:
     store = built.metadata if built else None
     try:
         if store is None:  # not built (the database was down at start): a probe answers now, without retries
-            store = SqlMetadataStore(settings.metadata_url, retry_seconds=0)
+            store = metadata_probe(settings)
         store.ping()
         checks["metadata_database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - clock) * 1000, 2)}
     except PlatformError as error:

@@ -29,6 +29,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_uvicorn_serves_health_on_a_loopback_port(tmp_path: Path) -> None:
     port = _free_port()
     env = {**os.environ, "DATA_DIR": str(tmp_path / "lake"), "LOG_FORMAT": "json"}

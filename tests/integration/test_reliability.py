@@ -228,6 +228,7 @@ def test_a_second_run_is_refused_with_the_running_batch_named(
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_waiting_run_goes_ahead_once_the_lock_is_free(
     platform: LocalPlatform, days: tuple[Path, Path], settings: Settings
 ) -> None:
@@ -256,6 +257,7 @@ def test_a_lock_left_by_a_killed_process_is_detected_and_released(settings: Sett
         assert lock.stale is None  # released in the normal way last time
 
 
+@pytest.mark.slow
 def test_two_cli_runs_at_once_serialise_or_refuse_and_corrupt_nothing(tmp_path: Path, days: tuple[Path, Path]) -> None:
     lake = tmp_path / "lake"
     env = {**os.environ, "STORAGE_PATH": str(lake), "PYTHONPATH": str(ROOT)}
@@ -405,6 +407,7 @@ def test_an_http_run_while_another_process_holds_the_lake_fails_naming_its_batch
     assert not (settings.data_dir / "silver").exists()
 
 
+@pytest.mark.slow
 def test_an_http_request_after_a_killed_run_sees_it_rolled_back(tmp_path: Path, days: tuple[Path, Path]) -> None:
     from tests.integration.test_api import _client
 

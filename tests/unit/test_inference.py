@@ -360,6 +360,7 @@ def _hand_written() -> list[tuple[str, Path]]:
     return pairs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "relative"), _hand_written(), ids=lambda v: str(v)[:40])
 def test_unambiguous_keys_agree_with_the_hand_written_configs(tmp_path: Path, name: str, relative: Path) -> None:
     hand = load_sources(EXAMPLES / "sources.toml")[name]
