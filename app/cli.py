@@ -487,11 +487,12 @@ def check_source_files(
     from datetime import UTC, datetime
 
     from app.application.source_check import check_source, find_source
-    from app.infrastructure import readers
     from app.infrastructure.source_config import load_sources
+    from app.wiring import file_reader
 
     with _settings() as settings:
         declared = find_source(load_sources(config or settings.sources_config), source)
+        readers = file_reader()
         paths = readers.resolve_inputs(input_path or declared.path, declared.format)
         result = check_source(readers, declared, paths, now=datetime.now(UTC), sample_rows=rows)
     if as_json:
@@ -511,10 +512,10 @@ def infer_source_config(
     units, long or wide layout; each key commented, guesses marked "check this". Save the output
     and try it with `energy-platform sources check`."""
     from app.application.inference import infer_source
-    from app.infrastructure import readers
+    from app.wiring import file_reader
 
     with _reported():
-        drafted = infer_source(readers, file, name=name)
+        drafted = infer_source(file_reader(), file, name=name)
     typer.echo(drafted.toml(), nl=False)
 
 

@@ -94,6 +94,11 @@ def metadata_store(settings: Settings) -> SqlMetadataStore:
     return metadata
 
 
+def file_reader() -> FileReader:
+    """The file reader: every format the platform reads, from a path or glob."""
+    return readers
+
+
 def metadata_probe(settings: Settings) -> SqlMetadataStore:
     """A metadata store that neither migrates nor retries: for a health probe that must answer now."""
     return SqlMetadataStore(settings.metadata_url, retry_seconds=0)

@@ -18,10 +18,9 @@ from app.domain.errors import (
     RunInProgressError,
 )
 from app.infrastructure.logging import get_logger, redact_text
-from app.infrastructure.readers import resolve_inputs
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources
-from app.wiring import open_platform
+from app.wiring import file_reader, open_platform
 
 #: How many rounds of percent-decoding an input path is checked after (`%252e` is `%2e` is `.`).
 _DECODE_ROUNDS = 3
@@ -64,7 +63,7 @@ def check_inputs_confined(landing: Path, pattern: str, source_format: str) -> No
     """Refuse `pattern` if a file it matches now (through a symlinked file or folder below a glob)
     lies outside `landing`. No match is no error here: the run reports missing input itself."""
     try:
-        files = resolve_inputs(pattern, source_format)
+        files = file_reader().resolve_inputs(pattern, source_format)
     except InputFileError:
         return
     outside = [f for f in files if not f.resolve().is_relative_to(landing)]
