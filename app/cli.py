@@ -157,10 +157,18 @@ def run_batch(
     force: Annotated[bool, typer.Option(help="Ingest files even if their checksum was ingested before.")] = False,
     wait: WaitOption = 0.0,
 ) -> None:
-    """Run bronze -> silver -> gold for one source (default: the bundled sample)."""
+    """Run bronze -> silver -> gold for one source (default: the bundled sample).
+
+    With PROCESSING_MODE=streaming this runs the source as a stream instead (`stream`)."""
     from app.application.runner import run_batch as run
 
     with _platform() as platform:
+        if platform.settings.processing_mode == "streaming":
+            if force:
+                _error("--force does not apply with PROCESSING_MODE=streaming: a stream takes each file once")
+                raise typer.Exit(code=1)
+            _stream(platform, source=source, config=config, input_path=input_path)
+            return
         result = run(
             platform,
             source_name=source,
@@ -173,6 +181,95 @@ def run_batch(
     _summary(result)
     if result.status == "failed":
         raise typer.Exit(code=1)
+
+
+def _stream(
+    platform: LocalPlatform,
+    *,
+    source: str,
+    config: Path | None,
+    input_path: str | None,
+    trigger: float = 10.0,
+    available_now: bool = False,
+    max_files: int = 100,
+) -> None:
+    """Run a stream until SIGTERM or Ctrl-C (the micro-batch in hand finishes and commits first;
+    a second Ctrl-C stops at once), or with `available_now` until what was there is taken."""
+    import signal
+    import threading
+
+    from app.application.streaming import run_stream
+
+    stop = threading.Event()
+    console = _console(stderr=True)
+
+    def stopping(signum: int, _frame: object) -> None:
+        if stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        console.print(f"stopping: {signal.Signals(signum).name}; finishing the micro-batch in hand")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def micro_batch(result: BatchResult) -> None:
+        rows = result.reconciliation.rows_read if result.reconciliation else 0
+        files = len(result.files)
+        line = f"micro-batch {result.batch_id}: {result.status}, {files} file(s), {rows:,} readings"
+        console.print(line + (f", {result.duration_seconds:.2f}s" if result.duration_seconds else ""))
+        if result.error:
+            _error(result.error)
+
+    try:
+        with _reported():
+            if not available_now:
+                console.print(f"streaming source {source}: new files every {trigger:g}s; Ctrl-C or SIGTERM stops")
+            summary = run_stream(
+                platform,
+                source_name=source,
+                config_file=config,
+                input_path=input_path,
+                trigger_seconds=trigger,
+                available_now=available_now,
+                max_files=max_files,
+                stop=stop,
+                progress=_progress(),
+                on_micro_batch=micro_batch,
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    _console().print(
+        f"Stream of {summary.source} stopped: {len(summary.micro_batches)} micro-batch(es), "
+        f"{summary.readings:,} readings, {summary.failed} failed"
+    )
+
+
+@app.command("stream")
+def stream(
+    source: Annotated[str, typer.Option(help="Source name from the config.")] = "meter_readings",
+    config: Annotated[Path | None, typer.Option(help="TOML file declaring sources.")] = None,
+    input_path: Annotated[
+        str | None, typer.Option("--input", help="Landing folder or glob; default: the source's path.")
+    ] = None,
+    trigger: Annotated[float, typer.Option(min=0, help="Seconds between micro-batches.")] = 10.0,
+    available_now: Annotated[
+        bool, typer.Option("--available-now", help="Take what is there now in micro-batches, then exit 0.")
+    ] = False,
+    max_files: Annotated[int, typer.Option(min=1, help="Files one micro-batch takes at most.")] = 100,
+) -> None:
+    """Run a source as a stream: each new file in its landing folder once, in arrival order, in
+    micro-batches through the same stages as a batch. SIGTERM or Ctrl-C: finish the micro-batch
+    in hand, commit, exit 0."""
+    with _platform() as platform:
+        _stream(
+            platform,
+            source=source,
+            config=config,
+            input_path=input_path,
+            trigger=trigger,
+            available_now=available_now,
+            max_files=max_files,
+        )
 
 
 @app.command("recover")

@@ -147,8 +147,10 @@ class BatchPipeline:
         force: bool = False,
         now: datetime | None = None,
         batch_id: str | None = None,
+        kind: str = "ingest",
     ) -> BatchResult:
-        """Ingest `paths` as one batch; files already ingested successfully are skipped unless `force`."""
+        """Ingest `paths` as one batch (of `kind`: `ingest`, or `stream` for a stream's micro-batch);
+        files already ingested successfully are skipped unless `force`."""
         started = now or datetime.now(UTC)
         files = [InputFile(path=str(p), sha256=self.reader.sha256_of(p), size_bytes=p.stat().st_size) for p in paths]
         result = BatchResult(batch_id=None, source=source.name, status="skipped")
@@ -160,7 +162,7 @@ class BatchPipeline:
             return result
         result.batch_id = batch_id or new_batch_id(started)
         result.files = files
-        return self.execute(source, FileRows(self.reader, files), result, started)
+        return self.execute(source, FileRows(self.reader, files, kind=kind), result, started)
 
     def replay(
         self, source: SourceConfig, original: BatchRecord, *, now: datetime | None = None, batch_id: str | None = None

@@ -15,7 +15,7 @@ from app.domain.batches import checked_batch_id
 from app.domain.errors import ConfigurationError
 
 
-def _pipeline(platform: Platform, lock: LakeLock, progress: Progress | None) -> BatchPipeline:
+def pipeline_under_lock(platform: Platform, lock: LakeLock, progress: Progress | None) -> BatchPipeline:
     """With the lock held: recover interrupted batches, then a pipeline that names its batch in the lock."""
     recover_interrupted(platform.store, platform.metadata, lake=platform.lake, stale=lock.stale, progress=progress)
     return BatchPipeline(
@@ -49,7 +49,7 @@ def run_batch(
     source = platform.source(source_name, config_file)
     paths = platform.reader.resolve_inputs(input_path or source.path, source.format)
     with platform.lock(f"run-batch --source {source_name}", wait_seconds=wait_seconds) as lock:
-        return _pipeline(platform, lock, progress).run(source, paths, force=force, now=now, batch_id=batch_id)
+        return pipeline_under_lock(platform, lock, progress).run(source, paths, force=force, now=now, batch_id=batch_id)
 
 
 def replay_quarantine(
@@ -68,4 +68,4 @@ def replay_quarantine(
         raise ConfigurationError(f"there is no batch {batch_id!r}; `energy-platform quarantine list` shows them")
     source = platform.source(source_name or original.source, config_file)
     with platform.lock(f"quarantine replay --batch-id {batch_id}", wait_seconds=wait_seconds) as lock:
-        return _pipeline(platform, lock, progress).replay(source, original, now=now)
+        return pipeline_under_lock(platform, lock, progress).replay(source, original, now=now)

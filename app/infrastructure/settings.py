@@ -44,7 +44,8 @@ class Settings(BaseSettings):
         "databricks: Spark with Delta Lake (the cluster's session on Databricks, else a local one).",
     )
     processing_mode: Literal["batch", "streaming"] = Field(
-        default="batch", description="batch processes whole files; streaming is not available yet."
+        default="batch",
+        description="batch: run-batch processes the files it is given; streaming: it runs the source as a stream.",
     )
     local_engine: Literal["duckdb", "pandas"] = Field(
         default="duckdb",
@@ -149,8 +150,11 @@ class Settings(BaseSettings):
 
     def require_available(self) -> None:
         """Refuse modes this version does not run, before any work starts."""
-        if self.processing_mode == "streaming":
-            raise NotAvailableError("PROCESSING_MODE=streaming is not available yet; set PROCESSING_MODE=batch.")
+        if self.processing_mode == "streaming" and self.execution_mode != "local":
+            raise NotAvailableError(
+                "PROCESSING_MODE=streaming runs in EXECUTION_MODE=local only in this version; "
+                "set PROCESSING_MODE=batch or EXECUTION_MODE=local."
+            )
 
 
 def environment_variable_names() -> set[str]:

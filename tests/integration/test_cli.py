@@ -94,7 +94,7 @@ def test_missing_path_exits_non_zero_naming_it(tmp_path: Path) -> None:
     [
         ({"EXECUTION_MODE": "cloud"}, "EXECUTION_MODE"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-        ({"PROCESSING_MODE": "streaming"}, "PROCESSING_MODE=streaming is not available"),
+        ({"PROCESSING_MODE": "streaming", "EXECUTION_MODE": "databricks"}, "EXECUTION_MODE=local only"),
         ({"SPARK_CONF": "not json"}, "SPARK_CONF"),
     ],
 )
@@ -106,8 +106,8 @@ def test_invalid_settings_fail_at_start_naming_the_variable(tmp_path: Path, env:
 
 def test_settings_are_read_from_dotenv(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("PROCESSING_MODE=streaming\n", encoding="utf-8")
-    run = cli(tmp_path, "run-batch")
-    assert run.returncode == 1 and "PROCESSING_MODE=streaming" in run.stderr
+    run = cli(tmp_path, "run-batch", "--force")
+    assert run.returncode == 1 and "--force does not apply with PROCESSING_MODE=streaming" in run.stderr
 
 
 def test_unknown_source_lists_the_declared_ones(tmp_path: Path) -> None:

@@ -1,0 +1,130 @@
+"""Streaming mode: a source read continuously, in micro-batches, through the same stages as a batch.
+
+A folder source's landing folder is polled every trigger interval; each new file (by the
+checksum manifest: a file a succeeded batch took is never taken again) is taken once, in
+arrival order (modification time, then name), as a micro-batch of kind `stream`. Each
+micro-batch holds the lake's lock while it writes, so batch runs and replays interleave with
+it, and recovers a killed one's commits first, like a batch run.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from app.application.pipeline import BatchResult, Progress
+from app.application.ports import Platform
+from app.application.runner import pipeline_under_lock
+from app.domain.errors import ConfigurationError, InputFileError, NotAvailableError
+from app.domain.sources import SourceConfig
+
+#: Files one micro-batch takes at most, by default.
+MAX_FILES_PER_TRIGGER = 100
+
+
+@dataclass
+class StreamSummary:
+    """What a stream did until it stopped."""
+
+    source: str
+    micro_batches: list[BatchResult] = field(default_factory=list)
+    #: Files a micro-batch failed on: not taken again by this stream (they are, after a restart).
+    failed_files: list[str] = field(default_factory=list)
+
+    @property
+    def readings(self) -> int:
+        return sum(r.reconciliation.rows_read for r in self.micro_batches if r.reconciliation)
+
+    @property
+    def failed(self) -> int:
+        return sum(r.status == "failed" for r in self.micro_batches)
+
+
+class LandingFolder:
+    """The new files of a folder source, in arrival order. Checksums are kept per (path, size,
+    modification time), so a poll reads only files that are new or changed since the last."""
+
+    def __init__(self, platform: Platform, source: SourceConfig, pattern: str) -> None:
+        self.platform = platform
+        self.source = source
+        self.pattern = pattern
+        self._checksums: dict[tuple[str, int, int], str] = {}
+        self.skipped: set[str] = set()
+
+    def new_files(self) -> list[Path]:
+        reader = self.platform.reader
+        try:
+            paths = reader.resolve_inputs(self.pattern, self.source.format)
+        except InputFileError as error:
+            if "no such file or folder" in error.message:
+                raise
+            return []  # an empty landing folder, or a glob nothing matches yet
+        stats = {}
+        for path in paths:
+            if path.name.startswith("."):  # a file still being written, by the usual convention
+                continue
+            stat = path.stat()
+            key = (str(path), stat.st_size, stat.st_mtime_ns)
+            if key not in self._checksums:
+                self._checksums[key] = reader.sha256_of(path)
+            stats[path] = (stat.st_mtime_ns, key)
+        checksums = {path: self._checksums[key] for path, (_, key) in stats.items()}
+        taken = self.platform.metadata.successful_checksums(sorted(set(checksums.values())))
+        new = [p for p, sha in checksums.items() if sha not in taken and str(p) not in self.skipped]
+        return sorted(new, key=lambda p: (stats[p][0], str(p)))
+
+
+def run_stream(
+    platform: Platform,
+    *,
+    source_name: str,
+    config_file: Path | None = None,
+    input_path: str | None = None,
+    trigger_seconds: float = 10.0,
+    available_now: bool = False,
+    max_files: int = MAX_FILES_PER_TRIGGER,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    on_micro_batch: Callable[[BatchResult], None] | None = None,
+    now: Callable[[], datetime] | None = None,
+) -> StreamSummary:
+    """Run `source_name` as a stream until `stop` is set (a signal's handler sets it: the
+    micro-batch in hand finishes and commits first), or, with `available_now`, until the files
+    there at the start are taken."""
+    if trigger_seconds < 0:
+        raise ConfigurationError("--trigger must be 0 or more seconds")
+    if max_files < 1:
+        raise ConfigurationError("--max-files must be at least 1")
+    if platform.execution_mode != "local":
+        raise NotAvailableError(
+            f"streaming in execution mode {platform.execution_mode!r} is not available yet; use EXECUTION_MODE=local"
+        )
+    source = platform.source(source_name, config_file)
+    stop = stop or threading.Event()
+    landing = LandingFolder(platform, source, input_path or source.path)
+    summary = StreamSummary(source=source.name)
+    pending = landing.new_files()  # a missing folder fails here, before anything runs
+    while not stop.is_set():
+        if pending:
+            taken, pending = pending[:max_files], pending[max_files:]
+            with platform.lock(f"stream --source {source.name}", wait_seconds=max(trigger_seconds, 60.0)) as lock:
+                result = pipeline_under_lock(platform, lock, progress).run(
+                    source, taken, kind="stream", now=now() if now else None
+                )
+            summary.micro_batches.append(result)
+            if result.status == "failed":
+                landing.skipped.update(str(p) for p in taken)
+                summary.failed_files += [str(p) for p in taken]
+            if on_micro_batch:
+                on_micro_batch(result)
+            if pending:
+                continue
+        if available_now:
+            break
+        stop.wait(trigger_seconds)
+        if not stop.is_set():
+            pending = landing.new_files()
+    return summary
