@@ -192,6 +192,7 @@ def _stream(
     trigger: float = 10.0,
     available_now: bool = False,
     max_files: int = 100,
+    compact_every: int = 20,
 ) -> None:
     """Run a stream until SIGTERM or Ctrl-C (the micro-batch in hand finishes and commits first;
     a second Ctrl-C stops at once), or with `available_now` until what was there is taken."""
@@ -231,6 +232,7 @@ def _stream(
                 trigger_seconds=trigger,
                 available_now=available_now,
                 max_files=max_files,
+                compact_every=compact_every,
                 stop=stop,
                 progress=_progress(),
                 on_micro_batch=micro_batch,
@@ -256,6 +258,10 @@ def stream(
         bool, typer.Option("--available-now", help="Take what is there now in micro-batches, then exit 0.")
     ] = False,
     max_files: Annotated[int, typer.Option(min=1, help="Files one micro-batch takes at most.")] = 100,
+    compact_every: Annotated[
+        int,
+        typer.Option(min=0, help="Compact and checkpoint the tables written every N micro-batches (0: never)."),
+    ] = 20,
 ) -> None:
     """Run a source as a stream: each new file in its landing folder once, in arrival order, in
     micro-batches through the same stages as a batch. SIGTERM or Ctrl-C: finish the micro-batch
@@ -269,6 +275,7 @@ def stream(
             trigger=trigger,
             available_now=available_now,
             max_files=max_files,
+            compact_every=compact_every,
         )
 
 

@@ -154,6 +154,11 @@ class LakeTables(Protocol):
 
     def head(self, table: str, *, limit: int) -> pa.Table: ...
 
+    def compact(self, table: str) -> tuple[int, int]:
+        """Rewrite a table's small files into fewer large ones, in one commit that changes no row,
+        and checkpoint its log; returns its data files before and after."""
+        ...
+
 
 class TableStore(FrameEngine, LakeTables, Protocol):
     """The table store of one execution mode: an engine's frames over the lake's Delta tables."""

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import structlog
+
 from app.application.pipeline import BatchResult, Progress
 from app.application.ports import Platform
 from app.application.runner import pipeline_under_lock
@@ -23,6 +25,8 @@ from app.domain.sources import SourceConfig
 
 #: Files one micro-batch takes at most, by default.
 MAX_FILES_PER_TRIGGER = 100
+#: Succeeded micro-batches between compactions of the tables a stream writes, by default.
+COMPACT_EVERY = 20
 
 
 @dataclass
@@ -33,6 +37,8 @@ class StreamSummary:
     micro_batches: list[BatchResult] = field(default_factory=list)
     #: Files a micro-batch failed on: not taken again by this stream (they are, after a restart).
     failed_files: list[str] = field(default_factory=list)
+    #: Per compaction, each table's data files before and after.
+    compactions: list[dict[str, tuple[int, int]]] = field(default_factory=list)
 
     @property
     def readings(self) -> int:
@@ -77,6 +83,19 @@ class LandingFolder:
         return sorted(new, key=lambda p: (stats[p][0], str(p)))
 
 
+def _check_options(platform: Platform, *, trigger_seconds: float, max_files: int, compact_every: int) -> None:
+    if compact_every < 0:
+        raise ConfigurationError("--compact-every must be 0 (never) or more micro-batches")
+    if trigger_seconds < 0:
+        raise ConfigurationError("--trigger must be 0 or more seconds")
+    if max_files < 1:
+        raise ConfigurationError("--max-files must be at least 1")
+    if platform.execution_mode != "local":
+        raise NotAvailableError(
+            f"streaming in execution mode {platform.execution_mode!r} is not available yet; use EXECUTION_MODE=local"
+        )
+
+
 def run_stream(
     platform: Platform,
     *,
@@ -86,6 +105,7 @@ def run_stream(
     trigger_seconds: float = 10.0,
     available_now: bool = False,
     max_files: int = MAX_FILES_PER_TRIGGER,
+    compact_every: int = COMPACT_EVERY,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
     on_micro_batch: Callable[[BatchResult], None] | None = None,
@@ -93,20 +113,16 @@ def run_stream(
 ) -> StreamSummary:
     """Run `source_name` as a stream until `stop` is set (a signal's handler sets it: the
     micro-batch in hand finishes and commits first), or, with `available_now`, until the files
-    there at the start are taken."""
-    if trigger_seconds < 0:
-        raise ConfigurationError("--trigger must be 0 or more seconds")
-    if max_files < 1:
-        raise ConfigurationError("--max-files must be at least 1")
-    if platform.execution_mode != "local":
-        raise NotAvailableError(
-            f"streaming in execution mode {platform.execution_mode!r} is not available yet; use EXECUTION_MODE=local"
-        )
+    there at the start are taken. Every `compact_every` succeeded micro-batches (0: never) the
+    tables they wrote are compacted and checkpointed, between micro-batches, under the lock."""
+    _check_options(platform, trigger_seconds=trigger_seconds, max_files=max_files, compact_every=compact_every)
     source = platform.source(source_name, config_file)
     stop = stop or threading.Event()
     landing = LandingFolder(platform, source, input_path or source.path)
     summary = StreamSummary(source=source.name)
     pending = landing.new_files()  # a missing folder fails here, before anything runs
+    written: set[str] = set()
+    since_compaction = 0
     while not stop.is_set():
         if pending:
             taken, pending = pending[:max_files], pending[max_files:]
@@ -118,8 +134,14 @@ def run_stream(
             if result.status == "failed":
                 landing.skipped.update(str(p) for p in taken)
                 summary.failed_files += [str(p) for p in taken]
+            else:
+                written.update(result.tables)
+                since_compaction += 1
             if on_micro_batch:
                 on_micro_batch(result)
+            if compact_every and since_compaction >= compact_every:
+                summary.compactions.append(_compact(platform, source, sorted(written), progress))
+                since_compaction = 0
             if pending:
                 continue
         if available_now:
@@ -128,3 +150,18 @@ def run_stream(
         if not stop.is_set():
             pending = landing.new_files()
     return summary
+
+
+def _compact(
+    platform: Platform, source: SourceConfig, tables: list[str], progress: Progress | None
+) -> dict[str, tuple[int, int]]:
+    """Compact and checkpoint `tables` under the lake's lock, between micro-batches."""
+    files: dict[str, tuple[int, int]] = {}
+    with platform.lock(f"stream --source {source.name} (compaction)", wait_seconds=60.0):
+        for table in tables:
+            if platform.store.exists(table):
+                files[table] = platform.store.compact(table)
+    structlog.get_logger().info("tables_compacted", source=source.name, files=files)
+    if progress:
+        progress("compact", ", ".join(f"{t}: {a} -> {b} files" for t, (a, b) in files.items()))
+    return files

@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from app.application.runner import run_batch
@@ -198,3 +200,55 @@ def test_sigterm_finishes_the_micro_batch_and_exits_zero(tmp_path: Path) -> None
     assert process.returncode == 0, err
     assert "stopping: SIGTERM" in err
     assert "Stream of feed stopped: 1 micro-batch(es), 24 readings, 0 failed" in out
+
+
+def test_the_stream_compacts_and_checkpoints_what_it_writes_without_changing_a_row(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    from deltalake import DeltaTable
+
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    landing = tmp_path / "landing"
+    start = time.time() - 100
+    for day in range(1, 5):
+        _drop(landing, f"day{day}.csv", _day(f"M{day}", 1), mtime=start + day)
+    summary = run_stream(
+        platform,
+        source_name="feed",
+        config_file=tmp_path / "sources.toml",
+        available_now=True,
+        max_files=1,
+        compact_every=0,
+        now=lambda: NOW,
+    )
+    silver = DeltaTable(platform.store.location("silver_readings"))
+    before_rows = read_table(platform, "silver_readings")
+    files_before = len(silver.file_uris())
+    assert len(summary.micro_batches) == 4 and summary.compactions == [] and files_before >= 4
+
+    for day in range(5, 7):
+        _drop(landing, f"day{day}.csv", _day(f"M{day}", 1), mtime=start + day)
+    summary = run_stream(
+        platform,
+        source_name="feed",
+        config_file=tmp_path / "sources.toml",
+        available_now=True,
+        max_files=1,
+        compact_every=2,
+        now=lambda: NOW,
+    )
+
+    assert len(summary.compactions) == 1
+    files = summary.compactions[0]
+    assert set(files) >= {"silver_readings", "gold_daily_meter_energy", "quarantine_readings"}
+    assert files["silver_readings"][0] > files_before and files["silver_readings"][1] == 1
+    after = read_table(platform, "silver_readings")
+    assert after.num_rows == before_rows.num_rows + 48
+    assert after.filter(pc.is_in(after["meter_id"], value_set=pa.array(["M1", "M2", "M3", "M4"]))).equals(before_rows)
+    assert list((Path(platform.store.location("silver_readings")) / "_delta_log").glob("*.checkpoint.parquet"))
+    # A batch after the compaction still commits and rolls back as before.
+    _drop(landing, "day7.csv", _day("M7", 1), mtime=start + 7)
+    again = run_stream(
+        platform, source_name="feed", config_file=tmp_path / "sources.toml", available_now=True, now=lambda: NOW
+    )
+    assert [r.status for r in again.micro_batches] == ["succeeded"]

@@ -300,3 +300,10 @@ class PandasDeltaStore:
     def head(self, table: str, *, limit: int) -> pa.Table:
         dataset = self._table(table).to_pyarrow_dataset()
         return dataset.head(limit)
+
+    def compact(self, table: str) -> tuple[int, int]:
+        before = len(self._table(table).file_uris())
+        self._table(table).optimize.compact()
+        compacted = self._table(table)
+        compacted.create_checkpoint()
+        return before, len(compacted.file_uris())
