@@ -16,7 +16,7 @@ from app.application.ports import FileReader
 from app.application.stages import Batch, Read
 from app.domain.batches import InputFile, batch_checksum, replay_checksum
 from app.domain.errors import InputFileError
-from app.domain.schemas import KIND_ERROR, KIND_ROW, QUARANTINE_READINGS, read_schema
+from app.domain.schemas import KIND_ERROR, KIND_MALFORMED, KIND_ROW, QUARANTINE_READINGS, read_schema
 
 
 class RowSource(Protocol):
@@ -66,6 +66,11 @@ class RowSource(Protocol):
     def keep_quarantine(self, batch: Batch, rows: nw.LazyFrame[Any]) -> int:
         """Store the batch's quarantine rows; return how many of them were written."""
         ...
+
+
+def append_quarantine(batch: Batch, rows: nw.LazyFrame[Any]) -> int:
+    """Append the batch's quarantine rows under the batch itself."""
+    return batch.store.append(QUARANTINE_READINGS, rows, batch_id=batch.batch_id, sequence=batch.sequence)
 
 
 @dataclass
@@ -118,7 +123,7 @@ class FileRows:
         return batch.batch_id
 
     def keep_quarantine(self, batch: Batch, rows: nw.LazyFrame[Any]) -> int:
-        return batch.store.append(QUARANTINE_READINGS, rows, batch_id=batch.batch_id, sequence=batch.sequence)
+        return append_quarantine(batch, rows)
 
 
 @dataclass
@@ -179,3 +184,106 @@ class QuarantineRows:
             sequence=batch.sequence,
         )
         return written - self.kept.num_rows
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a topic: its partition and offset, key and value as delivered."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def _field_text(value: Any) -> str | None:
+    """A JSON field as the text a file would hold: numbers as written, null as missing."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class MessageRows:
+    """A stream's micro-batch of messages, each value one reading as a JSON object whose fields
+    the source's `columns` name (as a file's header would). A message without the meter field
+    takes its key as the meter id. A value that is not a JSON object is a malformed row,
+    quarantined with its text. Lineage: `source_file` is `kafka:<topic>/<partition>` and
+    `line_number` the offset."""
+
+    topic: str
+    messages: list[Message]
+    #: The field a message's key fills when its value has none (the source's meter column).
+    key_field: str | None = "meter_id"
+    kind: str = "stream"
+    replay_of: str | None = None
+    replace_equal_rank: bool = True
+    files: list[InputFile] = field(default_factory=list)
+
+    @property
+    def checksum(self) -> str:
+        spans = sorted(
+            (
+                p,
+                min(m.offset for m in self.messages if m.partition == p),
+                max(m.offset for m in self.messages if m.partition == p),
+            )
+            for p in {m.partition for m in self.messages}
+        )
+        return batch_checksum(f"{self.topic}/{p}:{first}-{last}" for p, first, last in spans)
+
+    @property
+    def positions(self) -> dict[int, int]:
+        """The last offset per partition this micro-batch holds."""
+        last: dict[int, int] = {}
+        for m in self.messages:
+            last[m.partition] = max(last.get(m.partition, -1), m.offset)
+        return last
+
+    def describe(self) -> str:
+        return f"{len(self.messages):,} message(s) of topic {self.topic}"
+
+    def read(self, batch: Batch) -> Read:
+        records: list[dict[str, str | None] | None] = []
+        malformed: list[str | None] = []
+        for message in self.messages:
+            text = (message.value or b"").decode("utf-8", errors="replace")
+            try:
+                value = json.loads(text)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict):
+                records.append(None)
+                malformed.append(text)
+                continue
+            record = {str(k): _field_text(v) for k, v in value.items()}
+            if self.key_field and record.get(self.key_field) is None and message.key is not None:
+                record[self.key_field] = message.key.decode("utf-8", errors="replace")
+            records.append(record)
+            malformed.append(None)
+        header = list(dict.fromkeys(c for r in records if r is not None for c in r))
+        n = len(self.messages)
+        columns: dict[str, Any] = {
+            c: pa.array([r.get(c) if r is not None else None for r in records], pa.string()) for c in header
+        }
+        columns.update(
+            file_index=pa.repeat(pa.scalar(0, pa.int32()), n),
+            source_file=pa.array([f"kafka:{self.topic}/{m.partition}" for m in self.messages], pa.string()),
+            line_number=pa.array([m.offset for m in self.messages], pa.int64()),
+            row_order=pa.array(range(n), pa.int64()),
+            kind=pa.array([KIND_ROW if r is not None else KIND_MALFORMED for r in records], pa.string()),
+            detail=pa.array(malformed, pa.string()),
+            occurrence=pa.repeat(pa.scalar(0, pa.int32()), n),
+        )
+        return Read.of(batch.store.frame(pa.table(columns).cast(read_schema(header))), header, n)
+
+    def land(self, batch: Batch, read: Read) -> int | None:
+        return stages.bronze(batch, read)
+
+    def quarantine_under(self, batch: Batch) -> str:
+        return batch.batch_id
+
+    def keep_quarantine(self, batch: Batch, rows: nw.LazyFrame[Any]) -> int:
+        return append_quarantine(batch, rows)
