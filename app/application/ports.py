@@ -240,6 +240,47 @@ class FileReader(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Message:
+    """One message of a topic: its partition and offset, key and value as delivered."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class TopicReader(Protocol):
+    """One topic of a message broker, read from the positions the caller keeps (the lake's
+    transaction identifiers), never from the broker's own committed offsets."""
+
+    @property
+    def topic(self) -> str: ...
+
+    def partitions(self) -> list[int]:
+        """The topic's partition numbers."""
+        ...
+
+    def seek(self, positions: dict[int, int]) -> None:
+        """Read each partition from the offset after its position (-1 or absent: from the start)."""
+        ...
+
+    def poll(self, *, max_messages: int, timeout_seconds: float) -> list[Message]:
+        """Up to `max_messages` committed messages (aborted transactions never arrive), waiting
+        at most `timeout_seconds` for the first; [] when there are none."""
+        ...
+
+    def commit(self, positions: dict[int, int]) -> None:
+        """Record positions as the consumer group's offsets, for lag monitoring only."""
+        ...
+
+    def lag(self) -> dict[int, int]:
+        """Messages per partition between the positions read and the partition's end."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class Holder(Protocol):
     """Who held the lake's lock last, as its lock file says."""
 

@@ -12,7 +12,7 @@ import narwhals as nw
 import pyarrow as pa
 
 from app.application import stages
-from app.application.ports import FileReader
+from app.application.ports import FileReader, Message
 from app.application.stages import Batch, Read
 from app.domain.batches import InputFile, batch_checksum, replay_checksum
 from app.domain.errors import InputFileError
@@ -184,16 +184,6 @@ class QuarantineRows:
             sequence=batch.sequence,
         )
         return written - self.kept.num_rows
-
-
-@dataclass(frozen=True)
-class Message:
-    """One message of a topic: its partition and offset, key and value as delivered."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 def _field_text(value: Any) -> str | None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import structlog
 
 from app.application.pipeline import BatchPipeline, BatchResult, new_batch_id
-from app.application.row_sources import Message, MessageRows
+from app.application.ports import Message
+from app.application.row_sources import MessageRows
 from app.application.runner import run_batch
 from app.domain.sources import SourceConfig
 from app.infrastructure.settings import Settings
