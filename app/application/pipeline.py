@@ -229,7 +229,14 @@ class BatchPipeline:
             sequence=sequence,
             record_count=None,
         )
-        batch = Batch(source=source, batch_id=result.batch_id, sequence=sequence, started=started, store=self.store)
+        batch = Batch(
+            source=source,
+            batch_id=result.batch_id,
+            sequence=sequence,
+            started=started,
+            store=self.store,
+            positions=rows.recorded_positions,
+        )
         try:
             self._stages(batch, rows, result, log)
         except PlatformError as error:

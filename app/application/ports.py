@@ -3,7 +3,7 @@ lock. The adapters in `app.infrastructure` implement them; only `app.wiring` pic
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -109,10 +109,25 @@ class LakeTables(Protocol):
 
     def count(self, table: str) -> int: ...
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+    def append(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        sequence: int | None = None,
+        positions: Mapping[str, int] | None = None,
+    ) -> int:
         """Append the frame's rows in one commit tagged with `batch_id`. With `sequence`, the
         commit carries it as the platform's Delta transaction version, and a table that already
-        holds a commit of that sequence is left as it is (a retried commit is a no-op)."""
+        holds a commit of that sequence is left as it is (a retried commit is a no-op). With
+        `positions` (a stream's source positions: application id -> offset), the same commit
+        records them as Delta transaction identifiers too, even when it adds no row; a rollback
+        of the batch sets them back."""
+        ...
+
+    def position(self, table: str, app_id: str) -> int | None:
+        """The position a table's log holds for a stream's application id (None: none, or no table)."""
         ...
 
     def upsert(

@@ -47,6 +47,11 @@ class RowSource(Protocol):
         """One checksum of the batch's input, for the metadata store."""
         ...
 
+    @property
+    def recorded_positions(self) -> dict[str, int]:
+        """Source positions the batch's bronze commit records (application id -> offset); {} for files."""
+        ...
+
     def describe(self) -> str:
         """What is being read, for progress output."""
         ...
@@ -86,6 +91,10 @@ class FileRows:
     @property
     def checksum(self) -> str:
         return batch_checksum(f.sha256 for f in self.files)
+
+    @property
+    def recorded_positions(self) -> dict[str, int]:
+        return {}
 
     def describe(self) -> str:
         return f"reading {len(self.files)} file(s)"
@@ -146,6 +155,10 @@ class QuarantineRows:
     def checksum(self) -> str:
         return replay_checksum(self.replay_of, self.rows.num_rows)
 
+    @property
+    def recorded_positions(self) -> dict[str, int]:
+        return {}
+
     def describe(self) -> str:
         return f"replaying the quarantine of batch {self.replay_of}"
 
@@ -205,6 +218,8 @@ class MessageRows:
 
     topic: str
     messages: list[Message]
+    #: Prefix of the application ids its positions are recorded under: `<stream id>:<partition>`.
+    stream_id: str = ""
     #: The field a message's key fills when its value has none (the source's meter column).
     key_field: str | None = "meter_id"
     kind: str = "stream"
@@ -231,6 +246,10 @@ class MessageRows:
         for m in self.messages:
             last[m.partition] = max(last.get(m.partition, -1), m.offset)
         return last
+
+    @property
+    def recorded_positions(self) -> dict[str, int]:
+        return {f"{self.stream_id}:{p}": offset for p, offset in self.positions.items()} if self.stream_id else {}
 
     def describe(self) -> str:
         return f"{len(self.messages):,} message(s) of topic {self.topic}"

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -76,6 +77,8 @@ class Batch:
     sequence: int
     started: datetime
     store: TableStore
+    #: Source positions the bronze commit records (a stream's micro-batch); {} for files.
+    positions: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -364,7 +367,11 @@ def bronze(batch: Batch, read: Read) -> int:
         nw.lit(batch.started, nw.Datetime("us", "UTC")).alias("ingested_at"),
     )
     return batch.store.append(
-        bronze_spec(batch.source.name, names), frame, batch_id=batch.batch_id, sequence=batch.sequence
+        bronze_spec(batch.source.name, names),
+        frame,
+        batch_id=batch.batch_id,
+        sequence=batch.sequence,
+        positions=batch.positions or None,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import structlog
 
 from app.application.pipeline import BatchPipeline, BatchResult, new_batch_id
@@ -106,3 +107,87 @@ def test_a_repeated_message_in_a_later_micro_batch_changes_nothing(platform: Loc
     assert again.status == "succeeded" and again.reconciliation is not None
     assert again.reconciliation.silver_inserted == 0 and again.reconciliation.silver_updated == 0
     assert _without_lineage(platform, "silver_readings") == before
+
+
+def _messages(first: int, count: int, partitions: int = 2) -> list[Message]:
+    readings = _readings()
+    return [
+        Message(partition=i % partitions, offset=i, key=b"A", value=json.dumps(readings[i]).encode())
+        for i in range(first, first + count)
+    ]
+
+
+def test_the_bronze_commit_records_the_positions_and_a_rollback_sets_them_back(
+    platform: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.application import stages
+    from app.domain.errors import TableStoreError
+
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    source = platform.source("feed", tmp_path / "sources.toml")
+    stream = "energy-platform-stream:feed:readings"
+
+    def run(messages: list[Message]) -> BatchResult:
+        pipeline = BatchPipeline(
+            store=platform.store,
+            metadata=platform.metadata,
+            reader=platform.reader,
+            execution_mode="local",
+            logger=structlog.get_logger(),
+            lake=platform.lake,
+        )
+        result = BatchResult(batch_id=new_batch_id(NOW), source=source.name, status="skipped")
+        rows = MessageRows(topic="readings", messages=messages, stream_id=stream)
+        return pipeline.execute(source, rows, result, NOW)
+
+    def positions() -> list[int | None]:
+        return [platform.store.position("bronze_feed", f"{stream}:{p}") for p in (0, 1)]
+
+    assert run(_messages(0, 10)).status == "succeeded"
+    assert positions() == [8, 9]
+    assert run([Message(partition=0, offset=10, key=b"A", value=b"not json")]).status == "succeeded"
+    assert positions() == [10, 9]  # a micro-batch of malformed messages only still moves its position
+
+    def failing_gold(*_args: object, **_kwargs: object) -> None:
+        raise TableStoreError("gold is down")
+
+    monkeypatch.setattr(stages, "gold", failing_gold)
+    failed = run(_messages(11, 6))
+    assert failed.status == "failed" and "rolled back" in (failed.error or "")
+    assert positions() == [10, 9]  # back to before the failed micro-batch
+
+    monkeypatch.undo()
+    assert run(_messages(11, 6)).status == "succeeded"
+    assert positions() == [16, 15]
+    silver = read_table(platform, "silver_readings").to_pylist()
+    # 16 reads, and an estimate for hour 10, whose message was not JSON.
+    assert sorted((r["interval_start_utc"].hour, r["estimation_method"] is None) for r in silver) == [
+        (h, h != 10) for h in range(17)
+    ]
+
+
+def test_a_first_micro_batch_rolled_back_leaves_no_position(
+    platform: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.application import stages
+    from app.domain.errors import TableStoreError
+
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    source = platform.source("feed", tmp_path / "sources.toml")
+
+    def failing_gold(*_args: object, **_kwargs: object) -> None:
+        raise TableStoreError("gold is down")
+
+    monkeypatch.setattr(stages, "gold", failing_gold)
+    pipeline = BatchPipeline(
+        store=platform.store,
+        metadata=platform.metadata,
+        reader=platform.reader,
+        execution_mode="local",
+        logger=structlog.get_logger(),
+        lake=platform.lake,
+    )
+    result = BatchResult(batch_id=new_batch_id(NOW), source=source.name, status="skipped")
+    rows = MessageRows(topic="readings", messages=_messages(0, 4), stream_id="s:feed:readings")
+    assert pipeline.execute(source, rows, result, NOW).status == "failed"
+    assert platform.store.position("bronze_feed", "s:feed:readings:0") is None

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
+    APP_ID,
     COMPARISONS,
     changed_condition,
     checked_table_name,
@@ -38,13 +40,28 @@ from app.infrastructure.repositories.base import (
 _SQL_COMPARISONS = (">=", "<=", "<")
 
 
-def _commit(batch_id: str, sequence: int | None = None) -> CommitProperties:
+def _commit(batch_id: str, sequence: int | None = None, positions: Mapping[str, int] | None = None) -> CommitProperties:
     """Every commit names its batch; with `sequence`, it also records it as the platform's
-    Delta transaction version, which a retried commit then finds."""
-    if sequence is None:
-        return CommitProperties(custom_metadata=commit_tags(batch_id))
-    transaction = Transaction(app_id=transaction_app_id(batch_id, sequence), version=sequence)
-    return CommitProperties(custom_metadata=commit_tags(batch_id), app_transactions=[transaction])
+    Delta transaction version, which a retried commit then finds; `positions` are a stream's
+    source positions, recorded as transaction identifiers in the same commit."""
+    transactions = [Transaction(app_id=app_id, version=offset) for app_id, offset in sorted((positions or {}).items())]
+    if sequence is not None:
+        transactions.insert(0, Transaction(app_id=transaction_app_id(batch_id, sequence), version=sequence))
+    return CommitProperties(custom_metadata=commit_tags(batch_id), app_transactions=transactions or None)
+
+
+def _log_app_ids(path: Path, after: int) -> set[str]:
+    """The application ids of the transaction identifiers a table's commits after version `after` set."""
+    ids: set[str] = set()
+    for entry in (path / "_delta_log").glob("*.json"):
+        if not entry.stem.isdigit() or int(entry.stem) <= after:
+            continue
+        for line in entry.read_text(encoding="utf-8").splitlines():
+            if '"txn"' in line:
+                action = json.loads(line).get("txn")
+                if action:
+                    ids.add(action["appId"])
+    return ids
 
 
 class PandasDeltaStore:
@@ -184,6 +201,7 @@ class PandasDeltaStore:
         batch_id: str,
         sequence: int | None,
         action: str,
+        positions: Mapping[str, int] | None = None,
         **options: Any,
     ) -> int:
         """One Delta write of the frame's rows (`options` as `write_deltalake` takes them), as one
@@ -194,7 +212,7 @@ class PandasDeltaStore:
                 str(self._path(spec.name)),
                 data,
                 partition_by=list(spec.partition_by) or None,
-                commit_properties=_commit(batch_id, sequence),
+                commit_properties=_commit(batch_id, sequence, positions),
                 **options,
                 **self._write_options,
             )
@@ -202,14 +220,34 @@ class PandasDeltaStore:
             raise TableStoreError(f"{spec.name}: {action} failed: {error}") from error
         return rows()
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+    def append(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        sequence: int | None = None,
+        positions: Mapping[str, int] | None = None,
+    ) -> int:
         if self._committed(spec.name, batch_id, sequence):
             return self._commit_metrics(spec.name, batch_id).get("num_added_rows", 0)
-        if self.exists(spec.name) and self.count_rows(frame) == 0:
+        if self.exists(spec.name) and not positions and self.count_rows(frame) == 0:
             return 0
         return self._write(
-            spec, frame, batch_id=batch_id, sequence=sequence, action="append", mode="append", schema_mode="merge"
+            spec,
+            frame,
+            batch_id=batch_id,
+            sequence=sequence,
+            action="append",
+            positions=positions,
+            mode="append",
+            schema_mode="merge",
         )
+
+    def position(self, table: str, app_id: str) -> int | None:
+        if not self.exists(table):
+            return None
+        return self._table(table).transaction_version(app_id)
 
     def replace(
         self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
@@ -244,9 +282,24 @@ class PandasDeltaStore:
             if target is None:  # every commit of the table is the batch's: the table goes
                 remove_table(self._path(table), batch_id)
             else:
-                tags = CommitProperties(custom_metadata=commit_tags(rollback_of=batch_id))
-                self._table(table).restore(target, commit_properties=tags)
+                self._table(table).restore(target, commit_properties=self._rollback_commit(table, target, batch_id))
         return plans
+
+    def _rollback_commit(self, table: str, target: int, batch_id: str) -> CommitProperties:
+        """A restore keeps the log's transaction identifiers as they are, so the rollback commit
+        sets the stream positions the undone commits recorded back to their values at `target`
+        (-1: none); the platform's own batch identifiers stay, a retried batch is a new one."""
+        path = self._path(table)
+        restored = DeltaTable(str(path), version=target)
+        positions = {
+            app_id: v if (v := restored.transaction_version(app_id)) is not None else -1
+            for app_id in _log_app_ids(path, target)
+            if not app_id.startswith(f"{APP_ID}:")
+        }
+        transactions = [Transaction(app_id=a, version=v) for a, v in sorted(positions.items())]
+        return CommitProperties(
+            custom_metadata=commit_tags(rollback_of=batch_id), app_transactions=transactions or None
+        )
 
     def upsert(
         self,

@@ -8,7 +8,7 @@ and only counts, keys and bounds come back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from functools import partial
@@ -20,7 +20,7 @@ import narwhals as nw
 import pyarrow as pa
 
 from app.application.ports import ArrowBatchFunction, RowFilter, UpsertCounts
-from app.domain.errors import TableStoreError
+from app.domain.errors import NotAvailableError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
@@ -262,8 +262,21 @@ class SparkDeltaStore:
             raise TableStoreError(f"{spec.name}: {mode} failed: {error}") from error
         return int(self._last_metrics(spec.name).get("numOutputRows", 0))
 
-    def append(self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_id: str, sequence: int | None = None) -> int:
+    def append(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        sequence: int | None = None,
+        positions: Mapping[str, int] | None = None,
+    ) -> int:
+        if positions:
+            raise NotAvailableError("stream positions are recorded in local execution mode only in this version")
         return self._create_or_append(spec, self._conform(spec, frame), batch_id, sequence)
+
+    def position(self, table: str, app_id: str) -> int | None:
+        raise NotAvailableError("stream positions are recorded in local execution mode only in this version")
 
     def replace(
         self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
