@@ -192,6 +192,7 @@ def _stream(
     trigger: float = 10.0,
     available_now: bool = False,
     max_files: int = 100,
+    max_messages: int = 200_000,
     compact_every: int = 20,
 ) -> None:
     """Run a stream until SIGTERM or Ctrl-C (the micro-batch in hand finishes and commits first;
@@ -232,6 +233,7 @@ def _stream(
                 trigger_seconds=trigger,
                 available_now=available_now,
                 max_files=max_files,
+                max_messages=max_messages,
                 compact_every=compact_every,
                 stop=stop,
                 progress=_progress(),
@@ -258,6 +260,9 @@ def stream(
         bool, typer.Option("--available-now", help="Take what is there now in micro-batches, then exit 0.")
     ] = False,
     max_files: Annotated[int, typer.Option(min=1, help="Files one micro-batch takes at most.")] = 100,
+    max_messages: Annotated[
+        int, typer.Option(min=1, help="Messages one micro-batch of a Kafka source takes at most.")
+    ] = 200_000,
     compact_every: Annotated[
         int,
         typer.Option(min=0, help="Compact and checkpoint the tables written every N micro-batches (0: never)."),
@@ -275,6 +280,7 @@ def stream(
             trigger=trigger,
             available_now=available_now,
             max_files=max_files,
+            max_messages=max_messages,
             compact_every=compact_every,
         )
 

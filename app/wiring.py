@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.application.ports import FileReader, TableStore
+from app.application.ports import FileReader, TableStore, TopicReader
 from app.application.recovery import recover_interrupted
 from app.domain.errors import ConfigurationError, PlatformError
 from app.domain.sources import SourceConfig
@@ -61,6 +61,18 @@ class LocalPlatform:
 
     def lock(self, command: str, *, wait_seconds: float = 0.0) -> LakeLock:
         return LakeLock(self.settings.data_dir, command=command, wait_seconds=wait_seconds)
+
+    def topic(self, source: SourceConfig) -> TopicReader:
+        from app.infrastructure.kafka_topic import KafkaTopic
+
+        if source.bootstrap_servers is None or source.topic is None:
+            raise ConfigurationError(f"source {source.name!r} is not a kafka source")
+        return KafkaTopic(
+            source.bootstrap_servers,
+            source.topic,
+            group_id=source.group_id or f"energy-platform-{source.name}",
+            consumer=source.consumer,
+        )
 
     def close(self) -> None:
         self.store.release()  # the DuckDB store's work folder and connection, Spark's cached frames

@@ -47,6 +47,11 @@ def run_batch(
     if batch_id is not None:
         checked_batch_id(batch_id)
     source = platform.source(source_name, config_file)
+    if source.format == "kafka":
+        raise ConfigurationError(
+            f"source {source_name!r} reads the Kafka topic {source.topic}: run it with "
+            f"`energy-platform stream --source {source_name}` (--available-now to take what is there and stop)"
+        )
     paths = platform.reader.resolve_inputs(input_path or source.path, source.format)
     with platform.lock(f"run-batch --source {source_name}", wait_seconds=wait_seconds) as lock:
         return pipeline_under_lock(platform, lock, progress).run(source, paths, force=force, now=now, batch_id=batch_id)

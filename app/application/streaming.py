@@ -12,21 +12,30 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
 
-from app.application.pipeline import BatchResult, Progress
+from app.application.pipeline import BatchResult, Progress, new_batch_id
 from app.application.ports import Platform
+from app.application.row_sources import MessageRows
 from app.application.runner import pipeline_under_lock
-from app.domain.errors import ConfigurationError, InputFileError, NotAvailableError
+from app.domain.errors import ConfigurationError, InputFileError, NotAvailableError, PlatformError
 from app.domain.sources import SourceConfig
 
 #: Files one micro-batch takes at most, by default.
 MAX_FILES_PER_TRIGGER = 100
+#: Messages one micro-batch of a topic takes at most, by default.
+MAX_MESSAGES_PER_TRIGGER = 200_000
+#: How long an `--available-now` run of a topic waits for more messages before it ends.
+DRAINED_SECONDS = 2.0
 #: Succeeded micro-batches between compactions of the tables a stream writes, by default.
 COMPACT_EVERY = 20
+
+
+class StreamStoppedError(PlatformError):
+    """A topic's micro-batch failed: the stream stops rather than go past data it could not store."""
 
 
 @dataclass
@@ -105,6 +114,7 @@ def run_stream(
     trigger_seconds: float = 10.0,
     available_now: bool = False,
     max_files: int = MAX_FILES_PER_TRIGGER,
+    max_messages: int = MAX_MESSAGES_PER_TRIGGER,
     compact_every: int = COMPACT_EVERY,
     stop: threading.Event | None = None,
     progress: Progress | None = None,
@@ -118,6 +128,21 @@ def run_stream(
     _check_options(platform, trigger_seconds=trigger_seconds, max_files=max_files, compact_every=compact_every)
     source = platform.source(source_name, config_file)
     stop = stop or threading.Event()
+    if source.format == "kafka":
+        if input_path is not None:
+            raise ConfigurationError(f"--input does not apply to source {source.name!r}: it reads topic {source.topic}")
+        return _run_topic(
+            platform,
+            source,
+            trigger_seconds=trigger_seconds,
+            available_now=available_now,
+            max_messages=max_messages,
+            compact_every=compact_every,
+            stop=stop,
+            progress=progress,
+            on_micro_batch=on_micro_batch,
+            now=now,
+        )
     landing = LandingFolder(platform, source, input_path or source.path)
     summary = StreamSummary(source=source.name)
     pending = landing.new_files()  # a missing folder fails here, before anything runs
@@ -165,3 +190,75 @@ def _compact(
     if progress:
         progress("compact", ", ".join(f"{t}: {a} -> {b} files" for t, (a, b) in files.items()))
     return files
+
+
+def stream_id(source: SourceConfig) -> str:
+    """The prefix of the application ids a topic source's positions are recorded under."""
+    return f"energy-platform-stream:{source.name}:{source.topic}"
+
+
+def lake_positions(platform: Platform, source: SourceConfig, partitions: list[int]) -> dict[int, int]:
+    """The last offset per partition the lake holds for a topic source (from its bronze table's
+    transaction identifiers; -1: none)."""
+    table = f"bronze_{source.name}"
+    prefix = stream_id(source)
+    positions = {p: platform.store.position(table, f"{prefix}:{p}") for p in partitions}
+    return {p: -1 if v is None else v for p, v in positions.items()}
+
+
+def _run_topic(
+    platform: Platform,
+    source: SourceConfig,
+    *,
+    trigger_seconds: float,
+    available_now: bool,
+    max_messages: int,
+    compact_every: int,
+    stop: threading.Event,
+    progress: Progress | None,
+    on_micro_batch: Callable[[BatchResult], None] | None,
+    now: Callable[[], datetime] | None,
+) -> StreamSummary:
+    """A topic in micro-batches: positions from the lake, each micro-batch's commit records its own."""
+    summary = StreamSummary(source=source.name)
+    written: set[str] = set()
+    since_compaction = 0
+    topic = platform.topic(source)
+    try:
+        positions = lake_positions(platform, source, topic.partitions())
+        topic.seek(positions)
+        while not stop.is_set():
+            wait = DRAINED_SECONDS if available_now else trigger_seconds
+            messages = topic.poll(max_messages=max_messages, timeout_seconds=max(wait, 0.1))
+            if not messages:
+                if available_now:
+                    break
+                continue
+            rows = MessageRows(
+                topic=topic.topic, messages=messages, key_field=source.columns.meter_id, stream_id=stream_id(source)
+            )
+            with platform.lock(f"stream --source {source.name}", wait_seconds=max(trigger_seconds, 60.0)) as lock:
+                pipeline = pipeline_under_lock(platform, lock, progress)
+                started = now() if now else datetime.now(UTC)
+                result = BatchResult(batch_id=new_batch_id(started), source=source.name, status="skipped")
+                result = pipeline.execute(source, rows, result, started)
+            summary.micro_batches.append(result)
+            if on_micro_batch:
+                on_micro_batch(result)
+            if result.status == "failed":
+                # The micro-batch was rolled back: its messages are read again after a restart,
+                # never skipped. A stream does not go past data it could not store.
+                raise StreamStoppedError(
+                    f"micro-batch {result.batch_id} of source {source.name!r} failed, so the stream stops "
+                    f"at the positions the lake holds: {result.error}"
+                )
+            positions.update(rows.positions)
+            topic.commit(rows.positions)
+            written.update(result.tables)
+            since_compaction += 1
+            if compact_every and since_compaction >= compact_every:
+                summary.compactions.append(_compact(platform, source, sorted(written), progress))
+                since_compaction = 0
+    finally:
+        topic.close()
+    return summary

@@ -216,8 +216,11 @@ NO_QUARANTINE = tuple(name for name in catalog.names() if name not in catalog.na
 #: Rules whose failure cannot be kept as a row: they can quarantine or fail, not warn.
 NO_WARN = tuple(name for name in catalog.names() if name not in catalog.names(allows="warn"))
 
-#: Formats read as tables of columns, where `layout` and `columns` apply.
-TABULAR_FORMATS = ("csv", "parquet")
+#: Formats read as tables of columns, where `layout` and `columns` apply (a Kafka message's JSON
+#: fields are its columns).
+TABULAR_FORMATS = ("csv", "parquet", "kafka")
+#: Formats read from files, at `path`.
+FILE_FORMATS = ("csv", "parquet", "nem12", "greenbutton")
 
 #: What each key is for, quoted when a key is refused where nothing reads it.
 _PURPOSE = {
@@ -253,7 +256,13 @@ _PURPOSE = {
     "columns.interval_minutes": "a column giving each interval's length",
     "columns.interval_end": "the column(s) holding each interval's end",
     "columns.period": "one column holding each interval's start and end, 'A to B'",
+    "path": "the files a source reads",
+    "bootstrap_servers": "the Kafka brokers of a topic source",
+    "topic": "the Kafka topic a source reads",
+    "group_id": "the Kafka consumer group a topic source reports its lag under",
+    "consumer": "Kafka consumer settings of a topic source",
 }
+_KAFKA_KEYS = ("bootstrap_servers", "topic", "group_id", "consumer")
 _DELIMITED_TEXT = ("delimiter", "quote_char", "skip_lines", "trim_trailing_delimiters", "decimal")
 _TABLE_KEYS = (
     "layout",
@@ -272,10 +281,12 @@ _TABLE_KEYS = (
 #: which, write their own times (NEM12 naive starts in `timestamp_timezone`, Green Button UTC
 #: instants) and numbers with a decimal point; NEM12 names unit and direction in every 200 record.
 _UNREAD_BY_FORMAT: dict[str, tuple[str, ...]] = {
-    "csv": (),
-    "parquet": (*_DELIMITED_TEXT, "encoding"),
-    "nem12": (*_DELIMITED_TEXT, *_TABLE_KEYS, "unit", "direction"),
-    "greenbutton": (*_DELIMITED_TEXT, *_TABLE_KEYS, "encoding", "timestamp_timezone", "ambiguous_time"),
+    "csv": _KAFKA_KEYS,
+    "parquet": (*_DELIMITED_TEXT, "encoding", *_KAFKA_KEYS),
+    "nem12": (*_DELIMITED_TEXT, *_TABLE_KEYS, "unit", "direction", *_KAFKA_KEYS),
+    "greenbutton": (*_DELIMITED_TEXT, *_TABLE_KEYS, "encoding", "timestamp_timezone", "ambiguous_time", *_KAFKA_KEYS),
+    # Messages are JSON objects, one reading each: no text layout, no order between them.
+    "kafka": (*_DELIMITED_TEXT, "encoding", "fill_down", "header", "path"),
 }
 #: Keys a table layout never reads. The wide layout takes meters, units and directions from
 #: `series` (or columns.meter_id), the time_of_day layout its values and positions from the
@@ -323,8 +334,18 @@ class SourceConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
-    format: Literal["csv", "nem12", "greenbutton", "parquet"] = "csv"
-    path: str = Field(description="File path or glob; relative paths are read from the config file's folder.")
+    format: Literal["csv", "nem12", "greenbutton", "parquet", "kafka"] = "csv"
+    path: str = Field(
+        default="", description="File path, folder or glob; relative paths are read from the config file's folder."
+    )
+    bootstrap_servers: str | None = Field(default=None, description="Kafka brokers, host:port[,host:port...].")
+    topic: str | None = Field(default=None, description="The Kafka topic of readings.")
+    group_id: str | None = Field(
+        default=None, description="Consumer group for lag monitoring; default energy-platform-<source>."
+    )
+    consumer: dict[str, str | int | bool] | None = Field(
+        default=None, description="Further Kafka consumer settings (librdkafka names), e.g. security settings."
+    )
     # Delimited text
     layout: Literal["long", "wide", "time_of_day"] = "long"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
@@ -514,6 +535,14 @@ class SourceConfig(BaseModel):
         unread = self._unread_keys()
         if unread:
             raise ValueError("; ".join(unread))
+        if self.format == "kafka":
+            missing = [key for key in ("bootstrap_servers", "topic") if not getattr(self, key)]
+            if missing:
+                raise ValueError(f"a kafka source needs {' and '.join(missing)}")
+            if self.layout != "long":
+                raise ValueError("a kafka source's messages are one reading each: layout must be 'long'")
+        elif not self.path:
+            raise ValueError("path is required: the file, folder or glob the source reads")
         has_quality = self.columns.quality is not None or self.format not in TABULAR_FORMATS
         if self.zero_when_quality and not has_quality:
             raise ValueError("zero_when_quality needs a quality column (columns.quality)")

@@ -18,7 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from app.application.ports import Message
@@ -265,18 +265,32 @@ class KafkaTopic:
             self._log.warning("kafka_commit_failed", error=str(exc))
 
     def lag(self) -> dict[int, int]:
-        """Per partition, the partition's end (its high watermark, asked of the broker) minus where
-        reading stands: the offset after the last message read (or after the position `seek`
-        started from), or the consumer's position when that is further.
+        """Per partition, the partition's end minus where reading stands: the offset after the
+        last message read (or after the position `seek` started from), or the consumer's position
+        when that is further.
 
-        With transactions the high watermark counts records that are never delivered: each
-        transaction's commit or abort marker (one per partition it wrote) and the messages of aborted
+        The end is asked of the broker in one request for all partitions (a ListOffsets for the
+        latest offsets, at isolation level read_committed, as `get_watermark_offsets(cached=False)`
+        asks it one partition at a time): the last stable offset, i.e. the high watermark, but
+        before the first message of a transaction still open, which is not counted until it commits.
+        The broker answers it after the consumer's pending fetch, so it takes up to `fetch.wait.max.ms`
+        (500 ms by default).
+
+        With transactions that end counts records that are never delivered: each transaction's
+        commit or abort marker (one per partition it wrote) and the messages of aborted
         transactions. The consumer's position moves past those only once a poll has gone over them,
         so right after the last message of a partition is read its lag is typically 1 or 2 (the
         markers after it; more when the last transactions were aborted), and 0 after a poll that
         found nothing more. Alert on lag that grows, not on lag above 0."""
         self._raise_fatal()
         partitions = sorted(self._read) if self._assigned else self.partitions()
+        try:
+            # An offset of -1 (OFFSET_END) asks for the latest offset, as a timestamp of -1 means in ListOffsets.
+            ends = self._consumer.offsets_for_times(
+                [TopicPartition(self._topic, p, OFFSET_END) for p in partitions], timeout=self.timeout_seconds
+            )
+        except KafkaException as exc:
+            raise self._unreachable("the partitions' end offsets", exc.args[0] if exc.args else exc) from exc
         # The position is local (no broker request); a partition not polled yet has none (a negative offset).
         positions = (
             {
@@ -287,18 +301,12 @@ class KafkaTopic:
             else {}
         )
         lags: dict[int, int] = {}
-        for partition in partitions:
-            try:
-                marks = self._consumer.get_watermark_offsets(
-                    TopicPartition(self._topic, partition), timeout=self.timeout_seconds, cached=False
-                )
-            except KafkaException as exc:
-                raise self._unreachable(f"the end of partition {partition}", exc.args[0] if exc.args else exc) from exc
-            if marks is None:
-                raise self._unreachable(f"the end of partition {partition}", "timed out")
-            low, high = marks
-            reached = max(low, self._read.get(partition, -1) + 1, positions.get(partition, -1))
-            lags[partition] = max(0, high - reached)
+        for end in ends:
+            if end.error is not None or end.offset < 0:
+                detail = end.error.str() if end.error is not None else "no offset"
+                raise self._unreachable(f"the end offset of partition {end.partition}", detail)
+            reached = max(self._read.get(end.partition, -1) + 1, positions.get(end.partition, -1))
+            lags[end.partition] = max(0, end.offset - reached)
         return lags
 
     def close(self) -> None:

@@ -1,0 +1,181 @@
+"""Streaming mode over a Kafka topic on a real broker: committed messages only, each once, with the
+positions kept in the lake, to the same tables a batch of the same readings gives."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from app.application.runner import run_batch
+from app.application.streaming import StreamStoppedError, lake_positions, run_stream
+from app.infrastructure.settings import Settings
+from app.wiring import LocalPlatform, open_platform
+from tests.integration.conftest import NOW, read_table
+from tests.integration.kafka import bootstrap_servers, fresh_topic
+
+DROPPED = {"batch_id", "ingested_at", "updated_at", "quarantined_at", "source_file", "line_number"}
+
+
+@pytest.fixture
+def topic() -> Iterator[tuple[str, str]]:
+    servers = bootstrap_servers()
+    with fresh_topic(servers, partitions=3) as name:
+        yield servers, name
+
+
+def _readings(meters: int, hours: range, day: int = 1) -> list[dict[str, Any]]:
+    return [
+        {
+            "meter_id": f"M{m}",
+            "timestamp": f"2025-06-{day:02d}T{h:02d}:00Z",
+            "value": round(0.5 + m + h / 10, 3),
+            "unit": "kWh",
+        }
+        for h in hours
+        for m in range(meters)
+    ]
+
+
+def _produce(
+    servers: str, topic: str, readings: list[dict[str, Any]], *, per_transaction: int, abort_every: int
+) -> None:
+    """Send readings in committed transactions; after every `abort_every`-th, a transaction of
+    the same readings with value 999 that is aborted, so it must never land."""
+    producer = Producer({"bootstrap.servers": servers, "transactional.id": f"test-{topic}", "linger.ms": 5})
+    producer.init_transactions(30)
+    for number, start in enumerate(range(0, len(readings), per_transaction), start=1):
+        chunk = readings[start : start + per_transaction]
+        producer.begin_transaction()
+        for reading in chunk:
+            producer.produce(topic, key=reading["meter_id"].encode(), value=json.dumps(reading).encode())
+        producer.commit_transaction(30)
+        if abort_every and number % abort_every == 0:
+            producer.begin_transaction()
+            for reading in chunk:
+                poison = {**reading, "value": 999}
+                producer.produce(topic, key=reading["meter_id"].encode(), value=json.dumps(poison).encode())
+            producer.abort_transaction(30)
+
+
+def _config(tmp_path: Path, servers: str, topic: str) -> Path:
+    config = tmp_path / "sources.toml"
+    config.write_text(
+        f'[sources.feed]\nformat = "kafka"\nbootstrap_servers = "{servers}"\ntopic = "{topic}"\n'
+        'interval_minutes = 60\ncolumns = { unit = "unit" }\n'
+        '[sources.files]\npath = "in"\ninterval_minutes = 60\ncolumns = { unit = "unit" }\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def _tables(platform: LocalPlatform) -> dict[str, list[dict[str, Any]]]:
+    """Rows without lineage; sums rounded to 1e-9 kWh, as the order of a sum's terms differs."""
+    return {
+        name: [
+            {k: round(v, 9) if isinstance(v, float) else v for k, v in r.items() if k not in DROPPED | {"source"}}
+            for r in read_table(platform, name).to_pylist()
+        ]
+        for name in ("silver_readings", "gold_daily_meter_energy", "gold_hourly_portfolio_load")
+    }
+
+
+def _batch_tables(
+    tmp_path: Path, config: Path, readings: list[dict[str, Any]], name: str
+) -> dict[str, list[dict[str, Any]]]:
+    """The tables one batch run over a file of `readings` gives."""
+    folder = tmp_path / "in"
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("*.csv"):
+        old.unlink()
+    (folder / "readings.csv").write_text(
+        "meter_id,timestamp,value,unit\n"
+        + "".join(f"{r['meter_id']},{r['timestamp']},{r['value']},{r['unit']}\n" for r in readings),
+        encoding="utf-8",
+    )
+    settings = Settings(data_dir=tmp_path / name, _env_file=None)  # type: ignore[call-arg]
+    with open_platform(settings) as platform:
+        result = run_batch(platform, source_name="files", config_file=config, now=NOW)
+        assert result.status == "succeeded", result.error
+        return _tables(platform)
+
+
+def test_a_topic_streams_committed_readings_once_to_the_tables_a_batch_gives(
+    topic: tuple[str, str], tmp_path: Path
+) -> None:
+    servers, name = topic
+    config = _config(tmp_path, servers, name)
+    readings = _readings(6, range(24))
+    repeats = readings[:5]  # exact repeats, as a producer's retry sends them
+    _produce(servers, name, readings + repeats, per_transaction=25, abort_every=2)
+
+    settings = Settings(data_dir=tmp_path / "stream", _env_file=None)  # type: ignore[call-arg]
+    with open_platform(settings) as platform:
+        first = run_stream(
+            platform, source_name="feed", config_file=config, available_now=True, max_messages=40, now=lambda: NOW
+        )
+        assert first.failed == 0 and len(first.micro_batches) >= 2
+        assert first.readings == len(readings) + len(repeats)  # committed ones only: no aborted message
+        assert {b.kind for b in platform.metadata.list_batches(limit=50)} == {"stream"}
+
+        later = _readings(6, range(24), day=2)
+        _produce(servers, name, later, per_transaction=50, abort_every=1)
+        second = run_stream(platform, source_name="feed", config_file=config, available_now=True, now=lambda: NOW)
+        assert second.readings == len(later)  # only what is new: positions come from the lake
+        positions = lake_positions(platform, platform.source("feed", config), [0, 1, 2])
+        streamed = _tables(platform)
+        bronze_values = set(read_table(platform, "bronze_feed")["value"].to_pylist())
+
+    assert all(p >= 0 for p in positions.values())
+    assert "999" not in bronze_values
+    assert streamed == _batch_tables(tmp_path, config, readings + later, "batch")
+
+
+def test_a_failed_micro_batch_stops_the_stream_and_loses_nothing(
+    topic: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.application import stages
+    from app.domain.errors import TableStoreError
+
+    servers, name = topic
+    config = _config(tmp_path, servers, name)
+    readings = _readings(4, range(24))
+    _produce(servers, name, readings, per_transaction=24, abort_every=3)
+    real_gold = stages.gold
+    calls = {"n": 0}
+
+    def gold_failing_on_the_second(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise TableStoreError("the disk is full")
+        return real_gold(*args, **kwargs)
+
+    settings = Settings(data_dir=tmp_path / "stream", _env_file=None)  # type: ignore[call-arg]
+    with open_platform(settings) as platform:
+        monkeypatch.setattr(stages, "gold", gold_failing_on_the_second)
+        with pytest.raises(StreamStoppedError, match="the disk is full"):
+            run_stream(
+                platform, source_name="feed", config_file=config, available_now=True, max_messages=30, now=lambda: NOW
+            )
+        monkeypatch.undo()
+        again = run_stream(
+            platform, source_name="feed", config_file=config, available_now=True, max_messages=30, now=lambda: NOW
+        )
+        assert again.failed == 0
+        streamed = _tables(platform)
+
+    assert streamed == _batch_tables(tmp_path, config, readings, "batch")
+
+
+def test_run_batch_on_a_topic_source_points_to_stream(
+    topic: tuple[str, str], tmp_path: Path, platform: LocalPlatform
+) -> None:
+    from app.domain.errors import ConfigurationError
+
+    servers, name = topic
+    with pytest.raises(ConfigurationError, match="energy-platform stream --source feed"):
+        run_batch(platform, source_name="feed", config_file=_config(tmp_path, servers, name))
