@@ -63,6 +63,8 @@ class BatchResult:
     tables: dict[str, str] = field(default_factory=dict)
     duration_seconds: float = 0.0
     error: str | None = None
+    #: The latest interval start among the batch's silver rows (a stream's watermark moves to it).
+    latest_interval: datetime | None = None
 
 
 class UnitOfWork:
@@ -148,6 +150,7 @@ class BatchPipeline:
         now: datetime | None = None,
         batch_id: str | None = None,
         kind: str = "ingest",
+        watermark: datetime | None = None,
     ) -> BatchResult:
         """Ingest `paths` as one batch (of `kind`: `ingest`, or `stream` for a stream's micro-batch);
         files already ingested successfully are skipped unless `force`."""
@@ -162,7 +165,7 @@ class BatchPipeline:
             return result
         result.batch_id = batch_id or new_batch_id(started)
         result.files = files
-        return self.execute(source, FileRows(self.reader, files, kind=kind), result, started)
+        return self.execute(source, FileRows(self.reader, files, kind=kind), result, started, watermark=watermark)
 
     def replay(
         self, source: SourceConfig, original: BatchRecord, *, now: datetime | None = None, batch_id: str | None = None
@@ -200,8 +203,17 @@ class BatchPipeline:
             source, QuarantineRows(replay_of=batch_of, rows=rows, kept=stored.filter(malformed)), result, started
         )
 
-    def execute(self, source: SourceConfig, rows: RowSource, result: BatchResult, started: datetime) -> BatchResult:
-        """Run `rows` through the stages as batch `result.batch_id`, in a unit of work."""
+    def execute(
+        self,
+        source: SourceConfig,
+        rows: RowSource,
+        result: BatchResult,
+        started: datetime,
+        *,
+        watermark: datetime | None = None,
+    ) -> BatchResult:
+        """Run `rows` through the stages as batch `result.batch_id`, in a unit of work; `watermark`
+        is a stream's, against which late reads are judged."""
         assert result.batch_id is not None
         clock = time.perf_counter()
         self.on_batch(result.batch_id)
@@ -236,6 +248,7 @@ class BatchPipeline:
             started=started,
             store=self.store,
             positions=rows.recorded_positions,
+            watermark=watermark,
         )
         try:
             self._stages(batch, rows, result, log)
@@ -320,6 +333,7 @@ class BatchPipeline:
 
         clock = time.perf_counter()
         gold_in, gold_out = stages.gold(batch, silver)
+        result.latest_interval = silver.bounds["last"] if silver.bounds else None
         for table in (GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD):
             result.tables[table.name] = store.location(table.name)
         stages.check_invariants(batch, validated, judged, silver)

@@ -79,6 +79,8 @@ class Batch:
     store: TableStore
     #: Source positions the bronze commit records (a stream's micro-batch); {} for files.
     positions: Mapping[str, int] = field(default_factory=dict)
+    #: A stream's watermark: the latest interval start it has stored (None: a batch, or nothing yet).
+    watermark: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -387,7 +389,7 @@ def validate(batch: Batch, read: Read) -> Validated:
     store, source = batch.store, batch.source
     schema = parsed_schema(read.header)
     parsed = store.map_arrow(read.rows, partial(parse_rows, source=source, header=read.header), schema)
-    params = RuleParams.for_source(source, now_utc=batch.started)
+    params = RuleParams.for_source(source, now_utc=batch.started, watermark=batch.watermark)
     register = source.value_kind == "register"
     if register:
         schema = register_schema(schema)

@@ -14,7 +14,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
+import narwhals as nw
 import structlog
 
 from app.application.pipeline import BatchResult, Progress, new_batch_id
@@ -22,6 +24,7 @@ from app.application.ports import Platform
 from app.application.row_sources import MessageRows
 from app.application.runner import pipeline_under_lock
 from app.domain.errors import ConfigurationError, InputFileError, NotAvailableError, PlatformError
+from app.domain.schemas import SILVER_READINGS
 from app.domain.sources import SourceConfig
 
 #: Files one micro-batch takes at most, by default.
@@ -148,13 +151,15 @@ def run_stream(
     pending = landing.new_files()  # a missing folder fails here, before anything runs
     written: set[str] = set()
     since_compaction = 0
+    watermark = stored_watermark(platform, source)
     while not stop.is_set():
         if pending:
             taken, pending = pending[:max_files], pending[max_files:]
             with platform.lock(f"stream --source {source.name}", wait_seconds=max(trigger_seconds, 60.0)) as lock:
                 result = pipeline_under_lock(platform, lock, progress).run(
-                    source, taken, kind="stream", now=now() if now else None
+                    source, taken, kind="stream", now=now() if now else None, watermark=watermark
                 )
+            watermark = _later(watermark, result.latest_interval)
             summary.micro_batches.append(result)
             if result.status == "failed":
                 landing.skipped.update(str(p) for p in taken)
@@ -227,6 +232,7 @@ def _run_topic(
     try:
         positions = lake_positions(platform, source, topic.partitions())
         topic.seek(positions)
+        watermark = stored_watermark(platform, source)
         while not stop.is_set():
             wait = DRAINED_SECONDS if available_now else trigger_seconds
             messages = topic.poll(max_messages=max_messages, timeout_seconds=max(wait, 0.1))
@@ -241,7 +247,8 @@ def _run_topic(
                 pipeline = pipeline_under_lock(platform, lock, progress)
                 started = now() if now else datetime.now(UTC)
                 result = BatchResult(batch_id=new_batch_id(started), source=source.name, status="skipped")
-                result = pipeline.execute(source, rows, result, started)
+                result = pipeline.execute(source, rows, result, started, watermark=watermark)
+            watermark = _later(watermark, result.latest_interval)
             summary.micro_batches.append(result)
             if on_micro_batch:
                 on_micro_batch(result)
@@ -262,3 +269,22 @@ def _run_topic(
     finally:
         topic.close()
     return summary
+
+
+def stored_watermark(platform: Platform, source: SourceConfig) -> datetime | None:
+    """The latest interval start the lake's silver holds for a source: where a stream's watermark starts."""
+    store = platform.store
+    if not store.exists(SILVER_READINGS.name):
+        return None
+    latest = store.collect(
+        store.read(SILVER_READINGS)
+        .filter(nw.col("source") == source.name)
+        .select(nw.col("interval_start_utc").max().alias("latest"))
+    ).to_pylist()[0]["latest"]
+    return cast("datetime | None", latest)
+
+
+def _later(watermark: datetime | None, latest: datetime | None) -> datetime | None:
+    if watermark is None or latest is None:
+        return latest if watermark is None else watermark
+    return max(watermark, latest)

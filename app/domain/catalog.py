@@ -119,6 +119,15 @@ _RULES = (
         ("interval_minutes",),
     ),
     Rule(
+        "late_beyond_horizon",
+        "row",
+        "warn",
+        _ANY,
+        "in a stream, the interval starts before the latest interval the stream has stored (its watermark) "
+        "minus the source's `allowed_lateness`: a late read, kept (warn) but counted",
+        ("allowed_lateness",),
+    ),
+    Rule(
         "value_missing",
         "row",
         "quarantine",

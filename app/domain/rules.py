@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import narwhals as nw
@@ -50,10 +50,13 @@ class RuleParams:
     #: Register sources: a row's energy spans `span_minutes` (from the previous read), which
     #: the demand check divides by.
     spans: bool = False
+    #: In a stream: intervals starting before this are late_beyond_horizon (None: no watermark yet).
+    late_before: datetime | None = None
 
     @classmethod
-    def for_source(cls, source: SourceConfig, *, now_utc: datetime) -> RuleParams:
+    def for_source(cls, source: SourceConfig, *, now_utc: datetime, watermark: datetime | None = None) -> RuleParams:
         return cls(
+            late_before=None if watermark is None else watermark - source.allowed_lateness,
             now_utc=now_utc,
             interval_minutes=source.interval_minutes,
             series_timezone=source.series_timezone,
@@ -79,6 +82,10 @@ def energy_kwh() -> nw.Expr:
     return expr.otherwise(nw.lit(None, nw.Float64()))
 
 
+#: Before any reading: the horizon of a batch, which has no watermark.
+_NO_WATERMARK = datetime(1900, 1, 1, tzinfo=UTC)
+
+
 def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
     """The row rules in the order they are tried; expressions are true where a row fails."""
     interval_seconds = nw.col("interval_minutes").cast(nw.Int64()) * 60
@@ -102,6 +109,8 @@ def rule_checks(params: RuleParams) -> list[tuple[str, nw.Expr]]:
         "timestamp_off_grid": (seconds_of_day // interval_seconds * interval_seconds != seconds_of_day)
         | (nw.col("interval_start_utc").dt.microsecond() != 0),
         "timestamp_in_future": nw.col("interval_start_utc") > nw.lit(latest_start),
+        # Without a watermark nothing is late; still a column expression, which every engine can flag.
+        "late_beyond_horizon": nw.col("interval_start_utc") < nw.lit(params.late_before or _NO_WATERMARK),
         "value_missing": nw.col("value_status") == VALUE_MISSING,
         "value_unparseable": nw.col("value_status") == VALUE_UNPARSEABLE,
         "register_start": nw.col("value_status") == VALUE_REGISTER_START,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -395,6 +396,12 @@ class SourceConfig(BaseModel):
     bidirectional: bool = False
     missing_values: tuple[str, ...] = DEFAULT_MISSING_VALUES
     max_demand_kw: float = Field(default=1000.0, gt=0)
+    allowed_lateness: timedelta = Field(
+        default=timedelta(days=7),
+        gt=timedelta(0),
+        description="In a stream, reads older than the latest stored interval minus this are late_beyond_horizon "
+        "(ISO 8601 'P7D', '36h', '7 days').",
+    )
     # VEE
     rules: dict[str, RuleSetting] = Field(default_factory=dict, description="Severity per rule name.")
     validation: Validation = Validation()
@@ -541,7 +548,7 @@ class SourceConfig(BaseModel):
                 raise ValueError(f"a kafka source needs {' and '.join(missing)}")
             if self.layout != "long":
                 raise ValueError("a kafka source's messages are one reading each: layout must be 'long'")
-        elif not self.path:
+        elif "path" not in self.model_fields_set:
             raise ValueError("path is required: the file, folder or glob the source reads")
         has_quality = self.columns.quality is not None or self.format not in TABULAR_FORMATS
         if self.zero_when_quality and not has_quality:

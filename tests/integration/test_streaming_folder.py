@@ -252,3 +252,31 @@ def test_the_stream_compacts_and_checkpoints_what_it_writes_without_changing_a_r
         platform, source_name="feed", config_file=tmp_path / "sources.toml", available_now=True, now=lambda: NOW
     )
     assert [r.status for r in again.micro_batches] == ["succeeded"]
+
+
+def test_a_read_older_than_the_allowed_lateness_is_stored_and_counted_late(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    (tmp_path / "sources.toml").write_text(CONFIG + 'allowed_lateness = "P7D"\n', encoding="utf-8")
+    landing = tmp_path / "landing"
+    start = time.time() - 100
+    _drop(landing, "recent.csv", _day("A", 20), mtime=start)
+    _drop(landing, "backlog.csv", _day("B", 10) + _day("A", 15), mtime=start + 10)
+
+    summary = run_stream(
+        platform,
+        source_name="feed",
+        config_file=tmp_path / "sources.toml",
+        available_now=True,
+        max_files=1,
+        now=lambda: NOW,
+    )
+
+    recent, backlog = summary.micro_batches
+    assert "late_beyond_horizon" not in recent.rule_counts
+    # The watermark is 2025-06-20 23:00: day 10 is older than 7 days before it, day 15 is not.
+    assert backlog.rule_counts["late_beyond_horizon"] == 24
+    silver = read_table(platform, "silver_readings").to_pylist()
+    late = [r for r in silver if "late_beyond_horizon" in r["validation_flags"]]
+    assert {(r["meter_id"], r["local_date"].day) for r in late} == {("B", 10)} and len(late) == 24
+    assert len(silver) == 72

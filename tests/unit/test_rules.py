@@ -98,8 +98,25 @@ def test_each_rule_fires_for_its_row_only(engine: PandasDeltaStore, rule: str, c
 
 def test_every_rule_has_a_case() -> None:
     names = [name for name, _ in rule_checks(PARAMS)]
-    assert set(names) == {rule for rule, _ in CASES}
+    # late_beyond_horizon needs a stream's watermark: its own test below.
+    assert set(names) == {rule for rule, _ in CASES} | {"late_beyond_horizon"}
     assert list(RULE_NAMES) == [MALFORMED_ROW, *names]
+
+
+def test_a_read_older_than_the_watermark_minus_the_lateness_is_late(engine: PandasDeltaStore) -> None:
+    """Flagged (warn, kept) by default; never without a watermark, as in a batch."""
+    watermark = utc(2025, 6, 8, 10, 0)
+    late = RuleParams(**{**vars(PARAMS), "late_before": watermark - timedelta(days=7)})
+    rows = [_row(), _row(interval_start_utc=utc(2025, 6, 1, 9, 30)), _row(interval_start_utc=utc(2025, 6, 1, 10, 30))]
+    judged = _validate(engine, rows, late)
+    assert [(r["rejection_rule"], r["validation_flags"]) for r in judged] == [
+        (None, ""),
+        (None, "late_beyond_horizon"),
+        (None, ""),
+    ]
+    assert [r["validation_flags"] for r in _validate(engine, rows)] == ["", "", ""]
+    quarantining = RuleParams(**{**vars(late), "severities": {"late_beyond_horizon": "quarantine"}})
+    assert _rules(engine, rows, quarantining) == [None, "late_beyond_horizon", None]
 
 
 def test_a_valid_row_passes_and_gets_its_energy(engine: PandasDeltaStore) -> None:
@@ -422,7 +439,8 @@ def test_default_severities_list_the_row_rules_in_the_order_they_are_tried() -> 
 
 def test_every_row_rule_has_a_default_severity() -> None:
     assert set(RULE_NAMES) <= set(DEFAULT_SEVERITIES)
-    assert {DEFAULT_SEVERITIES[name] for name in RULE_NAMES} == {"quarantine"}
+    assert {DEFAULT_SEVERITIES[name] for name in RULE_NAMES if name != "late_beyond_horizon"} == {"quarantine"}
+    assert DEFAULT_SEVERITIES["late_beyond_horizon"] == "warn"
     assert PARAMS.severity("negative_import") == "quarantine"
     assert _with(negative_import="warn").severity("negative_import") == "warn"
 

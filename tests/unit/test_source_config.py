@@ -43,3 +43,22 @@ def test_missing_or_broken_config_files_are_named(tmp_path: Path) -> None:
         load_sources(tmp_path / "nope.toml")
     with pytest.raises(ConfigurationError, match="not valid TOML"):
         _load(tmp_path, "[sources.x\n")
+
+
+def test_kafka_sources_need_their_topic_and_refuse_file_keys_by_name() -> None:
+    from pydantic import ValidationError
+
+    from app.domain.sources import SourceConfig
+
+    kafka = {"name": "feed", "format": "kafka", "bootstrap_servers": "b:9092", "topic": "t", "unit": "kWh"}
+    assert SourceConfig.model_validate(kafka).topic == "t"
+    for missing in ("topic", "bootstrap_servers"):
+        with pytest.raises(ValidationError, match=f"a kafka source needs {missing}"):
+            SourceConfig.model_validate({k: v for k, v in kafka.items() if k != missing})
+    for key, value in (("path", "in/*.csv"), ("delimiter", ";"), ("encoding", "latin-1")):
+        with pytest.raises(ValidationError, match=f"'{key}'"):
+            SourceConfig.model_validate({**kafka, key: value})
+    with pytest.raises(ValidationError, match="'topic'"):
+        SourceConfig.model_validate({"name": "files", "path": "in", "unit": "kWh", "topic": "t"})
+    with pytest.raises(ValidationError, match="path is required"):
+        SourceConfig.model_validate({"name": "files", "unit": "kWh"})
