@@ -215,8 +215,8 @@ def _stream(
 
     def micro_batch(result: BatchResult) -> None:
         rows = result.reconciliation.rows_read if result.reconciliation else 0
-        files = len(result.files)
-        line = f"micro-batch {result.batch_id}: {result.status}, {files} file(s), {rows:,} readings"
+        files = f"{len(result.files)} file(s), " if result.files else ""
+        line = f"micro-batch {result.batch_id}: {result.status}, {files}{rows:,} readings"
         console.print(line + (f", {result.duration_seconds:.2f}s" if result.duration_seconds else ""))
         if result.error:
             _error(result.error)

@@ -13,13 +13,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import cast
 
 import narwhals as nw
 import structlog
 
-from app.application.pipeline import BatchResult, Progress, new_batch_id
+from app.application.pipeline import BatchPipeline, BatchResult, Progress, new_batch_id
 from app.application.ports import Platform
 from app.application.row_sources import MessageRows
 from app.application.runner import pipeline_under_lock
@@ -95,13 +96,17 @@ class LandingFolder:
         return sorted(new, key=lambda p: (stats[p][0], str(p)))
 
 
-def _check_options(platform: Platform, *, trigger_seconds: float, max_files: int, compact_every: int) -> None:
+def _check_options(
+    platform: Platform, *, trigger_seconds: float, max_files: int, max_messages: int, compact_every: int
+) -> None:
     if compact_every < 0:
         raise ConfigurationError("--compact-every must be 0 (never) or more micro-batches")
     if trigger_seconds < 0:
         raise ConfigurationError("--trigger must be 0 or more seconds")
     if max_files < 1:
         raise ConfigurationError("--max-files must be at least 1")
+    if max_messages < 1:
+        raise ConfigurationError("--max-messages must be at least 1")
     if platform.execution_mode != "local":
         raise NotAvailableError(
             f"streaming in execution mode {platform.execution_mode!r} is not available yet; use EXECUTION_MODE=local"
@@ -128,7 +133,13 @@ def run_stream(
     micro-batch in hand finishes and commits first), or, with `available_now`, until the files
     there at the start are taken. Every `compact_every` succeeded micro-batches (0: never) the
     tables they wrote are compacted and checkpointed, between micro-batches, under the lock."""
-    _check_options(platform, trigger_seconds=trigger_seconds, max_files=max_files, compact_every=compact_every)
+    _check_options(
+        platform,
+        trigger_seconds=trigger_seconds,
+        max_files=max_files,
+        max_messages=max_messages,
+        compact_every=compact_every,
+    )
     source = platform.source(source_name, config_file)
     stop = stop or threading.Event()
     if source.format == "kafka":
@@ -147,31 +158,15 @@ def run_stream(
             now=now,
         )
     landing = LandingFolder(platform, source, input_path or source.path)
-    summary = StreamSummary(source=source.name)
+    stream = _Stream(platform, source, trigger_seconds, compact_every, progress, on_micro_batch, now)
     pending = landing.new_files()  # a missing folder fails here, before anything runs
-    written: set[str] = set()
-    since_compaction = 0
-    watermark = stored_watermark(platform, source)
     while not stop.is_set():
         if pending:
             taken, pending = pending[:max_files], pending[max_files:]
-            with platform.lock(f"stream --source {source.name}", wait_seconds=max(trigger_seconds, 60.0)) as lock:
-                result = pipeline_under_lock(platform, lock, progress).run(
-                    source, taken, kind="stream", now=now() if now else None, watermark=watermark
-                )
-            watermark = _later(watermark, result.latest_interval)
-            summary.micro_batches.append(result)
+            result = stream.micro_batch(partial(_take_files, source, taken))
             if result.status == "failed":
                 landing.skipped.update(str(p) for p in taken)
-                summary.failed_files += [str(p) for p in taken]
-            else:
-                written.update(result.tables)
-                since_compaction += 1
-            if on_micro_batch:
-                on_micro_batch(result)
-            if compact_every and since_compaction >= compact_every:
-                summary.compactions.append(_compact(platform, source, sorted(written), progress))
-                since_compaction = 0
+                stream.summary.failed_files += [str(p) for p in taken]
             if pending:
                 continue
         if available_now:
@@ -179,7 +174,69 @@ def run_stream(
         stop.wait(trigger_seconds)
         if not stop.is_set():
             pending = landing.new_files()
-    return summary
+    return stream.summary
+
+
+#: One micro-batch's run: the pipeline, its start, and the stream's watermark -> its result.
+_MicroBatch = Callable[[BatchPipeline, datetime, datetime | None], BatchResult]
+
+
+def _take_files(
+    source: SourceConfig, files: list[Path], pipeline: BatchPipeline, started: datetime, watermark: datetime | None
+) -> BatchResult:
+    return pipeline.run(source, files, kind="stream", now=started, watermark=watermark)
+
+
+def _take_messages(
+    source: SourceConfig, rows: MessageRows, pipeline: BatchPipeline, started: datetime, watermark: datetime | None
+) -> BatchResult:
+    result = BatchResult(batch_id=new_batch_id(started), source=source.name, status="skipped")
+    return pipeline.execute(source, rows, result, started, watermark=watermark)
+
+
+class _Stream:
+    """What a running stream keeps between micro-batches: its summary, its watermark, and the
+    tables written since the last compaction."""
+
+    def __init__(
+        self,
+        platform: Platform,
+        source: SourceConfig,
+        trigger_seconds: float,
+        compact_every: int,
+        progress: Progress | None,
+        on_micro_batch: Callable[[BatchResult], None] | None,
+        now: Callable[[], datetime] | None,
+    ) -> None:
+        self.platform = platform
+        self.source = source
+        self.trigger_seconds = trigger_seconds
+        self.compact_every = compact_every
+        self.progress = progress
+        self.on_micro_batch = on_micro_batch
+        self.now = now or (lambda: datetime.now(UTC))
+        self.summary = StreamSummary(source=source.name)
+        self.watermark = stored_watermark(platform, source)
+        self.written: set[str] = set()
+        self.since_compaction = 0
+
+    def micro_batch(self, run: _MicroBatch) -> BatchResult:
+        """Run one micro-batch under the lake's lock, then move the watermark, report it, and
+        compact every `compact_every` succeeded ones."""
+        platform, source = self.platform, self.source
+        with platform.lock(f"stream --source {source.name}", wait_seconds=max(self.trigger_seconds, 60.0)) as lock:
+            result = run(pipeline_under_lock(platform, lock, self.progress), self.now(), self.watermark)
+        self.watermark = _later(self.watermark, result.latest_interval)
+        self.summary.micro_batches.append(result)
+        if self.on_micro_batch:
+            self.on_micro_batch(result)
+        if result.status != "failed":
+            self.written.update(result.tables)
+            self.since_compaction += 1
+            if self.compact_every and self.since_compaction >= self.compact_every:
+                self.summary.compactions.append(_compact(platform, source, sorted(self.written), self.progress))
+                self.since_compaction = 0
+        return result
 
 
 def _compact(
@@ -225,14 +282,10 @@ def _run_topic(
     now: Callable[[], datetime] | None,
 ) -> StreamSummary:
     """A topic in micro-batches: positions from the lake, each micro-batch's commit records its own."""
-    summary = StreamSummary(source=source.name)
-    written: set[str] = set()
-    since_compaction = 0
+    stream = _Stream(platform, source, trigger_seconds, compact_every, progress, on_micro_batch, now)
     topic = platform.topic(source)
     try:
-        positions = lake_positions(platform, source, topic.partitions())
-        topic.seek(positions)
-        watermark = stored_watermark(platform, source)
+        topic.seek(lake_positions(platform, source, topic.partitions()))
         while not stop.is_set():
             wait = DRAINED_SECONDS if available_now else trigger_seconds
             messages = topic.poll(max_messages=max_messages, timeout_seconds=max(wait, 0.1))
@@ -243,15 +296,7 @@ def _run_topic(
             rows = MessageRows(
                 topic=topic.topic, messages=messages, key_field=source.columns.meter_id, stream_id=stream_id(source)
             )
-            with platform.lock(f"stream --source {source.name}", wait_seconds=max(trigger_seconds, 60.0)) as lock:
-                pipeline = pipeline_under_lock(platform, lock, progress)
-                started = now() if now else datetime.now(UTC)
-                result = BatchResult(batch_id=new_batch_id(started), source=source.name, status="skipped")
-                result = pipeline.execute(source, rows, result, started, watermark=watermark)
-            watermark = _later(watermark, result.latest_interval)
-            summary.micro_batches.append(result)
-            if on_micro_batch:
-                on_micro_batch(result)
+            result = stream.micro_batch(partial(_take_messages, source, rows))
             if result.status == "failed":
                 # The micro-batch was rolled back: its messages are read again after a restart,
                 # never skipped. A stream does not go past data it could not store.
@@ -259,16 +304,10 @@ def _run_topic(
                     f"micro-batch {result.batch_id} of source {source.name!r} failed, so the stream stops "
                     f"at the positions the lake holds: {result.error}"
                 )
-            positions.update(rows.positions)
             topic.commit(rows.positions)
-            written.update(result.tables)
-            since_compaction += 1
-            if compact_every and since_compaction >= compact_every:
-                summary.compactions.append(_compact(platform, source, sorted(written), progress))
-                since_compaction = 0
     finally:
         topic.close()
-    return summary
+    return stream.summary
 
 
 def stored_watermark(platform: Platform, source: SourceConfig) -> datetime | None:

@@ -28,7 +28,9 @@ def _readings() -> list[dict[str, object]]:
     ]
 
 
-def _run_messages(platform: LocalPlatform, source: SourceConfig, messages: list[Message]) -> BatchResult:
+def _run_messages(
+    platform: LocalPlatform, source: SourceConfig, messages: list[Message], stream_id: str = ""
+) -> BatchResult:
     pipeline = BatchPipeline(
         store=platform.store,
         metadata=platform.metadata,
@@ -38,7 +40,8 @@ def _run_messages(platform: LocalPlatform, source: SourceConfig, messages: list[
         lake=platform.lake,
     )
     result = BatchResult(batch_id=new_batch_id(NOW), source=source.name, status="skipped")
-    return pipeline.execute(source, MessageRows(topic="readings", messages=messages), result, NOW)
+    rows = MessageRows(topic="readings", messages=messages, stream_id=stream_id)
+    return pipeline.execute(source, rows, result, NOW)
 
 
 def _without_lineage(platform: LocalPlatform, table: str) -> list[dict[str, object]]:
@@ -128,17 +131,7 @@ def test_the_bronze_commit_records_the_positions_and_a_rollback_sets_them_back(
     stream = "energy-platform-stream:feed:readings"
 
     def run(messages: list[Message]) -> BatchResult:
-        pipeline = BatchPipeline(
-            store=platform.store,
-            metadata=platform.metadata,
-            reader=platform.reader,
-            execution_mode="local",
-            logger=structlog.get_logger(),
-            lake=platform.lake,
-        )
-        result = BatchResult(batch_id=new_batch_id(NOW), source=source.name, status="skipped")
-        rows = MessageRows(topic="readings", messages=messages, stream_id=stream)
-        return pipeline.execute(source, rows, result, NOW)
+        return _run_messages(platform, source, messages, stream)
 
     def positions() -> list[int | None]:
         return [platform.store.position("bronze_feed", f"{stream}:{p}") for p in (0, 1)]
@@ -179,15 +172,5 @@ def test_a_first_micro_batch_rolled_back_leaves_no_position(
         raise TableStoreError("gold is down")
 
     monkeypatch.setattr(stages, "gold", failing_gold)
-    pipeline = BatchPipeline(
-        store=platform.store,
-        metadata=platform.metadata,
-        reader=platform.reader,
-        execution_mode="local",
-        logger=structlog.get_logger(),
-        lake=platform.lake,
-    )
-    result = BatchResult(batch_id=new_batch_id(NOW), source=source.name, status="skipped")
-    rows = MessageRows(topic="readings", messages=_messages(0, 4), stream_id="s:feed:readings")
-    assert pipeline.execute(source, rows, result, NOW).status == "failed"
+    assert _run_messages(platform, source, _messages(0, 4), "s:feed:readings").status == "failed"
     assert platform.store.position("bronze_feed", "s:feed:readings:0") is None

@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from app.application.runner import run_batch
-from app.application.streaming import run_stream
+from app.application.streaming import StreamSummary, run_stream
 from app.domain.errors import InputFileError
 from app.infrastructure.settings import Settings
 from app.wiring import LocalPlatform, open_platform
@@ -38,6 +39,18 @@ def _drop(folder: Path, name: str, rows: list[str], *, mtime: float | None = Non
     return path
 
 
+def _available_now(platform: LocalPlatform, tmp_path: Path, **options: Any) -> StreamSummary:
+    """Stream source `feed` of `tmp_path/sources.toml` until what its folder holds now is taken."""
+    return run_stream(
+        platform,
+        source_name="feed",
+        config_file=tmp_path / "sources.toml",
+        available_now=True,
+        now=lambda: NOW,
+        **options,
+    )
+
+
 def _tables(platform: LocalPlatform) -> dict[str, list[dict[str, object]]]:
     dropped = {"batch_id", "ingested_at", "updated_at", "quarantined_at", "source_file"}
     return {
@@ -57,15 +70,8 @@ def test_available_now_takes_each_file_once_in_micro_batches_equal_to_one_batch(
 
     streamed = Settings(data_dir=tmp_path / "stream", _env_file=None)  # type: ignore[call-arg]
     with open_platform(streamed) as platform:
-        summary = run_stream(
-            platform,
-            source_name="feed",
-            config_file=tmp_path / "sources.toml",
-            available_now=True,
-            max_files=2,
-            now=lambda: NOW,
-        )
-        again = run_stream(platform, source_name="feed", config_file=tmp_path / "sources.toml", available_now=True)
+        summary = _available_now(platform, tmp_path, max_files=2)
+        again = _available_now(platform, tmp_path)
         batches = platform.metadata.list_batches(limit=10)
         streamed_tables = _tables(platform)
 
@@ -144,14 +150,7 @@ def test_a_bad_file_fails_its_micro_batch_and_the_stream_goes_on(platform: Local
     os.utime(landing / "bad.csv", (start, start))
     _drop(landing, "good.csv", _day("A", 1), mtime=start + 10)
 
-    summary = run_stream(
-        platform,
-        source_name="feed",
-        config_file=tmp_path / "sources.toml",
-        available_now=True,
-        max_files=1,
-        now=lambda: NOW,
-    )
+    summary = _available_now(platform, tmp_path, max_files=1)
 
     assert [r.status for r in summary.micro_batches] == ["failed", "succeeded"]
     assert summary.failed_files == [str(landing / "bad.csv")]
@@ -162,7 +161,7 @@ def test_a_bad_file_fails_its_micro_batch_and_the_stream_goes_on(platform: Local
 def test_a_missing_landing_folder_is_an_error_naming_it(platform: LocalPlatform, tmp_path: Path) -> None:
     (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
     with pytest.raises(InputFileError, match="landing"):
-        run_stream(platform, source_name="feed", config_file=tmp_path / "sources.toml", available_now=True)
+        _available_now(platform, tmp_path)
 
 
 @pytest.mark.slow
@@ -212,15 +211,7 @@ def test_the_stream_compacts_and_checkpoints_what_it_writes_without_changing_a_r
     start = time.time() - 100
     for day in range(1, 5):
         _drop(landing, f"day{day}.csv", _day(f"M{day}", 1), mtime=start + day)
-    summary = run_stream(
-        platform,
-        source_name="feed",
-        config_file=tmp_path / "sources.toml",
-        available_now=True,
-        max_files=1,
-        compact_every=0,
-        now=lambda: NOW,
-    )
+    summary = _available_now(platform, tmp_path, max_files=1, compact_every=0)
     silver = DeltaTable(platform.store.location("silver_readings"))
     before_rows = read_table(platform, "silver_readings")
     files_before = len(silver.file_uris())
@@ -228,15 +219,7 @@ def test_the_stream_compacts_and_checkpoints_what_it_writes_without_changing_a_r
 
     for day in range(5, 7):
         _drop(landing, f"day{day}.csv", _day(f"M{day}", 1), mtime=start + day)
-    summary = run_stream(
-        platform,
-        source_name="feed",
-        config_file=tmp_path / "sources.toml",
-        available_now=True,
-        max_files=1,
-        compact_every=2,
-        now=lambda: NOW,
-    )
+    summary = _available_now(platform, tmp_path, max_files=1, compact_every=2)
 
     assert len(summary.compactions) == 1
     files = summary.compactions[0]
@@ -248,9 +231,7 @@ def test_the_stream_compacts_and_checkpoints_what_it_writes_without_changing_a_r
     assert list((Path(platform.store.location("silver_readings")) / "_delta_log").glob("*.checkpoint.parquet"))
     # A batch after the compaction still commits and rolls back as before.
     _drop(landing, "day7.csv", _day("M7", 1), mtime=start + 7)
-    again = run_stream(
-        platform, source_name="feed", config_file=tmp_path / "sources.toml", available_now=True, now=lambda: NOW
-    )
+    again = _available_now(platform, tmp_path)
     assert [r.status for r in again.micro_batches] == ["succeeded"]
 
 
@@ -263,14 +244,7 @@ def test_a_read_older_than_the_allowed_lateness_is_stored_and_counted_late(
     _drop(landing, "recent.csv", _day("A", 20), mtime=start)
     _drop(landing, "backlog.csv", _day("B", 10) + _day("A", 15), mtime=start + 10)
 
-    summary = run_stream(
-        platform,
-        source_name="feed",
-        config_file=tmp_path / "sources.toml",
-        available_now=True,
-        max_files=1,
-        now=lambda: NOW,
-    )
+    summary = _available_now(platform, tmp_path, max_files=1)
 
     recent, backlog = summary.micro_batches
     assert "late_beyond_horizon" not in recent.rule_counts
