@@ -31,7 +31,12 @@ Documented choices (see also `VeeParams`):
   then longer than `max_gap_days` and left missing. A side with no present row at all is
   the start or end of the series' known data, and nothing is extrapolated past it by more
   than `max_flat_minutes`: a gap up to that long is flat-filled from the other side, a longer
-  one stays missing (no like-day profile is invented where no meter spoke).
+  one stays missing (no like-day profile is invented where no meter spoke). A gap of up to
+  `max_gap_days` between two present intervals one of which is the batch's is filled on
+  every day of it that has reads (stored or the batch's), not only the batch's: a late read
+  or a later micro-batch that ends a gap has it estimated again as one gap (replacing the
+  estimates made when only one side was known), so the result does not depend on how the
+  reads were split into batches.
 - **Rules.** All three rules judge the present values before any rejection (history and
   batch alike), simultaneously; only accepted batch rows are flagged or rejected. A spike
   flags every interval that equals the day's highest value (ties are all "the highest").
@@ -548,6 +553,30 @@ def _margins(params: VeeParams, minutes: int) -> tuple[int, int]:
     return max(reach, look_back) + 1, reach + 1
 
 
+def _renewed(
+    judged: np.ndarray, present: np.ndarray, from_batch: np.ndarray, limit: int, day: np.ndarray
+) -> np.ndarray:
+    """The points whose gaps are filled: those of the judged days, and the points of a gap of
+    at most `limit` points between two present points one of which the batch supplies, on the
+    days the series has a present point (stored or the batch's). Such a gap was filled (or
+    left) when only one side was known, by flat fill or not at all; the batch gives it its
+    second neighbour, so it is estimated again as one gap, the way one batch of all the reads
+    would (which judges every day it has reads for, and no day without). A gap with no present
+    point on one side stays limited to the judged days (nothing is known past the end of the
+    data), and a longer gap is left missing anyway."""
+    starts, ends = _runs(~present)
+    inside = (starts > 0) & (ends < len(present)) & (ends - starts <= limit)
+    starts, ends = starts[inside], ends[inside]
+    renewed = from_batch[starts - 1] | from_batch[ends]
+    if not renewed.any():
+        return judged
+    points, _ = _expand(starts[renewed], ends[renewed])
+    read_days = np.bincount(day[present], minlength=int(day.max(initial=0)) + 1) > 0
+    judged = judged.copy()
+    judged[points[read_days[day[points]]]] = True
+    return judged
+
+
 def _fill(
     rows: _Rows,
     state: _State,
@@ -565,6 +594,9 @@ def _fill(
     judged_day, quarantined, outside = judgement
     present, source, value = _present(rows, state, quarantined, params.rejected_replaces_history)
     judged = judged_day[grid.day]
+    if params.estimation.enabled:
+        limit = params.estimation.max_gap_days * 1440 // grid.minutes
+        judged = _renewed(judged, present, (state.batch >= 0) & ~quarantined, limit, grid.day)
     gaps = _gaps(present, judged, outside, grid, params.estimation)
     points, run = _expand(gaps.starts, gaps.ends)
     keep = judged[points]

@@ -99,6 +99,59 @@ def test_available_now_takes_each_file_once_in_micro_batches_equal_to_one_batch(
     assert silver[("A", 0)] == 2.0  # the later arrival won
 
 
+def _rounded(tables: dict[str, list[dict[str, object]]]) -> dict[str, list[dict[str, object]]]:
+    """Rows in key order with floats to 1e-9 (a sum's last bit depends on the order it adds in),
+    without the line a read came from (one file or two)."""
+    return {
+        name: sorted(
+            (
+                {k: round(v, 9) if isinstance(v, float) else v for k, v in row.items() if k != "line_number"}
+                for row in rows
+            ),
+            key=repr,
+        )
+        for name, rows in tables.items()
+    }
+
+
+def test_a_gap_a_later_micro_batch_ends_is_estimated_as_one_batch_of_all_the_reads_would(tmp_path: Path) -> None:
+    """Reproducer: the first file stops at 21:00 and its last two hours were flat-filled; the
+    second starts at 01:00 the next day. One batch of both estimates 22:00-01:00 linearly on
+    both days; the stream kept the flat fill on the first day."""
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    landing = tmp_path / "landing"
+    start = time.time() - 100
+    first = [f"A,2025-06-01T{h:02d}:00Z,{h + 1}" for h in range(22)]
+    second = [f"A,2025-06-02T{h:02d}:00Z,{30 - h}" for h in range(1, 24)]
+    _drop(landing, "1.csv", first, mtime=start)
+    _drop(landing, "2.csv", second, mtime=start + 10)
+
+    with open_platform(Settings(data_dir=tmp_path / "stream", _env_file=None)) as platform:  # type: ignore[call-arg]
+        summary = _available_now(platform, tmp_path, max_files=1)
+        streamed = _tables(platform)
+    assert len(summary.micro_batches) == 2 and summary.failed == 0
+
+    everything = write_csv(tmp_path / "all" / "all.csv", first + second, header=HEADER)
+    with open_platform(Settings(data_dir=tmp_path / "batch", _env_file=None)) as platform:  # type: ignore[call-arg]
+        result = run_batch(
+            platform, source_name="feed", config_file=tmp_path / "sources.toml", input_path=str(everything), now=NOW
+        )
+        assert result.status == "succeeded", result.error
+        at_once = _tables(platform)
+
+    estimates = {
+        r["interval_start_utc"].isoformat(): (r["estimation_method"], r["energy_kwh"])
+        for r in streamed["silver_readings"]
+        if r["estimation_method"]
+    }
+    assert estimates == {
+        "2025-06-01T22:00:00+00:00": ("linear", pytest.approx(22 + 7 / 4)),
+        "2025-06-01T23:00:00+00:00": ("linear", pytest.approx(22 + 14 / 4)),
+        "2025-06-02T00:00:00+00:00": ("linear", pytest.approx(22 + 21 / 4)),
+    }
+    assert _rounded(streamed) == _rounded(at_once)
+
+
 def test_a_running_stream_takes_files_as_they_arrive_and_stops_on_request(
     platform: LocalPlatform, tmp_path: Path
 ) -> None:

@@ -139,8 +139,9 @@ def estimates(result: pa.Table) -> list[tuple[datetime, float, str]]:
     return [(r["interval_start_utc"], r["energy_kwh"], r["estimation_method"]) for r in role(result, "estimate")]
 
 
-def missing(result: pa.Table) -> list[datetime]:
-    return [r["interval_start_utc"] for r in role(result, "missing")]
+def missing(result: pa.Table, day: date | None = None) -> list[datetime]:
+    """Missing interval starts, of local day `day` only if given."""
+    return [r["interval_start_utc"] for r in role(result, "missing") if day is None or r["local_date"] == day]
 
 
 def flags(result: pa.Table) -> dict[datetime, str]:
@@ -249,6 +250,28 @@ def test_gap_longer_than_max_gap_days_is_missing() -> None:
     # Within a longer reach the same gap is like-day, and without history still missing.
     wider = run(rows, params(estimation=Estimation(max_gap_days=3)))
     assert missing(wider) == missing(result)
+
+
+def test_a_gap_across_midnight_is_estimated_again_on_both_days_when_its_second_side_arrives() -> None:
+    """Reproducer: a stream stored Monday's reads to 22:00, whose last hour was flat-filled
+    then; Tuesday's reads from 01:00 arrive in a later micro-batch. The gap 22:00-01:00 is now
+    one gap between two reads (linear), on both days, as one batch of all the reads gives."""
+    tuesday = MONDAY + timedelta(days=1)
+    monday_values = [float(i) for i in range(48)]
+    stored = history([MONDAY], monday_values, skip=range(44, 48))
+    arriving = day_rows(tuesday, 10.0, skip=range(2))
+    streamed = run([*stored, *arriving])
+    at_once = run([*day_rows(MONDAY, monday_values, skip=range(44, 48)), *arriving])
+
+    gap = [at(MONDAY, i) for i in range(44, 48)] + [at(tuesday, i) for i in range(2)]
+    step = (10.0 - 43.0) / 7
+    expected = [(start, pytest.approx(43.0 + step * (k + 1)), "linear") for k, start in enumerate(gap)]
+    assert estimates(streamed) == expected
+    assert estimates(at_once) == expected
+    assert missing(streamed) == []
+    # Without the batch's side, Monday's tail stays as it was judged then: not a gap of this batch.
+    later = run([*stored, *history([tuesday], 10.0, skip=range(2)), *day_rows(tuesday + timedelta(days=1))])
+    assert estimates(later) == []
 
 
 def test_gap_towards_data_beyond_the_reach_is_missing_not_flat() -> None:
@@ -653,7 +676,7 @@ def test_a_long_gap_after_the_last_read_is_flat_for_max_flat_minutes_then_missin
 
     # 720 minutes is more than max_flat_minutes (180): nothing is extrapolated.
     assert estimates(result) == []
-    assert missing(result) == [at(MONDAY, i) for i in gap]
+    assert missing(result, MONDAY) == [at(MONDAY, i) for i in gap]
 
 
 def test_a_long_gap_at_the_start_of_the_data_is_left_missing_not_flat() -> None:
@@ -688,10 +711,10 @@ def test_one_sided_gap_at_the_limit_is_flat_and_beyond_it_missing(minutes: int, 
         assert estimates(with_history) == expected
         assert estimates(without) == expected
         assert missing(without) == []
-        assert missing(with_history) == []
+        assert missing(with_history, MONDAY) == []
     else:  # even where a like-day exists
         assert estimates(with_history) == estimates(without) == []
-        assert missing(with_history) == missing(without) == starts
+        assert missing(with_history, MONDAY) == missing(without) == starts
 
 
 @pytest.mark.parametrize("skipped", [6, 7])
@@ -720,7 +743,7 @@ def test_max_flat_minutes_is_configurable(max_flat_minutes: int, method: str | N
     if method == "flat":
         assert estimates(result) == [(at(MONDAY, i), 5.0, "flat") for i in gap]
     else:
-        assert (estimates(result), missing(result)) == ([], [at(MONDAY, i) for i in gap])
+        assert (estimates(result), missing(result, MONDAY)) == ([], [at(MONDAY, i) for i in gap])
 
 
 def test_two_sided_gap_longer_than_max_flat_minutes_is_unaffected() -> None:
