@@ -12,6 +12,7 @@ import typer
 if TYPE_CHECKING:
     from app.application.pipeline import BatchResult
     from app.application.source_check import SourceCheck
+    from app.domain.audit import AuditRecord
     from app.infrastructure.settings import Settings
     from app.wiring import LocalPlatform
 
@@ -32,6 +33,10 @@ app.add_typer(quarantine_app, name="quarantine")
 app.add_typer(sources_app, name="sources")
 db_app = typer.Typer(help="The metadata database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+audit_app = typer.Typer(
+    help="The audit trail of mutating actions: who did what, when, and how it ended.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 #: How long a run waits for another run on the same data directory to finish.
 WaitOption = Annotated[
@@ -160,6 +165,7 @@ def run_batch(
     """Run bronze -> silver -> gold for one source (default: the bundled sample).
 
     With PROCESSING_MODE=streaming this runs the source as a stream instead (`stream`)."""
+    from app.application.audit import cli_actor
     from app.application.runner import run_batch as run
 
     with _platform() as platform:
@@ -177,6 +183,7 @@ def run_batch(
             force=force,
             progress=_progress(),
             wait_seconds=wait,
+            actor=cli_actor(),
         )
     _summary(result)
     if result.status == "failed":
@@ -200,6 +207,7 @@ def _stream(
     import signal
     import threading
 
+    from app.application.audit import StreamAudit, cli_actor
     from app.application.streaming import run_stream
 
     stop = threading.Event()
@@ -214,6 +222,9 @@ def _stream(
     previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def micro_batch(result: BatchResult) -> None:
+        if result.batch_id is None:  # Spark ran again a micro-batch the lake already holds
+            console.print(f"micro-batch already committed: {result.status}, nothing written again")
+            return
         rows = result.reconciliation.rows_read if result.reconciliation else 0
         files = f"{len(result.files)} file(s), " if result.files else ""
         line = f"micro-batch {result.batch_id}: {result.status}, {files}{rows:,} readings"
@@ -221,8 +232,11 @@ def _stream(
         if result.error:
             _error(result.error)
 
+    options = {"config": config, "input": input_path, "trigger_seconds": trigger, "available_now": available_now}
+    options |= {"max_files": max_files, "max_messages": max_messages, "compact_every": compact_every}
+    audit = StreamAudit(platform.metadata, cli_actor(), source, options)
     try:
-        with _reported():
+        with _reported(), audit.until_started():
             if not available_now:
                 console.print(f"streaming source {source}: new files every {trigger:g}s; Ctrl-C or SIGTERM stops")
             summary = run_stream(
@@ -238,6 +252,7 @@ def _stream(
                 stop=stop,
                 progress=_progress(),
                 on_micro_batch=micro_batch,
+                audit=audit,
             )
     finally:
         for sig, handler in previous.items():
@@ -289,10 +304,13 @@ def stream(
 def recover_lake(wait: WaitOption = 0.0) -> None:
     """Roll back and mark failed the batches a killed run left running (runs and replays do this
     first on their own; reads never do)."""
+    from app.application.audit import audited, cli_actor
+    from app.domain.audit import RECOVER
     from app.wiring import recover
 
-    with _platform() as platform:
+    with _platform() as platform, audited(platform.metadata, cli_actor(), RECOVER) as audit:
         recovered = recover(platform, wait_seconds=wait)
+        audit.details["recovered"] = recovered
     if recovered:
         _console().print(f"Recovered {len(recovered)} interrupted batch(es): {', '.join(recovered)}")
     else:
@@ -358,10 +376,13 @@ def replay_quarantine(
 ) -> None:
     """Re-run a batch's quarantined rows through its source's current config and rules: rows that
     now pass reach silver and gold once; the rest stay in quarantine. Recorded as a replay batch."""
+    from app.application.audit import cli_actor
     from app.application.runner import replay_quarantine as replay
 
     with _platform() as platform:
-        result = replay(platform, batch_id=batch_id, config_file=config, progress=_progress(), wait_seconds=wait)
+        result = replay(
+            platform, batch_id=batch_id, config_file=config, progress=_progress(), wait_seconds=wait, actor=cli_actor()
+        )
     if result.batch_id is None:
         _console().print(f"Nothing to do: {result.error}.")
         return
@@ -429,6 +450,9 @@ def show_batch(batch_id: str) -> None:
     console.print(f"records {record.record_count:,}  checksum {record.checksum}  sequence {record.sequence}")
     if record.replay_of:
         console.print(f"replay of batch {record.replay_of}")
+    if record.positions:
+        offsets = ", ".join(f"{p}: {o}" for p, o in sorted(record.positions.items(), key=lambda i: int(i[0])))
+        console.print(f"positions (partition: last offset taken) {offsets}")
     if record.error:
         from app.infrastructure.logging import redact_text
 
@@ -457,16 +481,188 @@ def show_batch(batch_id: str) -> None:
 def show_table(
     name: str,
     limit: Annotated[int, typer.Option(min=1, help="How many rows.")] = 10,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="A past version: its number (see `tables history`), or an ISO 8601 time such as 2025-06-01T12:00Z.",
+        ),
+    ] = None,
 ) -> None:
     """Print the first rows of a table, e.g. silver_readings or gold_daily_meter_energy."""
+    from app.application.lake_ops import checked_as_of, existing_tables, parse_as_of
+
     with _platform() as platform:
-        if not platform.store.exists(name):
-            _error(f"no table {name!r} at {platform.store.location(name)}")
-            raise typer.Exit(code=1)
-        rows = platform.store.head(name, limit=limit)
-        total = platform.store.count(name)
+        [table] = existing_tables(platform, name)
+        version = checked_as_of(platform, table, parse_as_of(as_of)) if as_of is not None else None
+        rows = platform.store.head(table, limit=limit, as_of=version)
+        total = platform.store.count(table) if version is None else None
     _console().print(rows.to_pandas().to_string(index=False))
-    _console().print(f"({total:,} rows in {name})")
+    _console().print(f"({total:,} rows in {name})" if total is not None else f"(first rows of {name} as of {as_of})")
+
+
+@tables_app.command("history")
+def table_history(
+    name: str,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the newest N versions.")] = None,
+) -> None:
+    """List a table's versions, newest first: time, operation, batch and rows changed."""
+    from rich.table import Table
+
+    from app.application.lake_ops import table_history as history
+
+    with _platform() as platform:
+        versions = history(platform, name, limit=limit)
+    from rich import box
+
+    view = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for column in ("version", "time (UTC)", "operation", "batch", "added", "updated", "removed"):
+        view.add_column(
+            column, no_wrap=True, justify="left" if column in ("time (UTC)", "operation", "batch") else "right"
+        )
+    for v in versions:
+        view.add_row(
+            str(v.version),
+            v.timestamp.strftime("%Y-%m-%d %H:%M:%S"),
+            v.operation,
+            v.batch_id or "",
+            f"{v.rows_added:,}",
+            f"{v.rows_updated:,}",
+            f"{v.rows_removed:,}",
+        )
+    console = _console()
+    if not console.is_terminal:  # a pipe or a file: whole lines, not the 80 columns rich assumes
+        console.width = 140
+    console.print(view)
+
+
+@tables_app.command("changes")
+def table_changes(
+    name: str,
+    since_version: Annotated[int, typer.Option("--since-version", min=0, help="The first version to include.")],
+    limit: Annotated[int | None, typer.Option(min=1, help="Print at most N rows.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per row (JSON Lines).")] = False,
+) -> None:
+    """Rows a silver or gold table's versions inserted, updated and deleted since a version."""
+    from app.application.lake_ops import table_changes as changes
+
+    with _platform() as platform:
+        rows = changes(platform, name, since_version=since_version)
+    shown = rows.slice(0, limit) if limit is not None else rows
+    if as_json:
+        import json
+
+        for row in shown.to_pylist():
+            print(json.dumps(row, default=str))
+        return
+    _console().print(shown.to_pandas().to_string(index=False) if shown.num_rows else "no changes")
+    _console().print(f"({rows.num_rows:,} changed rows in {name} since version {since_version})")
+
+
+@tables_app.command("optimize")
+def optimize_tables(
+    name: Annotated[str | None, typer.Argument(help="One table (default: every table of the lake).")] = None,
+    zorder: Annotated[
+        list[str] | None, typer.Option("--zorder", help="Cluster rows by this column (repeatable), e.g. meter_id.")
+    ] = None,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Compact small files (or Z-order them) and checkpoint the log; no row changes."""
+    from app.application.audit import cli_actor
+    from app.application.lake_ops import optimize_tables as optimize
+
+    with _platform() as platform:
+        files = optimize(platform, name=name, zorder=zorder or (), wait_seconds=wait, actor=cli_actor())
+    for table, (before, after) in files.items():
+        _console().print(f"{table}: {before:,} -> {after:,} data files")
+
+
+@tables_app.command("vacuum")
+def vacuum_tables(
+    name: Annotated[str | None, typer.Argument(help="One table (default: every table of the lake).")] = None,
+    retain_hours: Annotated[
+        float, typer.Option("--retain-hours", min=0, help="Keep the files of versions younger than this.")
+    ] = 168.0,
+    force: Annotated[bool, typer.Option("--force", help="Allow a retention shorter than 168 hours.")] = False,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Delete the data files only versions older than --retain-hours read (default 168, Delta's own)."""
+    from app.application.audit import cli_actor
+    from app.application.lake_ops import vacuum_tables as vacuum
+
+    with _platform() as platform:
+        deleted = vacuum(
+            platform, name=name, retain_hours=retain_hours, force=force, wait_seconds=wait, actor=cli_actor()
+        )
+    for table, count in deleted.items():
+        _console().print(f"{table}: {count:,} files deleted")
+
+
+def _audit_row(record: AuditRecord) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    from app.infrastructure.logging import redact_text
+
+    row = {"id": record.id, **asdict(record)}
+    row["at"] = record.at.isoformat()
+    row["error"] = redact_text(record.error) if record.error else None
+    return row
+
+
+@audit_app.command("list")
+def list_audit(
+    limit: Annotated[int, typer.Option(min=1, help="How many records.")] = 20,
+    action: Annotated[
+        str | None, typer.Option(help='Only this action, e.g. "run-batch", "tables vacuum", "stream start".')
+    ] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor: an OS user or an API key's name.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only actions at or after this ISO 8601 time with offset (a date alone: its midnight UTC)."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per record (JSON Lines).")] = False,
+) -> None:
+    """Recorded mutating actions, newest first: when (UTC), who, what, on what, and how it ended."""
+    import json
+
+    from rich import box
+    from rich.table import Table
+
+    from app.application.audit import audit_trail, parse_since
+
+    with _platform() as platform:
+        records = audit_trail(
+            platform.metadata,
+            limit=limit,
+            action=action,
+            actor=actor,
+            since=parse_since(since) if since is not None else None,
+        )
+    rows = [_audit_row(record) for record in records]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, default=str, ensure_ascii=False))
+        return
+    console = _console()
+    if not rows:
+        console.print("No recorded actions" + (" match." if action or actor or since else " yet."))
+        return
+    if not console.is_terminal:  # a pipe or a file: whole lines, not the 80 columns rich assumes
+        console.width = 160
+    view = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 1, 0, 0))
+    for column in ("time (UTC)", "actor", "action", "target", "outcome", "details"):
+        view.add_column(column, overflow="fold", no_wrap=column in ("time (UTC)", "outcome"))
+    for record, row in zip(records, rows, strict=True):
+        details = json.dumps(row["details"], default=str, ensure_ascii=False, separators=(",", ":"))
+        view.add_row(
+            f"{record.at:%Y-%m-%d %H:%M:%S}",
+            f"{row['actor']} ({row['actor_kind']})",
+            row["action"],
+            row["target"] or "-",
+            row["outcome"],
+            details + (f" error: {row['error']}" if row["error"] else ""),
+        )
+    console.print(view)
 
 
 def _first_rows_table(check: SourceCheck) -> Any:

@@ -7,10 +7,12 @@ application's use cases see it through the `Platform` port.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.application.ports import FileReader, TableStore, TopicReader
 from app.application.recovery import recover_interrupted
@@ -24,6 +26,9 @@ from app.infrastructure.repositories.metadata import SqlMetadataStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 from app.infrastructure.settings import Settings
 from app.infrastructure.source_config import load_sources
+
+if TYPE_CHECKING:
+    from app.infrastructure.spark_streaming import MicroBatchStep
 
 
 @dataclass
@@ -72,6 +77,34 @@ class LocalPlatform:
             source.topic,
             group_id=source.group_id or f"energy-platform-{source.name}",
             consumer=source.consumer,
+        )
+
+    def spark_stream(
+        self,
+        source: SourceConfig,
+        step: MicroBatchStep,
+        *,
+        input_path: str | None,
+        trigger_seconds: float,
+        available_now: bool,
+        max_files: int,
+        max_messages: int,
+        stop: threading.Event,
+    ) -> list[str]:
+        """Databricks mode: `source` as a Spark Structured Streaming query whose micro-batches go
+        through `step` (see `app.infrastructure.spark_streaming`); the files of failed micro-batches."""
+        from app.infrastructure.spark_streaming import run_spark_stream
+
+        return run_spark_stream(
+            self,
+            source,
+            step,
+            input_path=input_path,
+            trigger_seconds=trigger_seconds,
+            available_now=available_now,
+            max_files=max_files,
+            max_messages=max_messages,
+            stop=stop,
         )
 
     def close(self) -> None:

@@ -10,10 +10,13 @@ from fastapi import Depends, HTTPException, Security
 from fastapi.security import APIKeyHeader
 
 from app.api.runs import RunService
+from app.domain.audit import Actor
 from app.infrastructure.settings import Settings, get_settings
 from app.wiring import ServicePlatform, build_service
 
-API_KEY_HEADER = APIKeyHeader(name="X-API-Key", auto_error=False, description="The service's API_KEY.")
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key", auto_error=False, description="One of the service's keys: API_KEY, or one of API_KEYS."
+)
 _RUNS = RunService()
 
 
@@ -68,19 +71,30 @@ def run_service() -> RunService:
     return _RUNS
 
 
-def _check_key(settings: Settings, given: str | None) -> None:
-    if settings.api_key is None:
-        raise HTTPException(status_code=403, detail="this endpoint is disabled: the service has no API_KEY set")
-    expected = settings.api_key.get_secret_value().encode()
-    if given is None or not hmac.compare_digest(given.encode(), expected):
+def _check_key(settings: Settings, given: str | None) -> str:
+    """The name of the key `given` is (API_KEY_NAME for API_KEY, a name of API_KEYS): every key is
+    compared, each in constant time, so the time taken says nothing of which matched or how far."""
+    keys = settings.named_api_keys
+    if not keys:
+        raise HTTPException(
+            status_code=403, detail="this endpoint is disabled: the service has no API_KEY or API_KEYS set"
+        )
+    offered = (given or "").encode()
+    matched: str | None = None
+    for name, key in keys.items():
+        if hmac.compare_digest(offered, key.get_secret_value().encode()) and matched is None:
+            matched = name
+    if given is None or matched is None:
         raise HTTPException(status_code=401, detail="missing or wrong X-API-Key header")
+    return matched
 
 
 async def require_key(
     settings: Annotated[Settings, Depends(current_settings)], key: Annotated[str | None, Security(API_KEY_HEADER)]
-) -> None:
-    """Mutating endpoints: the API key, compared in constant time; refused when none is set."""
-    _check_key(settings, key)
+) -> Actor:
+    """Mutating endpoints (and the audit trail): a key of the service, compared in constant time;
+    refused when none is set. The caller is the key's name, as the audit trail records it."""
+    return Actor(_check_key(settings, key), "api")
 
 
 async def read_access(
@@ -95,4 +109,6 @@ SettingsDep = Annotated[Settings, Depends(current_settings)]
 PlatformDep = Annotated[ServicePlatform, Depends(platform)]
 RunServiceDep = Annotated[RunService, Depends(run_service)]
 WriteAccess = Depends(require_key)
+#: The caller of a mutating endpoint: its key's name (kind `api`), for the audit trail.
+ApiActor = Annotated[Actor, Depends(require_key)]
 ReadAccess = Depends(read_access)

@@ -17,12 +17,30 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from app import __version__
-from app.api.dependencies import SERVICES, PlatformDep, ReadAccess, RunServiceDep, SettingsDep, WriteAccess
+from app.api.dependencies import (
+    SERVICES,
+    ApiActor,
+    PlatformDep,
+    ReadAccess,
+    RunServiceDep,
+    SettingsDep,
+    WriteAccess,
+)
 from app.application import prometheus, queries
-from app.domain.batches import BATCH_ID_PATTERN, BatchRecord
+from app.application.audit import audit_trail, record_action
+from app.application.lake_ops import change_rows, parse_as_of
+from app.domain.audit import RUN_BATCH, Actor, AuditRecord
+from app.domain.batches import BATCH_ID_PATTERN, BatchRecord, StreamRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
-from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS, TableSpec
-from app.infrastructure.logging import redact_text
+from app.domain.schemas import (
+    GOLD_DAILY_METER_ENERGY,
+    GOLD_HOURLY_PORTFOLIO_LOAD,
+    QUARANTINE_READINGS,
+    TABLES,
+    TableSpec,
+)
+from app.infrastructure.logging import get_logger, redact_text
+from app.infrastructure.settings import Settings
 from app.wiring import ServicePlatform, metadata_probe
 
 
@@ -40,7 +58,9 @@ router = APIRouter()
 reads = APIRouter(dependencies=[ReadAccess], default_response_class=JSON)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Rows per page.")]
-Offset = Annotated[int, Query(ge=0, description="Rows to skip.")]
+#: Rows to skip: at most 2^31 - 1 (an offset past a table's rows gives an empty page; one past a
+#: 64-bit integer could not even be written back in the page's JSON).
+Offset = Annotated[int, Query(ge=0, le=2**31 - 1, description="Rows to skip.")]
 
 #: Batch and run ids as the platform makes them (`20250601_120000_ab12cd`): anything else is refused
 #: with 422 before it reaches a query, a predicate or a path.
@@ -53,7 +73,8 @@ RunIdPath = Annotated[str, PathParameter(pattern=_ID, description=f"A run id. {_
 
 @router.get("/health", tags=["service"])
 def health(settings: SettingsDep) -> JSONResponse:
-    """Overall status and one entry per check; 503 naming the failing check when any fails."""
+    """Overall status and one entry per check; 503 naming the failing check when any fails. Also
+    `streams`: the state (running, stale, stopped, failed) and lag of each source's latest stream run."""
     checks: dict[str, Any] = {
         "execution_mode": {"status": "ok", "value": settings.execution_mode},
         "version": {"status": "ok", "value": __version__},
@@ -61,11 +82,13 @@ def health(settings: SettingsDep) -> JSONResponse:
     clock = time.perf_counter()
     built = SERVICES.built(settings)
     store = built.metadata if built else None
+    streams: list[dict[str, Any]] = []
     try:
         if store is None:  # not built (the database was down at start): a probe answers now, without retries
             store = metadata_probe(settings)
         store.ping()
         checks["metadata_database"] = {"status": "ok", "latency_ms": round((time.perf_counter() - clock) * 1000, 2)}
+        streams = _streams(store)
     except PlatformError as error:
         checks["metadata_database"] = {"status": "failed", "error": redact_text(str(error))}
     finally:
@@ -79,8 +102,43 @@ def health(settings: SettingsDep) -> JSONResponse:
     except OSError as error:
         checks["table_storage"] = {"status": "failed", "error": f"{settings.data_dir}: {error.strerror}"}
     failed = sorted(name for name, check in checks.items() if check["status"] != "ok")
-    body = {"status": "failed" if failed else "ok", "failed_checks": failed, "checks": checks}
+    body = {"status": "failed" if failed else "ok", "failed_checks": failed, "checks": checks, "streams": streams}
     return JSONResponse(body, status_code=503 if failed else 200)
+
+
+def _streams(store: Any) -> list[dict[str, Any]]:
+    """The latest run of each source's stream, as /health shows it (informational: a stream's
+    state never fails the service's health). [] when the store cannot say (say, not migrated)."""
+    try:
+        records: list[StreamRecord] = store.streams()
+    except PlatformError:
+        return []
+    now = datetime.now(UTC)
+    return [_stream_view(record, now) for record in records]
+
+
+def _stream_view(record: StreamRecord, now: datetime) -> dict[str, Any]:
+    return {
+        "source": record.source,
+        "state": record.shown_state(now),
+        "run_id": record.run_id,
+        "host": record.host,
+        "pid": record.pid,
+        "started_at": record.started_at.isoformat(),
+        "heartbeat_at": record.heartbeat_at.isoformat(),
+        "heartbeat_age_seconds": round(record.heartbeat_age_seconds(now), 3),
+        "stale_after_seconds": record.stale_after_seconds,
+        "stopped_at": record.stopped_at.isoformat() if record.stopped_at else None,
+        "micro_batches": record.micro_batches,
+        "readings": record.readings,
+        "last_micro_batch_id": record.last_batch_id,
+        "last_micro_batch_seconds": record.last_duration_seconds,
+        "readings_per_second": record.last_readings_per_second,
+        "event_to_silver_latency_seconds": record.last_latency_seconds,
+        "lag": record.lag,
+        "lag_total": record.total_lag,
+        "error": redact_text(record.error) if record.error else None,
+    }
 
 
 class RunRequest(BaseModel):
@@ -109,17 +167,41 @@ def _run_view(record: BatchRecord) -> dict[str, Any]:
 
 @router.post("/runs", status_code=202, response_model=RunAccepted, dependencies=[WriteAccess], tags=["runs"])
 def start_run(
-    request: RunRequest, settings: SettingsDep, runs: RunServiceDep, background: BackgroundTasks
+    request: RunRequest,
+    settings: SettingsDep,
+    runs: RunServiceDep,
+    background: BackgroundTasks,
+    actor: ApiActor,
 ) -> RunAccepted:
-    """Start a batch run in the background; 409 while another run of this service is in progress."""
+    """Start a batch run in the background; 409 while another run of this service is in progress.
+    The audit trail records the run (action `run-batch`) under the name of the key used, when it
+    ends, or as refused at once (409, 422)."""
     try:
-        run = runs.submit(settings, source=request.source, input_path=request.input_path)
+        run = runs.submit(settings, source=request.source, input_path=request.input_path, actor=actor)
     except RunInProgressError as error:
+        _refused_run(settings, actor, request, error)
         raise HTTPException(status_code=409, detail=str(error)) from None
     except (ForbiddenPathError, ConfigurationError) as error:
+        _refused_run(settings, actor, request, error)
         raise HTTPException(status_code=422, detail=str(error)) from None
     background.add_task(runs.execute, settings, run)
     return RunAccepted(run_id=run.run_id, status=run.status)
+
+
+def _refused_run(settings: Settings, actor: Actor, request: RunRequest, error: PlatformError) -> None:
+    """Record a run refused before it started, under the key's name (a platform that cannot be
+    built now, the metadata database down, is logged instead: the refusal stands)."""
+    try:
+        metadata = SERVICES.get(settings).metadata
+    except PlatformError as failure:
+        get_logger().warning(
+            "audit_not_recorded", action=RUN_BATCH, actor=actor.name, outcome="refused", error=redact_text(str(failure))
+        )
+        return
+    details = {"input": request.input_path}
+    record_action(
+        metadata, actor, RUN_BATCH, outcome="refused", target=request.source, details=details, error=str(error)
+    )
 
 
 @reads.get("/runs", tags=["runs"])
@@ -141,13 +223,14 @@ def get_run(run_id: RunIdPath, platform: PlatformDep, runs: RunServiceDep) -> JS
 
 
 def _batch_view(record: BatchRecord) -> dict[str, Any]:
-    keys = ("batch_id", "source", "ingestion_time", "record_count", "checksum", "status", "files")
+    keys = ("batch_id", "source", "kind", "ingestion_time", "record_count", "checksum", "status", "files", "positions")
     return {k: v for k, v in asdict(record).items() if k in keys}
 
 
 @reads.get("/batches", tags=["batches"])
 def list_batches(platform: PlatformDep, limit: Limit = 20, source: str | None = None) -> JSON:
-    """Batch metadata, newest first: source, ingestion_time, record_count, checksum, files."""
+    """Batch metadata, newest first: source, kind, ingestion_time, record_count, checksum, files, and
+    a topic micro-batch's positions (partition -> last offset)."""
     return JSON([_batch_view(r) for r in platform.metadata.list_batches(limit=limit, source=source)])
 
 
@@ -195,17 +278,57 @@ def _check_range(start: Any, end: Any) -> None:
         raise HTTPException(status_code=422, detail="start must not be after end")
 
 
+def _as_of(text: str | None) -> int | datetime | None:
+    """The `as_of` query parameter: a table version, or an ISO 8601 instant."""
+    if text is None:
+        return None
+    try:
+        return parse_as_of(text)
+    except ConfigurationError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+
+
+AsOf = Annotated[
+    str | None,
+    Query(
+        description="Read the table as it was: a version number (`energy-platform tables history`) or an ISO 8601 "
+        "time with offset (the latest version committed then). Default: the newest version.",
+        examples=["3", "2025-06-01T12:00:00+00:00"],
+    ),
+]
+
+
+async def _answered_as_of(
+    platform: ServicePlatform, spec: TableSpec, as_of: int | datetime | None, read: Callable[[], Any]
+) -> Any:
+    """`_answered`, or a past version's read in a worker thread; a version the table lacks is a 404."""
+    if as_of is None:
+        return await _answered(platform, spec, read)
+    try:
+        return await run_in_threadpool(read)
+    except ConfigurationError as error:
+        raise HTTPException(status_code=404, detail=str(error)) from None
+
+
 @reads.get("/meters/{meter_id}/daily", tags=["gold"])
 async def meter_daily(
-    meter_id: str, start: date, end: date, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0
+    meter_id: str,
+    start: date,
+    end: date,
+    platform: PlatformDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    as_of: AsOf = None,
 ) -> JSON:
     """Daily energy, peak demand and completeness of one meter, local days start..end inclusive."""
     _check_range(start, end)
-    page = await _answered(
+    version = _as_of(as_of)
+    page = await _answered_as_of(
         platform,
         GOLD_DAILY_METER_ENERGY,
+        version,
         lambda: queries.meter_daily(
-            platform.reads, meter_id=meter_id, start=start, end=end, limit=limit, offset=offset
+            platform.reads, meter_id=meter_id, start=start, end=end, limit=limit, offset=offset, as_of=version
         ),
     )
     if page is None:
@@ -215,17 +338,79 @@ async def meter_daily(
 
 @reads.get("/portfolio/hourly", tags=["gold"])
 async def portfolio_hourly(
-    start: datetime, end: datetime, platform: PlatformDep, limit: Limit = 100, offset: Offset = 0
+    start: datetime,
+    end: datetime,
+    platform: PlatformDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    as_of: AsOf = None,
 ) -> JSON:
     """Portfolio load per UTC hour in [start, end); times without an offset are taken as UTC."""
     start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in (start, end))
     _check_range(start, end)
-    page = await _answered(
+    version = _as_of(as_of)
+    page = await _answered_as_of(
         platform,
         GOLD_HOURLY_PORTFOLIO_LOAD,
-        lambda: queries.portfolio_hourly(platform.reads, start=start, end=end, limit=limit, offset=offset),
+        version,
+        lambda: queries.portfolio_hourly(
+            platform.reads, start=start, end=end, limit=limit, offset=offset, as_of=version
+        ),
     )
     return JSON(asdict(page))
+
+
+#: Tables whose changes the API serves: those that record Delta's change data feed.
+_CHANGE_FEED_TABLES = sorted(spec.name for spec in TABLES.values() if spec.change_feed)
+
+
+@reads.get("/tables/{name}/changes", tags=["gold"])
+def changes(
+    name: str,
+    since_version: Annotated[int, Query(ge=0, description="The first table version to include.")],
+    platform: PlatformDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> JSON:
+    """Rows a silver or gold table's versions since `since_version` inserted, updated (the row
+    after) and deleted, oldest first: `change`, `version`, `committed_at` and the table's columns."""
+    if name not in _CHANGE_FEED_TABLES:
+        raise HTTPException(
+            status_code=404, detail=f"no change feed for {name!r}; tables: {', '.join(_CHANGE_FEED_TABLES)}"
+        )
+    try:
+        rows = change_rows(platform.reads.changes(TABLES[name], since_version=since_version))
+    except PlatformError as error:
+        raise HTTPException(status_code=404, detail=redact_text(str(error))) from None
+    page = rows.slice(offset, limit).to_pylist()
+    return JSON({"items": page, "total": rows.num_rows, "limit": limit, "offset": offset})
+
+
+def _audit_view(record: AuditRecord) -> dict[str, Any]:
+    view = {"id": record.id, **asdict(record)}
+    view["at"] = record.at.isoformat()
+    if record.error:
+        view["error"] = redact_text(record.error)
+    return view
+
+
+@router.get("/audit", dependencies=[WriteAccess], response_class=JSON, tags=["service"])
+def audit(
+    platform: PlatformDep,
+    limit: Limit = 100,
+    action: Annotated[str | None, Query(description="Only this action, e.g. `run-batch`, `tables vacuum`.")] = None,
+    actor: Annotated[str | None, Query(description="Only this actor: an API key's name or an OS user.")] = None,
+    since: Annotated[
+        datetime | None, Query(description="Only actions at or after this ISO 8601 time (no offset: UTC).")
+    ] = None,
+) -> JSON:
+    """The audit trail, newest first: each mutating action's time (UTC), actor and its kind (`cli`,
+    `api`, `stream`, `service`), action, target, details, outcome (`succeeded`, `failed`,
+    `refused`) and error. Needs a key, as the mutating endpoints do."""
+    if since is not None and since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    records = audit_trail(platform.metadata, limit=limit, action=action, actor=actor, since=since)
+    return JSON([_audit_view(record) for record in records])
 
 
 @reads.get("/metrics", response_class=PlainTextResponse, tags=["service"])

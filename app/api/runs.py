@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote
 
+from app.application.audit import recorded_on_error
 from app.application.pipeline import new_batch_id
 from app.application.runner import run_batch
+from app.domain.audit import RUN_BATCH, Actor
 from app.domain.errors import (
     ConfigurationError,
     ForbiddenPathError,
@@ -86,6 +88,8 @@ class RunState:
     status: str = "queued"
     error: str | None = None
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Who asked for it (an API key's name), as the audit trail records the run
+    actor: Actor | None = None
 
 
 class RunService:
@@ -100,7 +104,9 @@ class RunService:
     def running(self) -> str | None:
         return self._running
 
-    def submit(self, settings: Settings, *, source: str, input_path: str | None) -> RunState:
+    def submit(
+        self, settings: Settings, *, source: str, input_path: str | None, actor: Actor | None = None
+    ) -> RunState:
         """Reserve the service for a new run (409 while one runs); the caller then calls `execute`."""
         sources = load_sources(settings.sources_config)
         if source not in sources:
@@ -112,7 +118,11 @@ class RunService:
         if not self._lock.acquire(blocking=False):
             raise RunInProgressError(self._running or "unknown")
         run = RunState(
-            run_id=new_batch_id(datetime.now(UTC)), source=source, input_path=path, source_format=sources[source].format
+            run_id=new_batch_id(datetime.now(UTC)),
+            source=source,
+            input_path=path,
+            source_format=sources[source].format,
+            actor=actor,
         )
         self._running = run.run_id
         self.runs[run.run_id] = run
@@ -123,10 +133,14 @@ class RunService:
         log = get_logger(run_id=run.run_id, source=run.source)
         run.status = "running"
         try:
-            if run.input_path is not None:  # again: the landing directory may have changed since submit
-                check_inputs_confined(settings.landing_root, run.input_path, run.source_format)
             with open_platform(settings) as platform:
-                result = run_batch(platform, source_name=run.source, input_path=run.input_path, batch_id=run.run_id)
+                if run.input_path is not None:  # again: the landing directory may have changed since submit
+                    details = {"input": run.input_path, "batch_id": run.run_id}
+                    with recorded_on_error(platform.metadata, run.actor, RUN_BATCH, target=run.source, details=details):
+                        check_inputs_confined(settings.landing_root, run.input_path, run.source_format)
+                result = run_batch(
+                    platform, source_name=run.source, input_path=run.input_path, batch_id=run.run_id, actor=run.actor
+                )
             run.status, run.error = result.status, result.error and redact_text(result.error)
         except PlatformError as error:
             run.status, run.error = "failed", redact_text(str(error))

@@ -8,7 +8,7 @@ import resource
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,9 +211,11 @@ class BatchPipeline:
         started: datetime,
         *,
         watermark: datetime | None = None,
+        positions: Mapping[int, int] | None = None,
     ) -> BatchResult:
         """Run `rows` through the stages as batch `result.batch_id`, in a unit of work; `watermark`
-        is a stream's, against which late reads are judged."""
+        is a stream's, against which late reads are judged; `positions` a topic micro-batch's
+        source positions (partition -> the last offset it takes), recorded with the batch."""
         assert result.batch_id is not None
         clock = time.perf_counter()
         self.on_batch(result.batch_id)
@@ -232,6 +234,7 @@ class BatchPipeline:
                 kind=rows.kind,
                 replay_of=rows.replay_of,
                 lake=self.lake,
+                positions={str(p): offset for p, offset in sorted((positions or {}).items())},
             )
         )
         log.info(

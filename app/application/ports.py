@@ -3,6 +3,7 @@ lock. The adapters in `app.infrastructure` implement them; only `app.wiring` pic
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -13,7 +14,16 @@ from typing import Any, Protocol
 import narwhals as nw
 import pyarrow as pa
 
-from app.domain.batches import BatchRecord, BatchStatus, InputFile, LayerMetrics, MetricTotals, Reconciliation
+from app.domain.audit import AuditRecord
+from app.domain.batches import (
+    BatchRecord,
+    BatchStatus,
+    InputFile,
+    LayerMetrics,
+    MetricTotals,
+    Reconciliation,
+    StreamRecord,
+)
 from app.domain.schemas import TableSpec
 from app.domain.sources import SourceConfig
 
@@ -49,8 +59,23 @@ class TableReads(Protocol):
     """The read side of the lake: pages of rows, each from one committed table version; never
     takes the lake's lock, never writes."""
 
-    def page(self, spec: TableSpec, *, where: RowFilter, order: Sequence[str], limit: int, offset: int) -> Page:
-        """Rows of `spec` matching `where` (conditions joined by AND), sorted by `order`."""
+    def page(
+        self,
+        spec: TableSpec,
+        *,
+        where: RowFilter,
+        order: Sequence[str],
+        limit: int,
+        offset: int,
+        as_of: int | datetime | None = None,
+    ) -> Page:
+        """Rows of `spec` matching `where` (conditions joined by AND), sorted by `order`; of the
+        table's version `as_of` (a number, or the latest committed at or before an instant) if
+        given, else of its newest. A version the table does not have is a ConfigurationError."""
+        ...
+
+    def changes(self, spec: TableSpec, *, since_version: int) -> pa.Table:
+        """`LakeTables.changes`, read-only."""
         ...
 
     def version(self, spec: TableSpec) -> int | None:
@@ -95,6 +120,20 @@ class FrameEngine(Protocol):
     def release(self) -> None:
         """Drop what `cache` kept."""
         ...
+
+
+@dataclass(frozen=True)
+class TableVersion:
+    """One commit of a table, as `tables history` lists it."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    #: The batch the commit belongs to (or the batch a rollback undid, as "rollback of ..."), if any.
+    batch_id: str | None
+    rows_added: int
+    rows_updated: int
+    rows_removed: int
 
 
 class LakeTables(Protocol):
@@ -167,11 +206,35 @@ class LakeTables(Protocol):
         again changes nothing."""
         ...
 
-    def head(self, table: str, *, limit: int) -> pa.Table: ...
+    def head(self, table: str, *, limit: int, as_of: int | datetime | None = None) -> pa.Table:
+        """The first `limit` rows of a table, of its version `as_of` (a version number, or the
+        latest version committed at or before an instant) if given."""
+        ...
+
+    def history(self, table: str, *, limit: int | None = None) -> list[TableVersion]:
+        """The table's commits, newest first."""
+        ...
+
+    def changes(self, table: str, *, since_version: int) -> pa.Table:
+        """The rows the versions from `since_version` on inserted, updated and deleted (Delta's
+        change data feed: the table's columns and `_change_type`, `_commit_version`,
+        `_commit_timestamp`); an error for a table that does not record them."""
+        ...
+
+    def optimize(self, table: str, *, zorder: Sequence[str] = ()) -> tuple[int, int]:
+        """`compact`, or with `zorder` columns a Z-order rewrite that clusters rows by them;
+        returns the data files before and after."""
+        ...
 
     def compact(self, table: str) -> tuple[int, int]:
         """Rewrite a table's small files into fewer large ones, in one commit that changes no row,
         and checkpoint its log; returns its data files before and after."""
+        ...
+
+    def vacuum(self, table: str, *, retain_hours: float) -> int:
+        """Delete the data files no version younger than `retain_hours` reads (those compaction
+        and merges replaced); returns how many were deleted. Versions older than that can no
+        longer be restored or read back."""
         ...
 
 
@@ -220,6 +283,26 @@ class MetadataStore(Protocol):
         """Totals over every recorded batch, aggregated by the database (for /metrics)."""
         ...
 
+    def record_stream(self, record: StreamRecord) -> None:
+        """Write a stream run's state (by `run_id`: inserted the first time, replaced after)."""
+        ...
+
+    def get_stream(self, run_id: str) -> StreamRecord | None: ...
+
+    def streams(self) -> list[StreamRecord]:
+        """The latest run of each source's stream, by source (for /health and /metrics)."""
+        ...
+
+    def record_audit(self, record: AuditRecord) -> int:
+        """Append one action to the audit trail; returns its id."""
+        ...
+
+    def list_audit(
+        self, limit: int, *, action: str | None = None, actor: str | None = None, since: datetime | None = None
+    ) -> list[AuditRecord]:
+        """Recorded actions, newest first: of `action` and `actor` if given, at or after `since`."""
+        ...
+
 
 class ParsedFile(Protocol):
     """One file's raw rows as a reader parsed them."""
@@ -257,12 +340,14 @@ class FileReader(Protocol):
 
 @dataclass(frozen=True)
 class Message:
-    """One message of a topic: its partition and offset, key and value as delivered."""
+    """One message of a topic: its partition and offset, key and value as delivered, and its
+    timestamp (the producer's create time or the broker's log-append time; None if it has none)."""
 
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: datetime | None = None
 
 
 class TopicReader(Protocol):
@@ -351,6 +436,22 @@ class Platform(Protocol):
         ...
 
     def lock(self, command: str, *, wait_seconds: float = 0.0) -> LakeLock: ...
+
+    def spark_stream(
+        self,
+        source: SourceConfig,
+        step: Callable[..., Any],
+        *,
+        input_path: str | None,
+        trigger_seconds: float,
+        available_now: bool,
+        max_files: int,
+        max_messages: int,
+        stop: threading.Event,
+    ) -> list[str]:
+        """Databricks mode: `source` as a Spark Structured Streaming query whose micro-batches go
+        through `step` (a stream's `micro_batch`); the files of failed micro-batches."""
+        ...
 
     def topic(self, source: SourceConfig) -> TopicReader:
         """A reader of a Kafka source's topic; the caller closes it."""

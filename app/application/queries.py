@@ -20,21 +20,38 @@ def quarantined_rows(reads: TableReads, *, batch_id: str, limit: int, offset: in
     )
 
 
-def meter_daily(reads: TableReads, *, meter_id: str, start: date, end: date, limit: int, offset: int) -> Page | None:
-    """A meter's daily rows of local days start..end; None if the meter has no gold row at all."""
+def meter_daily(
+    reads: TableReads,
+    *,
+    meter_id: str,
+    start: date,
+    end: date,
+    limit: int,
+    offset: int,
+    as_of: int | datetime | None = None,
+) -> Page | None:
+    """A meter's daily rows of local days start..end (of gold's version `as_of` if given); None
+    if the meter has no gold row at all."""
     where = [("meter_id", "in", [meter_id]), ("local_date", ">=", start), ("local_date", "<=", end)]
-    page = reads.page(GOLD_DAILY_METER_ENERGY, where=where, order=_DAILY_ORDER, limit=limit, offset=offset)
+    page = reads.page(GOLD_DAILY_METER_ENERGY, where=where, order=_DAILY_ORDER, limit=limit, offset=offset, as_of=as_of)
     if page.total == 0:
-        known = reads.page(GOLD_DAILY_METER_ENERGY, where=where[:1], order=_DAILY_ORDER, limit=1, offset=0)
+        known = reads.page(GOLD_DAILY_METER_ENERGY, where=where[:1], order=_DAILY_ORDER, limit=1, offset=0, as_of=as_of)
         if known.total == 0:
             return None
     return page
 
 
-def portfolio_hourly(reads: TableReads, *, start: datetime, end: datetime, limit: int, offset: int) -> Page:
+def portfolio_hourly(
+    reads: TableReads, *, start: datetime, end: datetime, limit: int, offset: int, as_of: int | datetime | None = None
+) -> Page:
     where = [("hour_utc", ">=", start), ("hour_utc", "<", end)]
     return reads.page(
-        GOLD_HOURLY_PORTFOLIO_LOAD, where=where, order=["hour_utc", "direction"], limit=limit, offset=offset
+        GOLD_HOURLY_PORTFOLIO_LOAD,
+        where=where,
+        order=["hour_utc", "direction"],
+        limit=limit,
+        offset=offset,
+        as_of=as_of,
     )
 
 

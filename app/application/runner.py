@@ -8,9 +8,11 @@ from pathlib import Path
 
 import structlog
 
+from app.application.audit import audited
 from app.application.pipeline import BatchPipeline, BatchResult, Progress
 from app.application.ports import LakeLock, Platform
 from app.application.recovery import recover_interrupted
+from app.domain.audit import QUARANTINE_REPLAY, RUN_BATCH, Actor
 from app.domain.batches import checked_batch_id
 from app.domain.errors import ConfigurationError
 
@@ -41,20 +43,25 @@ def run_batch(
     now: datetime | None = None,
     batch_id: str | None = None,
     wait_seconds: float = 0.0,
+    actor: Actor | None = None,
 ) -> BatchResult:
     """Run one batch of `source_name` over `input_path` (default: the source's declared path),
-    holding the lake's lock (waiting up to `wait_seconds` for it)."""
-    if batch_id is not None:
-        checked_batch_id(batch_id)
-    source = platform.source(source_name, config_file)
-    if source.format == "kafka":
-        raise ConfigurationError(
-            f"source {source_name!r} reads the Kafka topic {source.topic}: run it with "
-            f"`energy-platform stream --source {source_name}` (--available-now to take what is there and stop)"
-        )
-    paths = platform.reader.resolve_inputs(input_path or source.path, source.format)
-    with platform.lock(f"run-batch --source {source_name}", wait_seconds=wait_seconds) as lock:
-        return pipeline_under_lock(platform, lock, progress).run(source, paths, force=force, now=now, batch_id=batch_id)
+    holding the lake's lock (waiting up to `wait_seconds` for it). Recorded in the audit trail
+    as `actor`'s `run-batch`."""
+    details = {"input": input_path, "config": config_file, "force": force}
+    with audited(platform.metadata, actor, RUN_BATCH, target=source_name, details=details) as audit:
+        if batch_id is not None:
+            checked_batch_id(batch_id)
+        source = platform.source(source_name, config_file)
+        if source.format == "kafka":
+            raise ConfigurationError(
+                f"source {source_name!r} reads the Kafka topic {source.topic}: run it with "
+                f"`energy-platform stream --source {source_name}` (--available-now to take what is there and stop)"
+            )
+        paths = platform.reader.resolve_inputs(input_path or source.path, source.format)
+        with platform.lock(f"run-batch --source {source_name}", wait_seconds=wait_seconds) as lock:
+            pipeline = pipeline_under_lock(platform, lock, progress)
+            return audit.batch(pipeline.run(source, paths, force=force, now=now, batch_id=batch_id))
 
 
 def replay_quarantine(
@@ -66,11 +73,16 @@ def replay_quarantine(
     progress: Progress | None = None,
     now: datetime | None = None,
     wait_seconds: float = 0.0,
+    actor: Actor | None = None,
 ) -> BatchResult:
-    """Re-run batch `batch_id`'s quarantined rows through its source's current config and rules."""
-    original = platform.metadata.get_batch(checked_batch_id(batch_id))
-    if original is None:
-        raise ConfigurationError(f"there is no batch {batch_id!r}; `energy-platform quarantine list` shows them")
-    source = platform.source(source_name or original.source, config_file)
-    with platform.lock(f"quarantine replay --batch-id {batch_id}", wait_seconds=wait_seconds) as lock:
-        return pipeline_under_lock(platform, lock, progress).replay(source, original, now=now)
+    """Re-run batch `batch_id`'s quarantined rows through its source's current config and rules.
+    Recorded in the audit trail as `actor`'s `quarantine replay` of that batch."""
+    details = {"source": source_name, "config": config_file}
+    with audited(platform.metadata, actor, QUARANTINE_REPLAY, target=batch_id, details=details) as audit:
+        original = platform.metadata.get_batch(checked_batch_id(batch_id))
+        if original is None:
+            raise ConfigurationError(f"there is no batch {batch_id!r}; `energy-platform quarantine list` shows them")
+        source = platform.source(source_name or original.source, config_file)
+        audit.details["source"] = source.name
+        with platform.lock(f"quarantine replay --batch-id {batch_id}", wait_seconds=wait_seconds) as lock:
+            return audit.batch(pipeline_under_lock(platform, lock, progress).replay(source, original, now=now))

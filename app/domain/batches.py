@@ -13,6 +13,17 @@ from app.domain.errors import ConfigurationError
 
 Layer = Literal["bronze", "silver", "gold"]
 BatchStatus = Literal["running", "succeeded", "failed", "skipped"]
+#: What a stream records of itself: running until it stops (SIGTERM, the end of an
+#: `--available-now` run) or fails (a micro-batch it could not store, any other error).
+StreamState = Literal["running", "stopped", "failed"]
+#: How a stream shows: its recorded state, or `stale` for one recorded as running whose heartbeat
+#: stopped (its process was killed without a chance to say so).
+ShownStreamState = Literal["running", "stopped", "failed", "stale"]
+
+#: A running stream shows as stale once its heartbeat is older than this many triggers...
+STALE_TRIGGERS = 3
+#: ...and at least this many seconds.
+STALE_MIN_SECONDS = 60.0
 
 #: Batch ids as the platform makes them and accepts them: they go into paths and predicates.
 BATCH_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}"
@@ -110,6 +121,62 @@ class BatchRecord:
     replay_of: str | None = None
     #: Where the batch's tables live (the data directory)
     lake: str | None = None
+    #: A topic micro-batch's source positions: partition (as text, as JSON keys it) -> the last
+    #: offset it took; {} for other batches (a folder micro-batch's files are its `files`)
+    positions: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StreamRecord:
+    """One run of a stream, as the metadata store keeps it: its state, where it runs, a heartbeat
+    (written after every micro-batch and every idle trigger) and its last micro-batch's figures."""
+
+    #: The run's id (a new one each time a stream starts)
+    run_id: str
+    source: str
+    state: StreamState
+    host: str
+    pid: int
+    #: Seconds between triggers: how often a healthy stream writes its heartbeat at the least
+    trigger_seconds: float
+    started_at: datetime
+    heartbeat_at: datetime
+    #: The data directory it writes
+    lake: str | None = None
+    #: When it stopped or failed
+    stopped_at: datetime | None = None
+    last_batch_id: str | None = None
+    #: Micro-batches it ran (failed ones too), and the readings its succeeded ones read
+    micro_batches: int = 0
+    readings: int = 0
+    #: Of the last micro-batch: its duration, readings read per second of it, and the seconds from
+    #: its oldest event (a message's timestamp, a file's modification time) to its silver commit
+    last_duration_seconds: float | None = None
+    last_readings_per_second: float | None = None
+    last_latency_seconds: float | None = None
+    #: A topic's consumer lag as last measured: partition (as text) -> messages; {} for a folder
+    lag: dict[str, int] = field(default_factory=dict)
+    #: Why it failed
+    error: str | None = None
+
+    @property
+    def stale_after_seconds(self) -> float:
+        """Heartbeat age past which a running stream shows as stale: max(3 x trigger, 60 s)."""
+        return max(STALE_TRIGGERS * self.trigger_seconds, STALE_MIN_SECONDS)
+
+    def heartbeat_age_seconds(self, now: datetime) -> float:
+        return (now - self.heartbeat_at).total_seconds()
+
+    def shown_state(self, now: datetime) -> ShownStreamState:
+        """The recorded state, except `stale` for a running stream whose heartbeat is too old."""
+        if self.state == "running" and self.heartbeat_age_seconds(now) > self.stale_after_seconds:
+            return "stale"
+        return self.state
+
+    @property
+    def total_lag(self) -> int | None:
+        """Messages behind over every partition; None when no lag was measured."""
+        return sum(self.lag.values()) if self.lag else None
 
 
 @dataclass(frozen=True)

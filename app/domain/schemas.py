@@ -45,6 +45,9 @@ class TableSpec:
     keys: tuple[str, ...] = ()
     #: Delta partition columns, so reads and merges by local day touch only those days' files.
     partition_by: tuple[str, ...] = ()
+    #: Whether the table records Delta's change data feed (inserted, updated and deleted rows
+    #: per version), for consumers that take only what changed.
+    change_feed: bool = False
 
     @property
     def value_columns(self) -> tuple[str, ...]:
@@ -87,6 +90,7 @@ SILVER_READINGS = TableSpec(
     ),
     keys=("meter_id", "interval_start_utc", "direction"),
     partition_by=("local_month",),
+    change_feed=True,
 )
 
 #: Silver columns whose change makes a re-read a replacement (lineage alone does not).
@@ -143,6 +147,7 @@ GOLD_DAILY_METER_ENERGY = TableSpec(
         ]
     ),
     keys=("meter_id", "direction", "local_date"),
+    change_feed=True,
 )
 
 GOLD_HOURLY_PORTFOLIO_LOAD = TableSpec(
@@ -157,6 +162,7 @@ GOLD_HOURLY_PORTFOLIO_LOAD = TableSpec(
         ]
     ),
     keys=("hour_utc", "direction"),
+    change_feed=True,
 )
 
 TABLES: dict[str, TableSpec] = {

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
 from app.application.ports import Message
@@ -35,6 +36,9 @@ FIXED_SETTINGS: dict[str, str | bool] = {
 DEFAULT_SETTINGS: dict[str, str | int | bool] = {
     # A position that is no longer in the log (retention deleted it) reads from the oldest message kept.
     "auto.offset.reset": "earliest",
+    # Fetch ahead as many messages as a micro-batch takes by default (librdkafka keeps 100,000):
+    # a poll then fills a whole micro-batch instead of waiting for the next fetches.
+    "queued.min.messages": 200_000,
 }
 #: Constructor arguments, with librdkafka's alias of the first: not to be given again in `consumer`.
 ARGUMENT_SETTINGS = {
@@ -251,7 +255,9 @@ class KafkaTopic:
         if partition is None or offset is None:  # only error events lack them
             return None
         self._read[partition] = max(self._read.get(partition, -1), offset)
-        return Message(partition=partition, offset=offset, key=item.key(), value=item.value())
+        kind, millis = item.timestamp()
+        stamp = datetime.fromtimestamp(millis / 1000, UTC) if kind != TIMESTAMP_NOT_AVAILABLE and millis >= 0 else None
+        return Message(partition=partition, offset=offset, key=item.key(), value=item.value(), timestamp=stamp)
 
     def commit(self, positions: dict[int, int]) -> None:
         """Record positions (the last offsets taken) as the group's offsets, position + 1 each,

@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +27,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
 from app.application.ports import Page, RowFilter
+from app.domain.errors import ConfigurationError
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, QUARANTINE_READINGS, TableSpec
-from app.infrastructure.repositories.base import COMPARISONS, with_partition_bounds
+from app.infrastructure.repositories.base import COMPARISONS, change_feed, with_partition_bounds
 
 #: The column most reads of a table look one value up by; its snapshot is grouped by it.
 LOOKUP_COLUMNS = {GOLD_DAILY_METER_ENERGY.name: "meter_id", QUARANTINE_READINGS.name: "batch_id"}
@@ -99,11 +102,29 @@ class LakeReader:
         snapshot = self._entry(spec.name).snapshot
         return version is None or (snapshot is not None and snapshot.version == version and snapshot.rows is not None)
 
-    def page(self, spec: TableSpec, *, where: RowFilter, order: Sequence[str], limit: int, offset: int) -> Page:
+    def page(
+        self,
+        spec: TableSpec,
+        *,
+        where: RowFilter,
+        order: Sequence[str],
+        limit: int,
+        offset: int,
+        as_of: int | datetime | None = None,
+    ) -> Page:
         """Rows of `spec` matching `where` (conditions joined by AND), sorted by `order`, from one version."""
         version = self.version(spec)
         if version is None:
             return Page(items=[], total=0, limit=limit, offset=offset, version=None)
+        if as_of is not None:  # a past version: read from its files, never cached
+            past = self._past(spec, version, as_of)
+            try:
+                dataset = DeltaTable(str(self._path(spec)), version=past).to_pyarrow_dataset()
+                rows = _scanned(_Snapshot(version=past, order=tuple(order), rows=None, dataset=dataset), spec, where)
+            except (OSError, DeltaError) as error:
+                raise ConfigurationError(f"version {past} of {spec.name} can no longer be read: {error}") from None
+            rows = rows.sort_by([(c, "ascending") for c in order])
+            return Page(rows.slice(offset, limit).to_pylist(), rows.num_rows, limit, offset, version=past)
         snapshot = self._snapshot(spec, version, tuple(order))
         if snapshot.rows is not None:  # the loaded version: the newest, or the one before while it loads
             rows, version = self._cached(snapshot, spec, where), snapshot.version
@@ -117,6 +138,28 @@ class LakeReader:
             offset=offset,
             version=version,
         )
+
+    def changes(self, spec: TableSpec, *, since_version: int) -> pa.Table:
+        if self.version(spec) is None:
+            raise ConfigurationError(f"there is no table {spec.name} yet")
+        return change_feed(DeltaTable(str(self._path(spec))), spec.name, since_version)
+
+    def _past(self, spec: TableSpec, latest: int, as_of: int | datetime) -> int:
+        """The version `as_of` names: the number itself, or the latest committed at or before the instant."""
+        if isinstance(as_of, int):
+            if not 0 <= as_of <= latest:
+                raise ConfigurationError(f"{spec.name} has no version {as_of}; its versions are 0 to {latest}")
+            return as_of
+        moment = as_of.timestamp() * 1000
+        history = DeltaTable(str(self._path(spec))).history()
+        before = [int(e["version"]) for e in history if e["timestamp"] <= moment]
+        if not before:
+            first = min(history, key=lambda e: int(e["version"]))["timestamp"]
+            written = datetime.fromtimestamp(first / 1000, UTC).isoformat()
+            raise ConfigurationError(
+                f"{spec.name} did not exist yet at {as_of.isoformat()}: its first version is of {written}"
+            )
+        return max(before)
 
     # Snapshots ----------------------------------------------------------------------------
 

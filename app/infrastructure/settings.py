@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_serializer, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from app.domain.errors import ConfigurationError, NotAvailableError
+from app.domain.audit import KEY_NAME_PATTERN
+from app.domain.errors import ConfigurationError
 from app.infrastructure.logging import MASK, is_secret_key, mask_url, redact_text, register_secrets, url_password
 
 
@@ -30,7 +40,55 @@ def masked_conf(conf: dict[str, str]) -> dict[str, str]:
 
 
 #: Fields whose values are never echoed in an error message.
-SECRET_FIELDS = frozenset({"metadata_db_url", "api_key", "spark_conf"})
+SECRET_FIELDS = frozenset({"metadata_db_url", "api_key", "api_keys", "spark_conf"})
+
+
+def _key_name(name: str) -> str:
+    if not re.fullmatch(KEY_NAME_PATTERN, name):
+        raise ValueError(
+            f"invalid key name {name!r}: up to 64 letters, digits and _ . @ -, starting with a letter or digit"
+        )
+    return name
+
+
+def parse_api_keys(value: object) -> dict[str, str]:
+    """API_KEYS: `name=KEY,name2=KEY2` (a key may hold `=`, not `,`), or a JSON object
+    `{"name": "KEY"}`; empty: none. Names as `KEY_NAME_PATTERN`, each name and each key once.
+    Messages name the names, never a key."""
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        if text.startswith("{"):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"not a valid JSON object (line {error.lineno}, column {error.colno})") from None
+        else:
+            pairs = [item.partition("=") for item in text.split(",") if item.strip()]
+            if any(not sep for _, sep, _ in pairs):
+                raise ValueError("expected name=KEY pairs separated by commas, or a JSON object")
+            names = [name.strip() for name, _, _ in pairs]
+            duplicated = sorted({name for name in names if names.count(name) > 1})
+            if duplicated:
+                raise ValueError(f"the key name(s) {', '.join(duplicated)} are given more than once")
+            value = {name.strip(): key.strip() for name, _, key in pairs}
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        keys: dict[str, str] = {}
+        for name, key in value.items():
+            _key_name(name.strip())
+            secret = key.get_secret_value() if isinstance(key, SecretStr) else key
+            if not isinstance(secret, str) or not secret.strip():
+                raise ValueError(f"the key named {name.strip()!r} is empty or not text")
+            keys[name.strip()] = secret.strip()
+        secrets = list(keys.values())
+        shared = sorted(name for name, key in keys.items() if secrets.count(key) > 1)
+        if shared:
+            raise ValueError(f"the keys named {', '.join(shared)} are the same key: give each name its own")
+        return keys
+    raise ValueError("expected name=KEY pairs separated by commas, or a JSON object of names to keys")
 
 
 class Settings(BaseSettings):
@@ -76,6 +134,14 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(
         default=None, description="Key for mutating HTTP endpoints (header X-API-Key); unset: they are refused."
     )
+    api_key_name: str = Field(
+        default="api-key", description="The name requests with API_KEY are recorded under in the audit trail."
+    )
+    api_keys: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="Named keys for mutating HTTP endpoints: `ops=KEY1,billing=KEY2` or a JSON object "
+        '{"ops": "KEY1"}; the audit trail records the name of the key a request used, never the key.',
+    )
     api_protect_reads: bool = Field(default=False, description="Require the API key on read endpoints too.")
     api_cache_rows: int = Field(
         default=2_000_000,
@@ -100,6 +166,26 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: object) -> object:
         """`API_KEY=` (as compose writes an unset variable) means no key, never an empty one."""
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("api_key_name")
+    @classmethod
+    def _key_name_pattern(cls, value: str) -> str:
+        return _key_name(value)
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _named_keys(cls, value: object, info: ValidationInfo) -> object:
+        """API_KEYS parsed, and checked against API_KEY under API_KEY_NAME: each name and each key
+        once (validated here, after those two fields, so that an error never echoes a key)."""
+        keys = parse_api_keys(value)
+        single, single_name = info.data.get("api_key"), info.data.get("api_key_name")
+        if isinstance(single, SecretStr):
+            if single_name in keys:
+                raise ValueError(f"API_KEYS names a key {single_name!r}, the name of API_KEY (API_KEY_NAME)")
+            same = [name for name, key in keys.items() if key == single.get_secret_value()]
+            if same:
+                raise ValueError(f"the key named {same[0]!r} is API_KEY's key: give each name its own key")
+        return keys
 
     @field_validator("spark_conf", mode="before")
     @classmethod
@@ -134,7 +220,7 @@ class Settings(BaseSettings):
     def secret_values(self) -> list[str]:
         """Every configured secret: the API key, the metadata URL and its password, and
         secret-named Spark settings."""
-        values = [self.api_key.get_secret_value()] if self.api_key else []
+        values = [key.get_secret_value() for key in self.named_api_keys.values()]
         if self.metadata_db_url:
             url = self.metadata_db_url.get_secret_value()
             values.append(url)
@@ -144,17 +230,20 @@ class Settings(BaseSettings):
         return values
 
     @property
+    def named_api_keys(self) -> dict[str, SecretStr]:
+        """Every key of the HTTP service by the name the audit trail records: API_KEY under
+        API_KEY_NAME, and API_KEYS."""
+        named = {self.api_key_name: self.api_key} if self.api_key is not None else {}
+        return named | self.api_keys
+
+    @property
     def landing_root(self) -> Path:
         """The landing directory, resolved (HTTP-started runs read only below it)."""
         return (self.landing_dir or self.data_dir / "landing").resolve()
 
     def require_available(self) -> None:
-        """Refuse modes this version does not run, before any work starts."""
-        if self.processing_mode == "streaming" and self.execution_mode != "local":
-            raise NotAvailableError(
-                "PROCESSING_MODE=streaming runs in EXECUTION_MODE=local only in this version; "
-                "set PROCESSING_MODE=batch or EXECUTION_MODE=local."
-            )
+        """Refuse modes this version does not run, before any work starts: both processing modes
+        now run in both execution modes (streaming on Databricks as Spark Structured Streaming)."""
 
 
 def environment_variable_names() -> set[str]:

@@ -17,6 +17,9 @@ REQUIRED_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
+#: The setting naming Maven packages a local session resolves when it starts.
+PACKAGES = "spark.jars.packages"
+
 #: Defaults for a session started here (not on a cluster), overridable by SPARK_CONF.
 LOCAL_DEFAULTS = {
     "spark.ui.enabled": "false",
@@ -55,11 +58,76 @@ def spark_session(master: str, conf: dict[str, str]) -> SparkSession:
     # A local driver: Python workers must use this interpreter.
     os.environ.setdefault("PYSPARK_PYTHON", _python())
     builder = SparkSession.builder.master(master).appName("energy-platform")
-    for key, value in {**LOCAL_DEFAULTS, **conf, **REQUIRED_CONF}.items():
+    settings = {**LOCAL_DEFAULTS, **conf, **REQUIRED_CONF}
+    # Delta's helper sets spark.jars.packages to its own jars: packages named in `conf` (say,
+    # Spark's Kafka connector) go with them rather than being replaced.
+    packages = [p.strip() for p in settings.pop(PACKAGES, "").split(",") if p.strip()]
+    for key, value in settings.items():
         builder = builder.config(key, value)
-    session = configure_spark_with_delta_pip(builder).getOrCreate()
+    session = configure_spark_with_delta_pip(builder, extra_packages=packages).getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return session
+
+
+def on_databricks() -> bool:
+    """Whether this process runs on a Databricks cluster (its runtime sets DATABRICKS_RUNTIME_VERSION)."""
+    return bool(os.environ.get("DATABRICKS_RUNTIME_VERSION"))
+
+
+#: Structured Streaming's Kafka source, in the version of the session's Spark, and the helper
+#: module it depends on (delegation tokens). The helper is resolved on its own: not every Maven
+#: mirror carries it for every patch release (4.0.1 is missing from some), and any release of the
+#: same minor line serves the connector, so the session's version is tried first, then `<minor>.0`.
+KAFKA_CONNECTOR = "org.apache.spark:spark-sql-kafka-0-10_2.13"
+KAFKA_TOKEN_PROVIDER = "org.apache.spark:spark-token-provider-kafka-0-10_2.13"
+
+
+def require_kafka(spark: SparkSession) -> None:
+    """Make Structured Streaming's Kafka source available in `spark`, when a stream needs it.
+
+    On Databricks the runtime brings it. A local session gets the connector from Maven Central
+    (Spark's Ivy, cached under ~/.ivy2) the first time a stream needs it, with `ADD JAR ivy://...`,
+    which works on a running session: the CLI's session is started before it knows the command
+    streams a topic, and every other session never resolves the connector at all.
+    """
+    if on_databricks() or _has_kafka(spark):
+        return
+    version = spark.version
+    minor = ".".join(version.split(".")[:2])
+    try:
+        spark.sql(f"ADD JAR 'ivy://{KAFKA_CONNECTOR}:{version}?transitive=true&exclude={KAFKA_TOKEN_PROVIDER}'")
+        errors = []
+        for helper in dict.fromkeys((version, f"{minor}.0")):
+            try:
+                spark.sql(f"ADD JAR 'ivy://{KAFKA_TOKEN_PROVIDER}:{helper}?transitive=false'")
+                break
+            except Exception as error:  # not on the mirror: the next candidate
+                errors.append(f"{helper}: {_first_line(error)}")
+        else:
+            raise RuntimeError("; ".join(errors))
+    except Exception as error:
+        raise NotAvailableError(
+            f"streaming from Kafka in EXECUTION_MODE=databricks needs Spark's Kafka connector "
+            f"{KAFKA_CONNECTOR}:{version}, which could not be fetched from Maven Central: {_first_line(error)}. "
+            f'Start the session with it instead: SPARK_CONF=\'{{"{PACKAGES}": "{KAFKA_CONNECTOR}:{version}"}}\''
+        ) from None
+    if not _has_kafka(spark):
+        raise NotAvailableError(f"Spark's Kafka connector {KAFKA_CONNECTOR}:{version} was added but cannot be loaded")
+
+
+def _has_kafka(spark: SparkSession) -> bool:
+    """Whether the session finds the `kafka` streaming source (defining a stream connects to nothing)."""
+    try:
+        reader = spark.readStream.format("kafka").option("kafka.bootstrap.servers", "127.0.0.1:9")
+        reader.option("subscribe", "energy-platform-probe").load()
+    except Exception:
+        return False
+    return True
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _missing(error: ImportError) -> NotAvailableError:

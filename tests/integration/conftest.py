@@ -38,3 +38,16 @@ def write_csv(path: Path, rows: list[str], header: str = "meter_id,timestamp,val
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty metadata database: a new SQLite file, or a new database on the TEST_POSTGRES_URL
+    server (the metadata store's contract holds on both)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'metadata.db'}"
+        return
+    from tests.integration.postgres import fresh_database, server_url
+
+    with fresh_database(server_url()) as url:
+        yield url

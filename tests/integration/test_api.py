@@ -204,6 +204,8 @@ def test_meter_daily_returns_gold_rows(loaded: tuple[TestClient, str]) -> None:
         ("/meters/M1/daily", {"start": "2025-06-01"}, 422),
         ("/portfolio/hourly", {"start": "yesterday", "end": "2025-06-11T00:00:00Z"}, 422),
         ("/portfolio/hourly", {"start": "2025-06-11T00:00:00Z", "end": "2025-06-10T00:00:00Z"}, 422),
+        # Reproducer: an offset past 64 bits was taken, and writing it back in the page failed (500).
+        ("/portfolio/hourly", {"start": "2000-01-01T00:00Z", "end": "2000-01-01T00:00Z", "offset": 2**64}, 422),
     ],
 )
 def test_gold_routes_reject_bad_parameters(
@@ -221,6 +223,43 @@ def test_portfolio_hourly_sums_meters_per_hour(loaded: tuple[TestClient, str]) -
     [row] = body["items"]
     assert row["hour_utc"].startswith("2025-06-09T23:00") and row["meter_count"] == 2
     assert row["energy_kwh"] == pytest.approx(0.5 + 0.7 + 1.5)
+
+
+def test_gold_reads_as_of_a_past_version_and_the_change_feed(
+    loaded: tuple[TestClient, str], keyed: Settings, tmp_path: Path
+) -> None:
+    client, _ = loaded
+    with open_platform(keyed) as platform:
+        later = ["M1,2025-06-10T00:00:00+01:00,2.5,kWh", "M3,2025-06-10T00:00:00+01:00,1.0,kWh"]
+        result = run_batch(platform, input_path=str(write_csv(tmp_path / "later.csv", later)), now=NOW)
+    assert result.status == "succeeded", result.error
+    days = {"start": "2025-06-01", "end": "2025-06-30"}
+
+    def energy(params: dict[str, str]) -> float:
+        response = client.get("/meters/M1/daily", params=params)
+        assert response.status_code == 200, response.text
+        return float(response.json()["items"][0]["energy_kwh"])
+
+    assert energy(days) == pytest.approx(3.2)
+    assert energy({**days, "as_of": "0"}) == pytest.approx(1.2)
+    hours = {"start": "2025-06-09T00:00:00Z", "end": "2025-06-10T00:00:00Z"}
+    now = client.get("/portfolio/hourly", params=hours).json()
+    then = client.get("/portfolio/hourly", params={**hours, "as_of": "0"}).json()
+    assert now["items"][0]["meter_count"] == 3 and then["items"][0]["meter_count"] == 2
+    assert then["version"] == 0 and now["version"] == 1
+    assert client.get("/meters/M3/daily", params={**days, "as_of": "0"}).status_code == 404  # not there then
+    assert client.get("/meters/M1/daily", params={**days, "as_of": "7"}).status_code == 404
+    assert client.get("/meters/M1/daily", params={**days, "as_of": "2020-01-01"}).status_code == 404
+    assert client.get("/meters/M1/daily", params={**days, "as_of": "last week"}).status_code == 422
+
+    changes = client.get("/tables/silver_readings/changes", params={"since_version": 1}).json()
+    assert changes["total"] == 2
+    assert sorted((r["change"], r["meter_id"], r["energy_kwh"]) for r in changes["items"]) == [
+        ("insert", "M3", 1.0),
+        ("update", "M1", 2.5),
+    ]
+    assert client.get("/tables/bronze_meter_readings/changes", params={"since_version": 0}).status_code == 404
+    assert client.get("/tables/silver_readings/changes", params={"since_version": -1}).status_code == 422
 
 
 # --- metrics, access, docs -------------------------------------------------------------------------

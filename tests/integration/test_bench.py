@@ -13,9 +13,11 @@ from deltalake import DeltaTable
 from app.application.runner import run_batch
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY
 from app.wiring import LocalPlatform
+from bench import stream_throughput
 from bench.duckdb_reference import run_reference
 from bench.generate import JUNK, generate
 from tests.integration.conftest import NOW
+from tests.integration.kafka import bootstrap_servers, fresh_topic
 
 METERS = 20
 ROWS_PER_DAY = METERS * 48
@@ -67,3 +69,17 @@ def test_the_reference_accepts_quarantines_and_deduplicates_as_local_mode_does(
     )
     gold = DeltaTable(platform.store.location(GOLD_DAILY_METER_ENERGY.name)).to_pyarrow_table()
     assert gold.num_rows == reference["gold_daily_rows"] == METERS * 3
+
+
+@pytest.mark.slow
+def test_the_stream_benchmark_measures_every_reading_it_sends(capsys: pytest.CaptureFixture[str]) -> None:
+    servers = bootstrap_servers()
+    with fresh_topic(servers, partitions=3) as topic:
+        arguments = ["--readings", "2000", "--meters", "200", "--rate", "2000", "--trigger", "1"]
+        figures = stream_throughput.main([*arguments, "--bootstrap", servers, "--topic", topic, "--timeout", "120"])
+    assert figures.readings == 2000  # every reading sent, found in bronze and timed to its silver commit
+    assert figures.micro_batches >= 1 and figures.readings_per_second > 0
+    assert 0 < figures.p50 <= figures.p95 <= figures.max_latency < 120
+    out = capsys.readouterr().out
+    assert "| readings | meters | seconds | readings/s | p50 s | p95 s |" in out
+    assert "command: python -m bench.stream_throughput --readings 2000" in out

@@ -94,7 +94,6 @@ def test_missing_path_exits_non_zero_naming_it(tmp_path: Path) -> None:
     [
         ({"EXECUTION_MODE": "cloud"}, "EXECUTION_MODE"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-        ({"PROCESSING_MODE": "streaming", "EXECUTION_MODE": "databricks"}, "EXECUTION_MODE=local only"),
         ({"SPARK_CONF": "not json"}, "SPARK_CONF"),
     ],
 )

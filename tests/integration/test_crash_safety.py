@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pytest
 from deltalake import DeltaTable
 
@@ -63,7 +62,9 @@ def _comparable(state: dict[str, pa.Table]) -> dict[str, pa.Table]:
         table = table.drop_columns([c for c in table.column_names if c in VOLATILE])
         for index, field in enumerate(table.schema):
             if pa.types.is_floating(field.type):
-                table = table.set_column(index, field, pc.round(table.column(index), 9))
+                # Python's round: Arrow's can leave two values that round alike a last bit apart.
+                rounded = [None if v is None else round(v, 9) for v in table.column(index).to_pylist()]
+                table = table.set_column(index, field, pa.array(rounded, field.type))
         out[name] = table.sort_by([(c, "ascending") for c in table.column_names])
     return out
 

@@ -129,6 +129,9 @@ def test_only_committed_transactions_are_read_with_their_partitions_and_offsets(
     first = reader.poll(max_messages=1000, timeout_seconds=10)
     # The first poll returns once messages are there, not when the timeout runs out.
     assert first and time.monotonic() - started < 8
+    # Each carries its produce time, from which a stream measures event-to-silver latency.
+    stamps = [m.timestamp for m in first]
+    assert all(s is not None and s.tzinfo is not None and abs(time.time() - s.timestamp()) < 120 for s in stamps)
     rows = [(m.partition, m.offset, m.key, m.value) for m in first] + _read_all(reader, 15 - len(first))
 
     assert sorted(rows) == sorted(committed)

@@ -25,19 +25,8 @@ from app.domain.batches import (
 )
 from app.domain.errors import MetadataStoreError
 from app.infrastructure.repositories.metadata import METADATA, SqlMetadataStore, files_checksum
-from tests.integration.postgres import fresh_database, server_url
 
 T0 = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def metadata_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Name an empty database: a new SQLite file, or a new database on the TEST_POSTGRES_URL server."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'state' / 'metadata.db'}"
-        return
-    with fresh_database(server_url()) as url:
-        yield url
 
 
 @pytest.fixture
@@ -110,8 +99,8 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(
             drift = compare_metadata(MigrationContext.configure(connection), METADATA)
     finally:
         engine.dispose()
-    assert {"batches", "batch_files", "layer_metrics", "rule_counts"} <= tables
-    assert [tuple(row) for row in versions] == [("0005",)]
+    assert {"batches", "batch_files", "layer_metrics", "rule_counts", "streams", "audit"} <= tables
+    assert [tuple(row) for row in versions] == [("0007",)]
     assert drift == []
     assert checks == {"ck_batches_status"}
 

@@ -179,3 +179,38 @@ def test_run_batch_on_a_topic_source_points_to_stream(
     servers, name = topic
     with pytest.raises(ConfigurationError, match="energy-platform stream --source feed"):
         run_batch(platform, source_name="feed", config_file=_config(tmp_path, servers, name))
+
+
+@pytest.mark.slow
+def test_a_restart_rolls_a_killed_micro_batch_back_before_it_reads_its_positions(tmp_path: Path) -> None:
+    """Reproducer: the killed micro-batch's bronze commit recorded its positions; a restart read
+    them before recovery rolled that commit back, so it sought past messages no table kept."""
+    import os
+    import subprocess
+    import sys
+
+    servers = bootstrap_servers()
+    with fresh_topic(servers, partitions=1) as name:
+        _produce(servers, name, _readings(1, range(20)), per_transaction=20, abort_every=0)
+        config = _config(tmp_path, servers, name)
+        env = {**os.environ, "DATA_DIR": str(tmp_path / "lake"), "LOG_FORMAT": "json"}
+        args = ["stream", "--source", "feed", "--config", str(config), "--available-now", "--max-messages", "10"]
+        root = Path(__file__).resolve().parents[2]
+        killed = subprocess.run(
+            [sys.executable, "-m", "tests.integration.crash_run", "after silver commit", *args],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert killed.returncode == -9, killed.stderr
+        again = subprocess.run(
+            [sys.executable, "-m", "app.cli", *args], env=env, cwd=root, capture_output=True, text=True, timeout=120
+        )
+        assert again.returncode == 0, again.stderr
+
+    settings = Settings(data_dir=tmp_path / "lake", _env_file=None)  # type: ignore[call-arg]
+    with open_platform(settings) as platform:
+        assert sorted(read_table(platform, "bronze_feed")["line_number"].to_pylist()) == list(range(20))
+        assert read_table(platform, "silver_readings").num_rows == 20

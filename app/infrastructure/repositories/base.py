@@ -6,13 +6,15 @@ import operator
 import re
 import shutil
 from collections.abc import Callable, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+from deltalake import DeltaTable
+from deltalake.exceptions import DeltaError
 
-from app.application.ports import RowFilter
+from app.application.ports import RowFilter, TableVersion
 from app.domain.errors import TableStoreError
 from app.domain.schemas import TableSpec
 
@@ -196,3 +198,64 @@ def with_partition_bounds(spec: TableSpec, where: RowFilter | None) -> list[tupl
             if column == "local_date" and op in (">=", "<=") and isinstance(value, date):
                 conditions.append(("local_month", op, month_start(value)))
     return conditions
+
+
+#: Operation metrics that count rows, by what they count, in delta-rs's and Delta Lake on Spark's
+#: names: the first group a commit has counts (a Spark MERGE's `numOutputRows` counts the rows it
+#: rewrote, not those it added, so a merge's own counts come first).
+_ROW_METRICS = {
+    "added": (("num_target_rows_inserted", "numTargetRowsInserted"), ("num_added_rows", "numOutputRows")),
+    "updated": (("num_target_rows_updated", "numTargetRowsUpdated", "numUpdatedRows"),),
+    "removed": (("num_target_rows_deleted", "num_deleted_rows", "numTargetRowsDeleted", "numDeletedRows"),),
+}
+
+
+def table_version(entry: dict[str, Any]) -> TableVersion:
+    """One history entry of either engine as a `TableVersion`."""
+    metrics = entry.get("operationMetrics") or {}
+
+    def rows(kind: str) -> int:
+        for names in _ROW_METRICS[kind]:
+            if any(name in metrics for name in names):
+                return sum(int(metrics.get(name) or 0) for name in names)
+        return 0
+
+    tags = read_tags(entry)
+    batch = tags.get("batch_id") or (f"rollback of {tags['rollback_of']}" if "rollback_of" in tags else None)
+    stamp = entry.get("timestamp")
+    at = stamp if isinstance(stamp, datetime) else datetime.fromtimestamp(int(stamp or 0) / 1000, UTC)
+    return TableVersion(
+        version=int(entry.get("version", -1)),
+        timestamp=at if at.tzinfo else at.replace(tzinfo=UTC),
+        operation=str(entry.get("operation", "")),
+        batch_id=batch,
+        rows_added=rows("added"),
+        rows_updated=rows("updated"),
+        rows_removed=rows("removed"),
+    )
+
+
+def checked_columns(table: str, columns: Sequence[str], wanted: Sequence[str]) -> None:
+    """Refuse column names a table does not have, naming them and the ones it has."""
+    unknown = [c for c in wanted if c not in columns]
+    if unknown:
+        raise TableStoreError(f"table {table} has no column {', '.join(unknown)}; its columns: {', '.join(columns)}")
+
+
+#: The table property that makes Delta record a table's change data feed.
+CHANGE_FEED = "delta.enableChangeDataFeed"
+
+
+def change_feed(dt: DeltaTable, table: str, since_version: int) -> pa.Table:
+    """A delta-rs table's change data feed from `since_version` on (empty past its newest version)."""
+    if dt.metadata().configuration.get(CHANGE_FEED) != "true":
+        raise TableStoreError(f"table {table} does not record its changes (Delta's change data feed)")
+    if since_version > dt.version():
+        return pa.table({})
+    try:
+        feed = pa.table(dt.load_cdf(starting_version=since_version).read_all())
+    except DeltaError as error:
+        raise TableStoreError(f"table {table}: no changes since version {since_version}: {error}") from None
+    # delta-rs hands strings over as string views, which not every Arrow kernel takes yet.
+    plain = [pa.field(f.name, pa.string()) if f.type == pa.string_view() else f for f in feed.schema]
+    return feed.cast(pa.schema(plain))

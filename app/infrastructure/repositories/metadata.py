@@ -21,6 +21,7 @@ from alembic.util.exc import CommandError
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Column,
@@ -66,6 +67,7 @@ from tenacity import (
     wait_random,
 )
 
+from app.domain.audit import ActorKind, AuditOutcome, AuditRecord
 from app.domain.batches import (
     BatchRecord,
     BatchStatus,
@@ -74,6 +76,8 @@ from app.domain.batches import (
     LayerMetrics,
     MetricTotals,
     Reconciliation,
+    StreamRecord,
+    StreamState,
     batch_checksum,
 )
 from app.domain.errors import MetadataStoreError
@@ -83,6 +87,9 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 LAYER_ORDER: dict[str, int] = {layer: index for index, layer in enumerate(get_args(Layer))}
 STATUSES: frozenset[str] = frozenset(get_args(BatchStatus))
+STREAM_STATES: frozenset[str] = frozenset(get_args(StreamState))
+AUDIT_OUTCOMES: frozenset[str] = frozenset(get_args(AuditOutcome))
+ACTOR_KINDS: frozenset[str] = frozenset(get_args(ActorKind))
 
 # Keeps IN (...) lists under SQLite's bound-parameter limit whatever the caller passes.
 _IN_CHUNK = 500
@@ -205,6 +212,8 @@ batches = Table(
     Column("kind", String(16), nullable=False, server_default="ingest"),
     Column("replay_of", String(128), nullable=True),
     Column("lake", Text(), nullable=True),
+    # A topic micro-batch's {partition: last offset}; NULL for other batches.
+    Column("positions", JSON(none_as_null=True), nullable=True),
     PrimaryKeyConstraint("batch_id"),
     CheckConstraint("status IN ('running', 'succeeded', 'failed', 'skipped')", name="status"),
     Index(None, "started_at"),
@@ -248,6 +257,54 @@ rule_counts = Table(
     Column("count", BigInteger(), nullable=False),
     PrimaryKeyConstraint("batch_id", "rule"),
     ForeignKeyConstraint(["batch_id"], ["batches.batch_id"]),
+)
+
+#: One row per run of a stream: its state and heartbeat, and its last micro-batch's figures.
+streams = Table(
+    "streams",
+    METADATA,
+    Column("run_id", String(128), nullable=False),
+    Column("source", String(255), nullable=False),
+    Column("lake", Text(), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("host", Text(), nullable=False),
+    Column("pid", BigInteger(), nullable=False),
+    Column("trigger_seconds", Float(), nullable=False),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("heartbeat_at", UtcDateTime(), nullable=False),
+    Column("stopped_at", UtcDateTime(), nullable=True),
+    Column("last_batch_id", String(128), nullable=True),
+    Column("micro_batches", BigInteger(), nullable=False),
+    Column("readings", BigInteger(), nullable=False),
+    Column("last_duration_seconds", Float(), nullable=True),
+    Column("last_readings_per_second", Float(), nullable=True),
+    Column("last_latency_seconds", Float(), nullable=True),
+    Column("lag", JSON(none_as_null=True), nullable=True),
+    Column("error", Text(), nullable=True),
+    PrimaryKeyConstraint("run_id"),
+    CheckConstraint("state IN ('running', 'stopped', 'failed')", name="state"),
+    Index(None, "source", "started_at"),
+)
+
+#: The audit trail: one row per mutating action, appended, never changed.
+audit = Table(
+    "audit",
+    METADATA,
+    Column("id", Integer(), autoincrement=True, nullable=False),
+    Column("at", UtcDateTime(), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("actor_kind", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", Text(), nullable=True),
+    Column("details", JSON(none_as_null=True), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("error", Text(), nullable=True),
+    PrimaryKeyConstraint("id"),
+    CheckConstraint("outcome IN ('succeeded', 'failed', 'refused')", name="outcome"),
+    CheckConstraint("actor_kind IN ('cli', 'api', 'stream', 'service')", name="actor_kind"),
+    Index(None, "at"),
+    Index(None, "action", "at"),
+    Index(None, "actor", "at"),
 )
 
 
@@ -453,6 +510,7 @@ class SqlMetadataStore:
                     kind=record.kind,
                     replay_of=record.replay_of,
                     lake=record.lake,
+                    positions=_positions_value(record.positions),
                 )
             )
             if record.files:
@@ -609,6 +667,147 @@ class SqlMetadataStore:
             last_success={
                 source: row["last_success"] for source, row in sums.items() if row["last_success"] is not None
             },
+        )
+
+    @_retried
+    def record_stream(self, record: StreamRecord) -> None:
+        """Write a stream run's row: inserted the first time, replaced after (one transaction)."""
+        for name in ("started_at", "heartbeat_at"):
+            _require_aware(getattr(record, name), name)
+        if record.stopped_at is not None:
+            _require_aware(record.stopped_at, "stopped_at")
+        values = _stream_values(record)
+        with self._transaction(f"record stream run {record.run_id!r}") as connection:
+            updated = connection.execute(update(streams).where(streams.c.run_id == record.run_id).values(**values))
+            if updated.rowcount == 0:
+                connection.execute(insert(streams).values(run_id=record.run_id, **values))
+
+    @_retried
+    def get_stream(self, run_id: str) -> StreamRecord | None:
+        """One stream run, or None if there is no such run."""
+        with self._connection(f"read stream run {run_id!r}") as connection:
+            row = connection.execute(select(streams).where(streams.c.run_id == run_id)).first()
+        return None if row is None else self._stream(row)
+
+    @_retried
+    def streams(self) -> list[StreamRecord]:
+        """The latest run (by start) of each source's stream, sorted by source."""
+        latest = (
+            select(
+                streams,
+                func.row_number()
+                .over(partition_by=streams.c.source, order_by=(streams.c.started_at.desc(), streams.c.run_id.desc()))
+                .label("newest"),
+            )
+        ).subquery()
+        query = select(*(latest.c[column.name] for column in streams.columns)).where(latest.c.newest == 1)
+        with self._connection("list the streams") as connection:
+            rows = connection.execute(query.order_by(latest.c.source)).all()
+        return [self._stream(row) for row in rows]
+
+    def _stream(self, row: Row[Any]) -> StreamRecord:
+        if row.state not in STREAM_STATES:
+            raise MetadataStoreError(
+                f"The metadata database at {self.url_for_display} holds an unknown stream "
+                f"state {row.state!r}; it was probably written by a newer version of the platform."
+            )
+        return StreamRecord(
+            run_id=row.run_id,
+            source=row.source,
+            state=cast(StreamState, row.state),
+            host=row.host,
+            pid=row.pid,
+            trigger_seconds=row.trigger_seconds,
+            started_at=row.started_at,
+            heartbeat_at=row.heartbeat_at,
+            lake=row.lake,
+            stopped_at=row.stopped_at,
+            last_batch_id=row.last_batch_id,
+            micro_batches=row.micro_batches,
+            readings=row.readings,
+            last_duration_seconds=row.last_duration_seconds,
+            last_readings_per_second=row.last_readings_per_second,
+            last_latency_seconds=row.last_latency_seconds,
+            lag=_positions(row.lag),
+            error=row.error,
+        )
+
+    def record_audit(self, record: AuditRecord) -> int:
+        """Append one action to the audit trail; returns its id. Secrets known to the log redaction
+        are masked in its error and details. A retry after a lost answer finds the row its first
+        attempt wrote (same time, actor, action, target and outcome) rather than writing it twice."""
+        _require_aware(record.at, "at")
+        if record.outcome not in AUDIT_OUTCOMES:
+            raise ValueError(f"unknown audit outcome {record.outcome!r}")
+        if record.actor_kind not in ACTOR_KINDS:
+            raise ValueError(f"unknown actor kind {record.actor_kind!r}")
+        values = {
+            "at": record.at,
+            "actor": _storable_text(record.actor),
+            "actor_kind": record.actor_kind,
+            "action": record.action,
+            "target": _storable_text(record.target),
+            "details": _redacted(record.details) or None,
+            "outcome": record.outcome,
+            "error": _storable_text(redact_text(record.error)) if record.error is not None else None,
+        }
+        return self._with_retries("record_audit", lambda attempt: self._record_audit(values, retry=attempt > 1))
+
+    def _record_audit(self, values: dict[str, Any], *, retry: bool) -> int:
+        with self._transaction(f"record the audit of {values['action']!r}") as connection:
+            if retry:
+                stored = connection.execute(
+                    select(audit.c.id).where(
+                        *(audit.c[name] == values[name] for name in ("at", "actor", "action", "outcome")),
+                        audit.c.target.is_(None) if values["target"] is None else audit.c.target == values["target"],
+                    )
+                ).first()
+                if stored is not None:
+                    return int(stored.id)
+            key = connection.execute(insert(audit).values(**values)).inserted_primary_key
+            if key is None:  # every dialect the store supports returns it
+                raise MetadataStoreError(
+                    f"The metadata database at {self.url_for_display} gave no id to an audit record"
+                )
+            return int(key[0])
+
+    @_retried
+    def list_audit(
+        self, limit: int, *, action: str | None = None, actor: str | None = None, since: datetime | None = None
+    ) -> list[AuditRecord]:
+        """Recorded actions, newest first (by time, then id): of `action` and `actor` if given, at
+        or after `since`."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = select(audit)
+        if action is not None:
+            query = query.where(audit.c.action == action)
+        if actor is not None:
+            query = query.where(audit.c.actor == actor)
+        if since is not None:
+            query = query.where(audit.c.at >= _require_aware(since, "since"))
+        query = query.order_by(audit.c.at.desc(), audit.c.id.desc()).limit(limit)
+        with self._connection("read the audit trail") as connection:
+            rows = connection.execute(query).all()
+        return [self._audit(row) for row in rows]
+
+    def _audit(self, row: Row[Any]) -> AuditRecord:
+        if row.outcome not in AUDIT_OUTCOMES or row.actor_kind not in ACTOR_KINDS:
+            raise MetadataStoreError(
+                f"The metadata database at {self.url_for_display} holds an unknown audit outcome "
+                f"{row.outcome!r} or actor kind {row.actor_kind!r}; it was probably written by a newer "
+                "version of the platform."
+            )
+        return AuditRecord(
+            id=row.id,
+            at=row.at,
+            actor=row.actor,
+            actor_kind=cast(ActorKind, row.actor_kind),
+            action=row.action,
+            target=row.target,
+            details=dict(row.details or {}),
+            outcome=cast(AuditOutcome, row.outcome),
+            error=row.error,
         )
 
     def _seconds_between(self, start: ColumnElement[Any], end: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -809,6 +1008,7 @@ class SqlMetadataStore:
                 kind=row.kind,
                 replay_of=row.replay_of,
                 lake=row.lake,
+                positions=_positions(row.positions),
             )
             for row in rows
         ]
@@ -842,6 +1042,17 @@ def _storable_text(value: str | None) -> str | None:
     return None if value is None else value.replace("\x00", "\\x00")
 
 
+def _redacted(value: Any) -> Any:
+    """A JSON value with every text in it passed through the log redaction (and NUL bytes made visible)."""
+    if isinstance(value, str):
+        return _storable_text(redact_text(value))
+    if isinstance(value, dict):
+        return {str(key): _redacted(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item) for item in value]
+    return value
+
+
 def _file_row(batch_id: str, file: InputFile) -> dict[str, object]:
     return {
         "batch_id": batch_id,
@@ -849,6 +1060,38 @@ def _file_row(batch_id: str, file: InputFile) -> dict[str, object]:
         "sha256": file.sha256,
         "size_bytes": file.size_bytes,
         "record_count": file.record_count,
+    }
+
+
+def _positions_value(positions: dict[str, int]) -> dict[str, int] | None:
+    """Partition -> offset (or lag) as the JSON column keeps it: NULL when there is none."""
+    return {str(key): int(value) for key, value in positions.items()} or None
+
+
+def _positions(value: Any) -> dict[str, int]:
+    """The JSON column read back (NULL: {})."""
+    return {str(key): int(number) for key, number in (value or {}).items()}
+
+
+def _stream_values(record: StreamRecord) -> dict[str, Any]:
+    return {
+        "source": record.source,
+        "lake": record.lake,
+        "state": record.state,
+        "host": record.host,
+        "pid": record.pid,
+        "trigger_seconds": record.trigger_seconds,
+        "started_at": record.started_at,
+        "heartbeat_at": record.heartbeat_at,
+        "stopped_at": record.stopped_at,
+        "last_batch_id": record.last_batch_id,
+        "micro_batches": record.micro_batches,
+        "readings": record.readings,
+        "last_duration_seconds": record.last_duration_seconds,
+        "last_readings_per_second": record.last_readings_per_second,
+        "last_latency_seconds": record.last_latency_seconds,
+        "lag": _positions_value(record.lag),
+        "error": _storable_text(record.error),
     }
 
 

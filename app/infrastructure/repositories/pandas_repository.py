@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -16,15 +17,18 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from app.application.ports import ArrowBatchFunction, RowFilter, UpsertCounts
+from app.application.ports import ArrowBatchFunction, RowFilter, TableVersion, UpsertCounts
 from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     APP_ID,
+    CHANGE_FEED,
     COMPARISONS,
+    change_feed,
     changed_condition,
+    checked_columns,
     checked_table_name,
     commit_tags,
     lake_tables,
@@ -33,6 +37,7 @@ from app.infrastructure.repositories.base import (
     read_tags,
     remove_table,
     sql_string,
+    table_version,
     transaction_app_id,
     with_partition_bounds,
 )
@@ -207,6 +212,8 @@ class PandasDeltaStore:
         """One Delta write of the frame's rows (`options` as `write_deltalake` takes them), as one
         commit of the batch; the rows written."""
         data, rows = self._source(spec, frame)
+        if spec.change_feed and not self.exists(spec.name):
+            options = {**options, "configuration": {CHANGE_FEED: "true"}}
         try:
             write_deltalake(
                 str(self._path(spec.name)),
@@ -329,10 +336,14 @@ class PandasDeltaStore:
         if rank is not None:
             changed = f"({changed}) AND s.{rank} {'>=' if replace_equal_rank else '>'} t.{rank}"
         data, rows = self._source(spec, frame)
+        target = DeltaTable(path)
+        if spec.change_feed and target.metadata().configuration.get(CHANGE_FEED) != "true":
+            # A table written before it recorded its changes: from now on it does.
+            target.alter.set_table_properties({CHANGE_FEED: "true"}, commit_properties=_commit(batch_id))
+            target = DeltaTable(path)
         try:
             metrics = (
-                DeltaTable(path)
-                .merge(
+                target.merge(
                     data,
                     predicate=on,
                     source_alias="s",
@@ -350,9 +361,31 @@ class PandasDeltaStore:
         updated = int(metrics.get("num_target_rows_updated", 0))
         return UpsertCounts(inserted=inserted, updated=updated, unchanged=rows() - inserted - updated)
 
-    def head(self, table: str, *, limit: int) -> pa.Table:
-        dataset = self._table(table).to_pyarrow_dataset()
-        return dataset.head(limit)
+    def head(self, table: str, *, limit: int, as_of: int | datetime | None = None) -> pa.Table:
+        dt = self._table(table)
+        if as_of is not None:
+            try:
+                dt.load_as_version(as_of)
+            except (DeltaError, ValueError, OSError) as error:
+                raise TableStoreError(f"table {table} has no version as of {as_of}: {error}") from None
+        return dt.to_pyarrow_dataset().head(limit)
+
+    def changes(self, table: str, *, since_version: int) -> pa.Table:
+        return change_feed(self._table(table), table, since_version)
+
+    def history(self, table: str, *, limit: int | None = None) -> list[TableVersion]:
+        return [table_version(entry) for entry in self._table(table).history(limit)]
+
+    def optimize(self, table: str, *, zorder: Sequence[str] = ()) -> tuple[int, int]:
+        if not zorder:
+            return self.compact(table)
+        dt = self._table(table)
+        checked_columns(table, dt.schema().to_arrow().names, zorder)
+        before = len(dt.file_uris())
+        dt.optimize.z_order(list(zorder))
+        optimized = self._table(table)
+        optimized.create_checkpoint()
+        return before, len(optimized.file_uris())
 
     def compact(self, table: str) -> tuple[int, int]:
         before = len(self._table(table).file_uris())
@@ -360,3 +393,9 @@ class PandasDeltaStore:
         compacted = self._table(table)
         compacted.create_checkpoint()
         return before, len(compacted.file_uris())
+
+    def vacuum(self, table: str, *, retain_hours: float) -> int:
+        deleted = self._table(table).vacuum(
+            retention_hours=math.ceil(retain_hours), enforce_retention_duration=False, dry_run=False
+        )
+        return len(deleted)

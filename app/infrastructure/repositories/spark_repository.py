@@ -8,9 +8,11 @@ and only counts, keys and bounds come back.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import date
+from dataclasses import dataclass
+from datetime import date, datetime
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,20 +21,24 @@ from urllib.parse import unquote, urlparse
 import narwhals as nw
 import pyarrow as pa
 
-from app.application.ports import ArrowBatchFunction, RowFilter, UpsertCounts
+from app.application.ports import ArrowBatchFunction, RowFilter, TableVersion, UpsertCounts
 from app.domain.errors import NotAvailableError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
+    CHANGE_FEED,
     changed_condition,
+    checked_columns,
     checked_table_name,
     commit_tags,
     lake_tables,
     local_days_condition,
     plan_rollback,
+    read_tags,
     remove_table,
     sql_string,
+    table_version,
     transaction_app_id,
     with_partition_bounds,
 )
@@ -90,6 +96,48 @@ def _map_group(table: pa.Table, *, function: ArrowBatchFunction, schema: pa.Sche
     return function(table).select(schema.names).cast(schema)
 
 
+#: What salts a stream's application id once a rollback has undone a micro-batch's commit of it.
+_SALT = "~"
+
+
+@dataclass(frozen=True)
+class _Transaction:
+    """The Delta transaction identifier one commit carries; `done`, when the table already holds
+    it, is the commit that recorded it (Delta skips the write, which reports that commit's metrics)."""
+
+    app_id: str
+    version: int
+    done: dict[str, Any] | None = None
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return dict((self.done or {}).get("operationMetrics") or {})
+
+
+def _commit_setting(table: Path, app_id: str) -> tuple[dict[str, Any] | None, bool]:
+    """The commit information of the newest commit in `table`'s log that set a transaction
+    identifier of `app_id`, and whether a later rollback (a restore tagged `rollback_of`) undid
+    that commit. (None, False) when the log's commit files no longer hold it (expired)."""
+    undone: set[str] = set()
+    commits = [p for p in (table / "_delta_log").glob("*.json") if p.stem.isdigit()]
+    for entry in sorted(commits, key=lambda p: int(p.stem), reverse=True):
+        info: dict[str, Any] = {}
+        sets = False
+        for line in entry.read_text(encoding="utf-8").splitlines():
+            if '"commitInfo"' in line or '"txn"' in line:
+                action = json.loads(line)
+                if "commitInfo" in action:
+                    info = action["commitInfo"] or {}
+                elif (action.get("txn") or {}).get("appId") == app_id:
+                    sets = True
+        tags = read_tags(info)
+        if sets:
+            return info, tags.get("batch_id") in undone
+        if "rollback_of" in tags:
+            undone.add(tags["rollback_of"])
+    return None, False
+
+
 class SparkDeltaStore:
     """Tables under `root/<layer>/<table>` (a local path or a cluster URI), written by Delta on Spark."""
 
@@ -99,6 +147,8 @@ class SparkDeltaStore:
         self.spark = spark
         self.root = root.rstrip("/")
         self._cached: list[DataFrame] = []
+        #: A stream micro-batch's (application id, version), while `stream_transaction` is open.
+        self._stream: tuple[str, int] | None = None
 
     def location(self, table: str) -> str:
         spec = TABLES.get(checked_table_name(table))
@@ -240,7 +290,17 @@ class SparkDeltaStore:
         builder = builder.addColumns(_spark_schema(spec.schema))
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
+        if spec.change_feed:
+            builder = builder.property(CHANGE_FEED, "true")
         builder.execute()
+
+    def _record_changes(self, spec: TableSpec) -> None:
+        """A table written before it recorded its changes: from now on it does."""
+        from delta.tables import DeltaTable
+
+        properties = DeltaTable.forPath(self.spark, self.location(spec.name)).detail().collect()[0]["properties"]
+        if (properties or {}).get(CHANGE_FEED) != "true":
+            self.spark.sql(f"ALTER TABLE delta.`{self.location(spec.name)}` SET TBLPROPERTIES ({CHANGE_FEED} = true)")
 
     def _create_or_append(
         self, spec: TableSpec, data: DataFrame, batch_id: str, sequence: int | None, *, replace: str | None = None
@@ -248,11 +308,14 @@ class SparkDeltaStore:
         if spec.partition_by:  # one file per partition value, not one per task and value
             data = data.repartition(*spec.partition_by)
         mode = "append" if replace is None else "overwrite"
+        transaction = self._transaction(spec.name, batch_id, sequence)
+        if transaction is not None and transaction.done is not None:
+            return int(transaction.metrics.get("numOutputRows", 0))  # Delta would skip it: committed already
         writer = data.write.format("delta").mode(mode).option("userMetadata", batch_id)
         writer = writer.option("mergeSchema", "true") if replace is None else writer.option("replaceWhere", replace)
-        if sequence is not None:
+        if transaction is not None:
             # Delta skips a write whose (application, version) the table already holds.
-            writer = writer.option("txnAppId", transaction_app_id(batch_id, sequence)).option("txnVersion", sequence)
+            writer = writer.option("txnAppId", transaction.app_id).option("txnVersion", transaction.version)
         try:
             if not self.exists(spec.name):
                 with self._commit_metadata(batch_id):  # the table's first commit is the batch's too
@@ -276,7 +339,70 @@ class SparkDeltaStore:
         return self._create_or_append(spec, self._conform(spec, frame), batch_id, sequence)
 
     def position(self, table: str, app_id: str) -> int | None:
-        raise NotAvailableError("stream positions are recorded in local execution mode only in this version")
+        """Read from the table's log (with deltalake: the lake's root is a local or mounted path),
+        so a Spark stream starts a topic where a local-mode stream left it."""
+        return self._transaction_version(table, app_id)
+
+    def _transaction_version(self, table: str, app_id: str) -> int | None:
+        from deltalake import DeltaTable as LogReader
+        from deltalake.exceptions import TableNotFoundError
+
+        if not self.exists(table):
+            return None
+        try:
+            return LogReader(self.location(table)).transaction_version(app_id)
+        except TableNotFoundError:
+            return None
+
+    # Stream micro-batches ---------------------------------------------------------------------
+
+    @contextmanager
+    def stream_transaction(self, app_id: str, version: int) -> Iterator[None]:
+        """Inside: every commit (append, replace, merge) carries Delta's transaction identifier
+        (`app_id`, `version`): a stream query's id and its micro-batch's id, in place of the
+        batch's own, so that a micro-batch Spark runs again after a restart writes nothing twice.
+
+        Delta skips a write whose table already records `version` or later for `app_id`. A
+        restore keeps the log's transaction identifiers, so after a rollback undid a micro-batch
+        its identifier would still be recorded, and the micro-batch's next attempt would be
+        skipped: such a dead identifier (the commit that set it was rolled back) is passed over
+        by salting the id, `<app_id>~1`, `~2`, ... per table, the first one that is free or holds
+        a live commit of this version. A live one means the micro-batch is committed: the write is
+        skipped and reports the counts that commit recorded."""
+        self._stream = (app_id, version)
+        try:
+            yield
+        finally:
+            self._stream = None
+
+    def stream_committed(self, app_id: str, version: int, tables: Sequence[str]) -> list[str]:
+        """The tables among `tables` that hold a live commit of micro-batch `version` of stream
+        `app_id` (or a later one): when any does, that micro-batch is committed (a micro-batch's
+        commits are all kept, or all rolled back)."""
+        return [t for t in tables if self._stream_identifier(t, app_id, version).done is not None]
+
+    def _stream_identifier(self, table: str, app_id: str, version: int) -> _Transaction:
+        """The first of `app_id`, `app_id~1`, ... whose identifier in `table` is below `version`
+        (free), or set by a commit no rollback undid (then `done` is that commit)."""
+        salt = 0
+        while True:
+            candidate = app_id if salt == 0 else f"{app_id}{_SALT}{salt}"
+            recorded = self._transaction_version(table, candidate)
+            if recorded is None or recorded < version:
+                return _Transaction(candidate, version)
+            commit, undone = _commit_setting(Path(self.location(table)), candidate)
+            if not undone:
+                return _Transaction(candidate, version, done=commit or {})
+            salt += 1
+
+    def _transaction(self, table: str, batch_id: str, sequence: int | None) -> _Transaction | None:
+        """The transaction identifier a commit of `batch_id` to `table` carries: the open stream
+        micro-batch's, else the batch's own (with a sequence), else none."""
+        if self._stream is not None:
+            return self._stream_identifier(table, *self._stream)
+        if sequence is None:
+            return None
+        return _Transaction(transaction_app_id(batch_id, sequence), sequence)
 
     def replace(
         self, spec: TableSpec, frame: nw.LazyFrame[Any], *, batch_of: str, batch_id: str, sequence: int | None = None
@@ -304,13 +430,14 @@ class SparkDeltaStore:
         return plans
 
     @contextmanager
-    def _commit_metadata(self, text: str, sequence: int | None = None) -> Iterator[None]:
+    def _commit_metadata(self, text: str, transaction: _Transaction | None = None) -> Iterator[None]:
         """Session settings that tag the next SQL or DeltaTable commit with `text` (a batch id, or
-        a rollback's tag) and, with `sequence`, make it the batch's idempotent write."""
+        a rollback's tag) and, with `transaction`, make it an idempotent write (Delta skips it
+        when the table records that transaction version or a later one)."""
         settings = {"spark.databricks.delta.commitInfo.userMetadata": text}
-        if sequence is not None:
-            settings["spark.databricks.delta.write.txnAppId"] = transaction_app_id(text, sequence)
-            settings["spark.databricks.delta.write.txnVersion"] = str(sequence)
+        if transaction is not None:
+            settings["spark.databricks.delta.write.txnAppId"] = transaction.app_id
+            settings["spark.databricks.delta.write.txnVersion"] = str(transaction.version)
         for key, value in settings.items():
             self.spark.conf.set(key, value)
         try:
@@ -344,8 +471,16 @@ class SparkDeltaStore:
         if rank is not None:
             wins = ">=" if replace_equal_rank else ">"
             changed = f"({changed}) AND {_column('s', rank)} {wins} {_column('t', rank)}"
+        transaction = self._transaction(spec.name, batch_id, sequence)
+        if transaction is not None and transaction.done is not None:  # Delta would skip it: committed already
+            done = transaction.metrics
+            inserted, updated = int(done.get("numTargetRowsInserted", 0)), int(done.get("numTargetRowsUpdated", 0))
+            return UpsertCounts(inserted=inserted, updated=updated, unchanged=data.count() - inserted - updated)
+        if spec.change_feed:
+            with self._commit_metadata(batch_id):  # tagged: a rollback of the batch undoes it too
+                self._record_changes(spec)
         try:
-            with self._commit_metadata(batch_id, sequence):
+            with self._commit_metadata(batch_id, transaction):
                 target = DeltaTable.forPath(self.spark, self.location(spec.name)).alias("t")
                 (
                     target.merge(data.alias("s"), on)
@@ -361,5 +496,62 @@ class SparkDeltaStore:
         updated = int(metrics.get("numTargetRowsUpdated", 0))
         return UpsertCounts(inserted=inserted, updated=updated, unchanged=source_rows - inserted - updated)
 
-    def head(self, table: str, *, limit: int) -> pa.Table:
-        return self._load(table).limit(limit).toArrow()
+    def head(self, table: str, *, limit: int, as_of: int | datetime | None = None) -> pa.Table:
+        if as_of is None:
+            return self._load(table).limit(limit).toArrow()
+        self._load(table)  # a missing table is an error naming it
+        option = ("versionAsOf", str(as_of)) if isinstance(as_of, int) else ("timestampAsOf", as_of.isoformat())
+        try:
+            frame = self.spark.read.format("delta").option(*option).load(self.location(table))
+            return frame.limit(limit).toArrow()
+        except Exception as error:  # AnalysisException and the JVM's errors: no such version
+            raise TableStoreError(f"table {table} has no version as of {as_of}: {error}") from None
+
+    def changes(self, table: str, *, since_version: int) -> pa.Table:
+        from delta.tables import DeltaTable
+
+        self._load(table)
+        target = DeltaTable.forPath(self.spark, self.location(table))
+        properties = target.detail().collect()[0]["properties"] or {}
+        if properties.get(CHANGE_FEED) != "true":
+            raise TableStoreError(f"table {table} does not record its changes (Delta's change data feed)")
+        latest = int(target.history(1).collect()[0]["version"])
+        if since_version > latest:
+            return pa.table({})
+        try:
+            reader = self.spark.read.format("delta").option("readChangeFeed", "true")
+            return reader.option("startingVersion", since_version).load(self.location(table)).toArrow()
+        except Exception as error:  # the JVM's errors: versions before the feed was on, or vacuumed
+            raise TableStoreError(f"table {table}: no changes since version {since_version}: {error}") from None
+
+    def history(self, table: str, *, limit: int | None = None) -> list[TableVersion]:
+        from delta.tables import DeltaTable
+
+        self._load(table)
+        rows = DeltaTable.forPath(self.spark, self.location(table)).history(limit).collect()
+        return [table_version(row.asDict(recursive=True)) for row in rows]
+
+    def optimize(self, table: str, *, zorder: Sequence[str] = ()) -> tuple[int, int]:
+        if not zorder:
+            return self.compact(table)
+        from delta.tables import DeltaTable
+
+        checked_columns(table, self._load(table).columns, zorder)
+        before = self._files(table)
+        DeltaTable.forPath(self.spark, self.location(table)).optimize().executeZOrderBy(*zorder)
+        return before, self._files(table)
+
+    def _files(self, table: str) -> int:
+        from delta.tables import DeltaTable
+
+        return int(DeltaTable.forPath(self.spark, self.location(table)).detail().collect()[0]["numFiles"])
+
+    def vacuum(self, table: str, *, retain_hours: float) -> int:
+        self._load(table)
+        # Delta refuses a retention shorter than its default unless this check is off; the
+        # platform's own check (tables vacuum --force) has decided already.
+        self.spark.conf.set("spark.databricks.delta.retentionDurationCheck.enabled", "false")
+        target = f"delta.`{self.location(table)}` RETAIN {retain_hours:g} HOURS"
+        doomed = self.spark.sql(f"VACUUM {target} DRY RUN").count()
+        self.spark.sql(f"VACUUM {target}").collect()
+        return int(doomed)
