@@ -40,6 +40,7 @@ from app.domain.errors import (
     PlatformError,
     RunInProgressError,
 )
+from app.domain.parsing import option_instant
 
 if TYPE_CHECKING:
     from app.application.pipeline import BatchResult
@@ -299,18 +300,7 @@ class StreamAudit:
 
 def parse_since(text: str) -> datetime:
     """`--since`: an ISO 8601 time with its offset, or a date alone (its midnight UTC)."""
-    value = text.strip()
-    try:
-        instant = datetime.fromisoformat(value)
-    except ValueError:
-        raise ConfigurationError(
-            f"--since {text!r} is not an ISO 8601 time such as 2025-06-01T12:00:00+00:00"
-        ) from None
-    if instant.tzinfo is None:
-        if "T" in value or " " in value:
-            raise ConfigurationError(f"--since {text!r} has no UTC offset; add one, e.g. {value}+00:00")
-        instant = instant.replace(tzinfo=UTC)
-    return instant.astimezone(UTC)
+    return option_instant(text, "--since", expected="not an ISO 8601 time")
 
 
 def audit_trail(

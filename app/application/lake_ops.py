@@ -7,7 +7,7 @@ a batch's commits.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,6 +17,7 @@ from app.application.audit import audited
 from app.application.ports import Platform, TableVersion
 from app.domain.audit import TABLES_OPTIMIZE, TABLES_VACUUM, Actor
 from app.domain.errors import ConfigurationError
+from app.domain.parsing import option_instant
 
 #: Delta Lake's default retention of removed files (`delta.deletedFileRetentionDuration`, 7 days):
 #: a shorter vacuum can delete files a running reader or an older version still needs.
@@ -29,17 +30,26 @@ def parse_as_of(text: str) -> int | datetime:
     value = text.strip()
     if value.isdigit():
         return int(value)
-    try:
-        instant = datetime.fromisoformat(value)
-    except ValueError:
+    return option_instant(text, "--as-of", expected="neither a version number nor an ISO 8601 time")
+
+
+def version_as_of(table: str, versions: Sequence[tuple[int, datetime]], as_of: int | datetime) -> int:
+    """The version of `table` (whose commits are `versions`: number and time) that `as_of`
+    names: the number itself, or the latest committed at or before the instant; an error naming
+    what the table has otherwise."""
+    known = sorted(v for v, _ in versions)
+    if isinstance(as_of, int):
+        if as_of not in known:
+            raise ConfigurationError(f"table {table} has no version {as_of}; it has versions {known[0]} to {known[-1]}")
+        return as_of
+    before = [v for v, at in versions if at <= as_of]
+    if not before:
+        first = min(versions)[1]
         raise ConfigurationError(
-            f"--as-of {text!r} is neither a version number nor an ISO 8601 time such as 2025-06-01T12:00:00+00:00"
-        ) from None
-    if instant.tzinfo is None:
-        if "T" in value or " " in value:
-            raise ConfigurationError(f"--as-of {text!r} has no UTC offset; add one, e.g. {value}+00:00")
-        instant = instant.replace(tzinfo=UTC)
-    return instant
+            f"table {table} did not exist yet at {as_of.isoformat()}: its first version was written at "
+            f"{first.isoformat()}"
+        )
+    return max(before)
 
 
 def existing_tables(platform: Platform, name: str | None) -> list[str]:
@@ -55,22 +65,8 @@ def existing_tables(platform: Platform, name: str | None) -> list[str]:
 
 
 def checked_as_of(platform: Platform, table: str, as_of: int | datetime) -> int:
-    """The version of `table` that `--as-of` names: the number itself, or the latest version
-    committed at or before the instant; an error naming what the table has otherwise."""
-    versions = platform.store.history(table)
-    known = sorted(v.version for v in versions)
-    if isinstance(as_of, int):
-        if as_of not in known:
-            raise ConfigurationError(f"table {table} has no version {as_of}; it has versions {known[0]} to {known[-1]}")
-        return as_of
-    before = [v for v in versions if v.timestamp <= as_of]
-    if not before:
-        first = min(versions, key=lambda v: v.version)
-        raise ConfigurationError(
-            f"table {table} did not exist yet at {as_of.isoformat()}: its first version was written at "
-            f"{first.timestamp.isoformat()}"
-        )
-    return max(v.version for v in before)
+    """`version_as_of` over the table's history."""
+    return version_as_of(table, [(v.version, v.timestamp) for v in platform.store.history(table)], as_of)
 
 
 def table_history(platform: Platform, name: str, *, limit: int | None = None) -> list[TableVersion]:

@@ -13,11 +13,13 @@ file, and reaches parsing as columns of the raw row.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import PurePath
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from app.domain.errors import ConfigurationError
 from app.domain.schemas import UTC_TIMESTAMP
 from app.domain.sources import ColumnMapping, SourceConfig, split_at_offset
 
@@ -665,3 +667,18 @@ def parsed_schema(header: list[str]) -> pa.Schema:
             *((raw_column(i), pa.string()) for i in range(len(header))),
         ]
     )
+
+
+def option_instant(text: str, option: str, *, expected: str = "an ISO 8601 time") -> datetime:
+    """A command's time option (`--since`, `--as-of`): an ISO 8601 time with its offset, or a
+    date alone (its midnight UTC), in UTC; `expected` names what the option takes in the error."""
+    value = text.strip()
+    try:
+        instant = datetime.fromisoformat(value)
+    except ValueError:
+        raise ConfigurationError(f"{option} {text!r} is {expected} such as 2025-06-01T12:00:00+00:00") from None
+    if instant.tzinfo is None:
+        if "T" in value or " " in value:
+            raise ConfigurationError(f"{option} {text!r} has no UTC offset; add one, e.g. {value}+00:00")
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC)

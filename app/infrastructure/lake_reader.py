@@ -29,6 +29,7 @@ import pyarrow.dataset as ds
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
+from app.application.lake_ops import version_as_of
 from app.application.ports import Page, RowFilter
 from app.domain.errors import ConfigurationError
 from app.domain.schemas import GOLD_DAILY_METER_ENERGY, QUARANTINE_READINGS, TableSpec
@@ -145,21 +146,12 @@ class LakeReader:
         return change_feed(DeltaTable(str(self._path(spec))), spec.name, since_version)
 
     def _past(self, spec: TableSpec, latest: int, as_of: int | datetime) -> int:
-        """The version `as_of` names: the number itself, or the latest committed at or before the instant."""
+        """The version `as_of` names; a number needs no read of the log."""
         if isinstance(as_of, int):
-            if not 0 <= as_of <= latest:
-                raise ConfigurationError(f"{spec.name} has no version {as_of}; its versions are 0 to {latest}")
-            return as_of
-        moment = as_of.timestamp() * 1000
+            return version_as_of(spec.name, [(v, datetime.min.replace(tzinfo=UTC)) for v in range(latest + 1)], as_of)
         history = DeltaTable(str(self._path(spec))).history()
-        before = [int(e["version"]) for e in history if e["timestamp"] <= moment]
-        if not before:
-            first = min(history, key=lambda e: int(e["version"]))["timestamp"]
-            written = datetime.fromtimestamp(first / 1000, UTC).isoformat()
-            raise ConfigurationError(
-                f"{spec.name} did not exist yet at {as_of.isoformat()}: its first version is of {written}"
-            )
-        return max(before)
+        versions = [(int(e["version"]), datetime.fromtimestamp(e["timestamp"] / 1000, UTC)) for e in history]
+        return version_as_of(spec.name, versions, as_of)
 
     # Snapshots ----------------------------------------------------------------------------
 

@@ -149,6 +149,8 @@ class SparkDeltaStore:
         self._cached: list[DataFrame] = []
         #: A stream micro-batch's (application id, version), while `stream_transaction` is open.
         self._stream: tuple[str, int] | None = None
+        #: Tables seen recording their change data feed: checked once, not before every merge.
+        self._recording: set[str] = set()
 
     def location(self, table: str) -> str:
         spec = TABLES.get(checked_table_name(table))
@@ -298,9 +300,12 @@ class SparkDeltaStore:
         """A table written before it recorded its changes: from now on it does."""
         from delta.tables import DeltaTable
 
+        if spec.name in self._recording:
+            return
         properties = DeltaTable.forPath(self.spark, self.location(spec.name)).detail().collect()[0]["properties"]
         if (properties or {}).get(CHANGE_FEED) != "true":
             self.spark.sql(f"ALTER TABLE delta.`{self.location(spec.name)}` SET TBLPROPERTIES ({CHANGE_FEED} = true)")
+        self._recording.add(spec.name)
 
     def _create_or_append(
         self, spec: TableSpec, data: DataFrame, batch_id: str, sequence: int | None, *, replace: str | None = None
@@ -415,6 +420,8 @@ class SparkDeltaStore:
 
     def rollback(self, batch_id: str) -> dict[str, int | None]:
         from delta.tables import DeltaTable
+
+        self._recording.clear()  # a restore can take a table back to before its feed was on
 
         def history(table: str) -> list[dict[str, Any]]:
             rows = DeltaTable.forPath(self.spark, self.location(table)).history().select("version", "userMetadata")
