@@ -5,7 +5,9 @@ with stored silver rows as context (`role` "history"), judges the local days the
 touches against the series rules (spike, high/low, zero run), and fills the gaps of those
 days by linear interpolation, like-day or flat fill. It runs unchanged over a whole table
 (local mode) or per group (Spark `applyInArrow`): series are processed independently, and
-the result does not depend on the order of the input rows (the output is sorted).
+the result does not depend on the order of the input rows (the output is sorted). All the
+series of a call are judged at once, in arrays over one grid that holds each series' window
+after the previous one's; no run, day or look-back crosses from one series into the next.
 
 Documented choices (see also `VeeParams`):
 
@@ -224,55 +226,95 @@ class _DayStarts:
         local = pc.assume_timezone(naive, timezone=zone, ambiguous="earliest", nonexistent="latest")
         self.starts = _ints(pc.cast(local, pa.int64()))
 
-    def between(self, first_day: int, last_day: int) -> np.ndarray:
-        """Starts of days first..last and the start of the day after."""
-        return self.starts[first_day - self.first_day : last_day - self.first_day + 2]
+    def at(self, days: np.ndarray) -> np.ndarray:
+        """Start of each of `days` (local dates as days since the epoch)."""
+        return self.starts[days - self.first_day]
 
 
 @dataclass(frozen=True)
 class _Grid:
-    """The expected intervals of a series over a window of local days, in time order."""
+    """The expected intervals of every series over its window of local days: the series one
+    after another, each in time order.
 
-    first_day: int
-    minutes: int
-    times: np.ndarray  # int64 UTC microseconds
-    day: np.ndarray  # int64 window day index of each interval
-    expected: np.ndarray  # int64 expected intervals per window day
-    end: int  # UTC microseconds at which the window ends
+    Arrays per series (indexed by series number), per grid day (one local day of one series)
+    and per point (one expected interval). Runs of points never cross from one series into the
+    next (`_runs`), and each rule and fill stays within a series.
+    """
+
+    minutes: np.ndarray  # per series: its interval length
+    first_day: np.ndarray  # per series: its window's first local date
+    last_day: np.ndarray  # per series: its window's last local date
+    day_first: np.ndarray  # per series: its first grid day
+    seg_start: np.ndarray  # per series: its first point
+    seg_end: np.ndarray  # per series: one past its last point
+    day_series: np.ndarray  # per grid day: its series
+    local_day: np.ndarray  # per grid day: its local date, days since the epoch
+    day_begin: np.ndarray  # per grid day: UTC microseconds at its local midnight
+    day_point: np.ndarray  # per grid day: its first point
+    expected: np.ndarray  # per grid day: its expected intervals
+    times: np.ndarray  # per point: its UTC start, int64 microseconds
+    day: np.ndarray  # per point: its grid day
+    series: np.ndarray  # per point: its series
+    opens: np.ndarray  # per point: the first of its series
+    closes: np.ndarray  # per point: the last of its series
 
     @classmethod
-    def build(cls, starts: _DayStarts, first_day: int, last_day: int, minutes: int) -> _Grid:
-        bounds = starts.between(first_day, last_day)
-        step = minutes * _US_PER_MINUTE
+    def build(cls, starts: _DayStarts, first_day: np.ndarray, last_day: np.ndarray, minutes: np.ndarray) -> _Grid:
+        days = last_day - first_day + 1
+        day_first = np.cumsum(days) - days
+        day_series = np.repeat(np.arange(len(days), dtype=np.int64), days)
+        local_day = first_day[day_series] + np.arange(int(days.sum()), dtype=np.int64) - day_first[day_series]
+        begin, end = starts.at(local_day), starts.at(local_day + 1)
+        length = minutes[day_series]
+        step = length * _US_PER_MINUTE
         # Ceiling division: a day's last interval may be cut short by the next midnight.
-        counts = np.ones(len(bounds) - 1, dtype=np.int64) if minutes >= 1440 else -(-np.diff(bounds) // step)
-        offsets = np.cumsum(counts) - counts
-        days = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-        position = np.arange(int(counts.sum()), dtype=np.int64) - offsets[days]
-        times = bounds[:-1][days] + position * step
-        return cls(first_day, minutes, times, days, counts, int(bounds[-1]))
+        counts = np.where(length >= 1440, 1, -(-(end - begin) // step))
+        day_point = np.cumsum(counts) - counts
+        day = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+        times = begin[day] + (np.arange(int(counts.sum()), dtype=np.int64) - day_point[day]) * step[day]
+        series = day_series[day]
+        seg_end = np.cumsum(np.bincount(series, minlength=len(days)))
+        seg_start = seg_end - np.bincount(series, minlength=len(days))
+        opens = np.zeros(len(times), dtype=bool)
+        opens[seg_start] = True
+        closes = np.zeros(len(times), dtype=bool)
+        closes[seg_end - 1] = True
+        return cls(
+            minutes, first_day, last_day, day_first, seg_start, seg_end, day_series, local_day, begin, day_point,
+            counts, times, day, series, opens, closes,
+        )  # fmt: skip
 
     @property
     def size(self) -> int:
         return len(self.times)
 
-    def locate(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Grid index of each instant, and whether it lies on the grid."""
-        index = np.searchsorted(self.times, t)
-        clipped = np.minimum(index, max(self.size - 1, 0))
-        on = (index < self.size) & (self.times[clipped] == t) if self.size else np.zeros(len(t), bool)
-        return clipped, on
+    def grid_day(self, series: np.ndarray, day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The grid day of each (series, local date), and whether the series' window has it."""
+        inside = (day >= self.first_day[series]) & (day <= self.last_day[series])
+        return np.where(inside, self.day_first[series] + day - self.first_day[series], 0), inside
+
+    def locate(self, series: np.ndarray, day: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Point of each row (its series, local date and start), and whether it lies on the grid."""
+        grid_day, inside = self.grid_day(series, day)
+        offset = t - self.day_begin[grid_day]
+        step = self.minutes[series] * _US_PER_MINUTE
+        position = offset // step
+        on = inside & (offset >= 0) & (offset % step == 0) & (position < self.expected[grid_day])
+        return np.where(on, self.day_point[grid_day] + position, 0), on
+
+    def runs(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Starts and (exclusive) ends of the runs of True in `mask`, a run ending with its series."""
+        if not len(mask):
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        after_false = np.concatenate(([True], ~mask[:-1]))
+        before_false = np.concatenate((~mask[1:], [True]))
+        starts = np.flatnonzero(mask & (after_false | self.opens))
+        return starts, np.flatnonzero(mask & (before_false | self.closes)) + 1
 
     def wall_seconds(self, points: np.ndarray, zone: str) -> np.ndarray:
         """Local wall-clock time of grid points as seconds since the epoch (repeated hours repeat)."""
         instants = pa.array(self.times[points], pa.int64()).cast(pa.timestamp("us", tz=zone))
         return _ints(pc.cast(pc.local_timestamp(instants), pa.int64())) // 1_000_000
-
-
-def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Starts and (exclusive) ends of the runs of True in `mask`."""
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
 
 
 def _expand(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -295,6 +337,13 @@ def _pick(size: int, points: np.ndarray, rows: np.ndarray, prefer: np.ndarray) -
     return out
 
 
+def _per_series(count: int, series: np.ndarray, values: np.ndarray, *, largest: bool) -> np.ndarray:
+    """The smallest (or largest) of `values` per series; every series must have one."""
+    out = np.full(count, np.iinfo(np.int64).min if largest else np.iinfo(np.int64).max, dtype=np.int64)
+    (np.maximum if largest else np.minimum).at(out, series, values)
+    return out
+
+
 # --- series rules ---------------------------------------------------------------------------------
 
 
@@ -302,6 +351,17 @@ def _spike(present: np.ndarray, value: np.ndarray, judged: np.ndarray, grid: _Gr
     """Intervals equal to their day's highest, where highest / third-highest > spike_ratio."""
     points = np.flatnonzero(present & judged)
     day_high = np.full(len(grid.expected), math.nan)
+    if len(points) >= 3:
+        # Only a day with at most two values near its highest can be a spike's: with three at
+        # least 1/spike_ratio of the highest (a hair more, against rounding), the third-highest
+        # is too. Points run in day order, so a day's are contiguous.
+        days = grid.day[points]
+        first = np.flatnonzero(np.concatenate(([True], days[1:] != days[:-1])))
+        lengths = np.diff(np.append(first, len(points)))
+        high = np.maximum.reduceat(value[points], first)
+        near = value[points] >= np.repeat(high / v.spike_ratio * (1 + 1e-9), lengths)
+        few = np.add.reduceat(near.astype(np.int64), first) < 3
+        points = points[np.repeat(few & (high > v.spike_min_kwh), lengths)]
     if len(points) >= 3:
         order = points[np.lexsort((-value[points], grid.day[points]))]
         days = grid.day[order]
@@ -324,7 +384,7 @@ def _high_low(present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, gr
     count_before = np.concatenate(([0], np.cumsum(complete)))
     total_before = np.concatenate(([0.0], np.cumsum(np.where(complete, total, 0.0))))
     day = np.arange(days)
-    since = np.maximum(day - v.lookback_days, 0)
+    since = np.maximum(day - v.lookback_days, grid.day_first[grid.day_series])
     n = count_before[day] - count_before[since]
     mean = np.divide(total_before[day] - total_before[since], n, out=np.zeros(days), where=n > 0)
     judgeable = judged_day & complete & (n >= v.min_lookback_days) & (mean > 0)
@@ -332,21 +392,21 @@ def _high_low(present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, gr
     return present & hit[grid.day]
 
 
-def _zero_run(present: np.ndarray, value: np.ndarray, limit: int) -> np.ndarray:
-    """Intervals of runs of consecutive present zeros longer than `limit`."""
-    starts, ends = _runs(present & (value == 0))
-    long_runs = (ends - starts) > limit
+def _zero_run(present: np.ndarray, value: np.ndarray, limit: np.ndarray, grid: _Grid) -> np.ndarray:
+    """Intervals of runs of consecutive present zeros longer than their series' `limit`."""
+    starts, ends = grid.runs(present & (value == 0))
+    long_runs = (ends - starts) > limit[grid.series[starts]]
     hit = np.zeros(len(value), dtype=bool)
     hit[_expand(starts[long_runs], ends[long_runs])[0]] = True
     return hit
 
 
-# --- one series -----------------------------------------------------------------------------------
+# --- the series -----------------------------------------------------------------------------------
 
 
 @dataclass
 class _Output:
-    """What VEE decided, gathered over all series."""
+    """What VEE decided, over all series."""
 
     flag_rows: list[np.ndarray] = field(default_factory=list)
     flag_bits: list[np.ndarray] = field(default_factory=list)
@@ -364,11 +424,21 @@ class _Output:
 
 @dataclass(frozen=True)
 class _State:
-    """A series' grid points: which row supplies each, and what is present."""
+    """The grid's points: which row supplies each, and what is present."""
 
     batch: np.ndarray  # accepted batch row per point, -1 if none
     history: np.ndarray  # accepted history row per point, -1 if none
     rejected: np.ndarray  # rejected batch row per point (largest reported value), -1 if none
+
+
+@dataclass(frozen=True)
+class _Series:
+    """Per series (numbered 0..n-1): what the grid does not hold."""
+
+    row: np.ndarray  # a row of the series, for its keys
+    export: np.ndarray  # bool: an export channel
+    outside_before: np.ndarray  # bool: an accepted read before its window
+    outside_after: np.ndarray  # bool: an accepted read after its window
 
 
 def _present(
@@ -384,7 +454,7 @@ def _present(
 
 
 def _judge(
-    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams, *, export: bool
+    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams, export: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Series rules over present values -> (flag bits, rejecting rule code) per grid point.
 
@@ -393,10 +463,11 @@ def _judge(
     """
     present, _, value = _present(rows, state, np.zeros(grid.size, dtype=bool), params.rejected_replaces_history)
     judged = judged_day[grid.day]
+    zero_limit = np.array([params.zero_limit(int(m)) for m in grid.minutes], dtype=np.int64)
     hits = (
         _spike(present, value, judged, grid, params.validation),
         _high_low(present, value, judged_day, grid, params.validation),
-        np.zeros(grid.size, dtype=bool) if export else _zero_run(present, value, params.zero_limit(grid.minutes)),
+        _zero_run(present & ~export[grid.series], value, zero_limit, grid),
     )
     from_batch = state.batch >= 0
     bits = np.zeros(grid.size, dtype=np.int64)
@@ -421,25 +492,27 @@ class _Gaps:
     flat_from: np.ndarray  # per run: the neighbour a flat fill copies
 
 
-def _gaps(present: np.ndarray, judged: np.ndarray, outside: tuple[bool, bool], grid: _Grid, e: Estimation) -> _Gaps:
+def _gaps(present: np.ndarray, judged: np.ndarray, series: _Series, grid: _Grid, e: Estimation) -> _Gaps:
     size = grid.size
-    starts, ends = _runs(~present)
+    starts, ends = grid.runs(~present)
     judged_at = np.flatnonzero(judged)
     touches = np.searchsorted(judged_at, ends) > np.searchsorted(judged_at, starts)
     starts, ends = starts[touches], ends[touches]
     first_judged = judged_at[np.searchsorted(judged_at, starts)] if len(starts) else starts
     last_judged = judged_at[np.searchsorted(judged_at, ends) - 1] if len(starts) else ends
-    prev_here, next_here = starts > 0, ends < size
-    has_prev, has_next = prev_here | outside[0], next_here | outside[1]
+    of = grid.series[starts] if len(starts) else starts
+    prev_here, next_here = starts > grid.seg_start[of], ends < grid.seg_end[of]
+    has_prev, has_next = prev_here | series.outside_before[of], next_here | series.outside_after[of]
     reach = e.max_gap_days * 1440
-    length = (ends - starts) * grid.minutes
+    minutes = grid.minutes[of]
+    length = (ends - starts) * minutes
     method = np.full(len(starts), _MISSING, dtype=np.int64)
     if e.enabled:
         between = prev_here & next_here & (length <= reach)
         method[between] = np.where(length[between] <= e.max_linear_minutes, _LINEAR, _LIKE_DAY)
         # The part of a one-sided gap to fill: from its neighbour to the far judged interval.
-        fill_prev = (last_judged - starts + 1) * grid.minutes
-        fill_next = (ends - first_judged) * grid.minutes
+        fill_prev = (last_judged - starts + 1) * minutes
+        fill_next = (ends - first_judged) * minutes
         flat_prev = prev_here & ~has_next & (fill_prev <= reach)
         flat_next = next_here & ~has_prev & (fill_next <= reach)
         # Past the first or last read of the series nothing is known: a short gap carries the
@@ -455,10 +528,17 @@ def _gaps(present: np.ndarray, judged: np.ndarray, outside: tuple[bool, bool], g
 def _like_day(
     targets: np.ndarray, usable: np.ndarray, value: np.ndarray, grid: _Grid, weeks: int, zone: str
 ) -> np.ndarray:
-    """Mean over the previous weeks of the reads at the same local wall clock time; NaN if none."""
+    """Mean over the previous weeks of the reads of the same series at the same local wall clock
+    time; NaN if none."""
     candidates = np.flatnonzero(usable)
     wall = grid.wall_seconds(np.concatenate((candidates, targets)), zone)
-    keys, target_keys = wall[: len(candidates)], wall[len(candidates) :]
+    # One key per (series, wall clock time): each series in a band of its own, wide enough that
+    # a target's weeks back stay in its series' band.
+    base = int(wall.min(initial=0)) - weeks * _SECONDS_PER_WEEK
+    width = int(wall.max(initial=0)) - base + 1
+    points = np.concatenate((candidates, targets))
+    key = grid.series[points] * width + (wall - base)
+    keys, target_keys = key[: len(candidates)], key[len(candidates) :]
     order = np.argsort(keys, kind="stable")
     keys, values = keys[order], value[candidates][order]
     last = max(len(keys) - 1, 0)
@@ -506,22 +586,61 @@ def _estimate(
     return estimate, method
 
 
-def _series(rows: _Rows, selected: np.ndarray, starts: _DayStarts, params: VeeParams, out: _Output) -> None:
-    """Judge and fill one series; `selected` are its placed rows."""
-    lengths, counts = np.unique(rows.minutes[selected], return_counts=True)
-    minutes = int(lengths[counts.argmax()])
-    series_row = int(selected[0])
-    selected = selected[rows.minutes[selected] == minutes]
-    judged_days = np.unique(rows.day[selected[rows.batch[selected]]])
-    if not len(judged_days):
+def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output) -> None:
+    """Judge and fill every series that has batch rows among `placed`, all at once."""
+    codes = rows.series[placed]
+    known = np.bincount(codes) > 0
+    of = (np.cumsum(known) - 1)[codes]
+    count = int(known.sum())
+    # A series' interval length is its most common (the shortest of equally common ones).
+    lengths = rows.minutes[placed]
+    minutes = np.zeros(count, dtype=np.int64)
+    most = np.zeros(count, dtype=np.int64)
+    for length in np.flatnonzero(np.bincount(lengths)):
+        rows_of = np.bincount(of[lengths == length], minlength=count)
+        minutes[rows_of > most] = length
+        most = np.maximum(most, rows_of)
+    series_row = np.zeros(count, dtype=np.int64)
+    series_row[of] = placed  # any row of the series: they share its keys
+    # Rows of another length take no part; nor do series without batch rows of their length.
+    mine = lengths == minutes[of]
+    selected, of = placed[mine], of[mine]
+    batch = rows.batch[selected]
+    judged = np.bincount(of[batch], minlength=count) > 0
+    if not judged.all():
+        number = np.cumsum(judged) - 1
+        keep = judged[of]
+        selected, of, batch = selected[keep], number[of[keep]], batch[keep]
+        minutes, series_row = minutes[judged], series_row[judged]
+        count = int(judged.sum())
+    if not count:
         return
-    before, after = _margins(params, minutes)
-    first_day = int(judged_days[0]) - before
-    grid = _Grid.build(starts, first_day, int(judged_days[-1]) + after, minutes)
-    t = rows.t[selected]
-    accepted = rows.accepted[selected]
-    outside = (bool((accepted & (t < grid.times[0])).any()), bool((accepted & (t >= grid.end)).any()))
-    index, on = grid.locate(t)
+    day, t, accepted = rows.day[selected], rows.t[selected], rows.accepted[selected]
+    margins = {int(m): _margins(params, int(m)) for m in np.unique(minutes)}
+    before = np.array([margins[int(m)][0] for m in minutes], dtype=np.int64)
+    after = np.array([margins[int(m)][1] for m in minutes], dtype=np.int64)
+    window_first = _per_series(count, of[batch], day[batch], largest=False) - before
+    window_last = _per_series(count, of[batch], day[batch], largest=True) + after
+    starts = _DayStarts(params.series_timezone, int(window_first.min()), int(window_last.max()))
+    opens, ends = starts.at(window_first), starts.at(window_last + 1)
+    series = _Series(
+        row=series_row,
+        export=rows.export[series_row],
+        outside_before=np.bincount(of[accepted & (t < opens[of])], minlength=count) > 0,
+        outside_after=np.bincount(of[accepted & (t >= ends[of])], minlength=count) > 0,
+    )
+    # The window is cut to the days the series has rows on: the days cut have none, so every gap
+    # they would extend is a gap at the start or end of the series' data either way.
+    inside = (day >= window_first[of]) & (day <= window_last[of])
+    grid = _Grid.build(
+        starts,
+        _per_series(count, of[inside], day[inside], largest=False),
+        _per_series(count, of[inside], day[inside], largest=True),
+        minutes,
+    )
+    judged_day = np.zeros(len(grid.expected), dtype=bool)
+    judged_day[grid.grid_day(of[batch], day[batch])[0]] = True
+    index, on = grid.locate(of, day, t)
     selected, index = selected[on], index[on]
     batch, accepted = rows.batch[selected], rows.accepted[selected]
     reported = rows.reported[selected]
@@ -535,14 +654,12 @@ def _series(rows: _Rows, selected: np.ndarray, starts: _DayStarts, params: VeePa
         history=pick(~batch & accepted, rows.energy[selected]),
         rejected=pick(batch & ~accepted, largest_reported),
     )
-    judged_day = np.zeros(len(grid.expected), dtype=bool)
-    judged_day[judged_days - first_day] = True
-    bits, codes = _judge(rows, state, grid, judged_day, params, export=bool(rows.export[series_row]))
+    bits, codes = _judge(rows, state, grid, judged_day, params, series.export)
     out.flag_rows.append(state.batch[bits > 0])
     out.flag_bits.append(bits[bits > 0])
     out.reject_rows.append(state.batch[codes > 0])
     out.reject_codes.append(codes[codes > 0])
-    _fill(rows, state, grid, (judged_day, codes > 0, outside), series_row, params, out)
+    _fill(rows, state, grid, (judged_day, codes > 0), series, params, out)
 
 
 def _margins(params: VeeParams, minutes: int) -> tuple[int, int]:
@@ -553,27 +670,27 @@ def _margins(params: VeeParams, minutes: int) -> tuple[int, int]:
     return max(reach, look_back) + 1, reach + 1
 
 
-def _renewed(
-    judged: np.ndarray, present: np.ndarray, from_batch: np.ndarray, limit: int, day: np.ndarray
-) -> np.ndarray:
+def _renewed(judged: np.ndarray, present: np.ndarray, from_batch: np.ndarray, grid: _Grid, days: int) -> np.ndarray:
     """The points whose gaps are filled: those of the judged days, and the points of a gap of
-    at most `limit` points between two present points one of which the batch supplies, on the
-    days the series has a present point (stored or the batch's). Such a gap was filled (or
-    left) when only one side was known, by flat fill or not at all; the batch gives it its
+    at most `days` between two present points of its series one of which the batch supplies,
+    on the days the series has a present point (stored or the batch's). Such a gap was filled
+    (or left) when only one side was known, by flat fill or not at all; the batch gives it its
     second neighbour, so it is estimated again as one gap, the way one batch of all the reads
     would (which judges every day it has reads for, and no day without). A gap with no present
     point on one side stays limited to the judged days (nothing is known past the end of the
     data), and a longer gap is left missing anyway."""
-    starts, ends = _runs(~present)
-    inside = (starts > 0) & (ends < len(present)) & (ends - starts <= limit)
+    starts, ends = grid.runs(~present)
+    of = grid.series[starts]
+    limit = days * 1440 // grid.minutes[of]
+    inside = (starts > grid.seg_start[of]) & (ends < grid.seg_end[of]) & (ends - starts <= limit)
     starts, ends = starts[inside], ends[inside]
     renewed = from_batch[starts - 1] | from_batch[ends]
     if not renewed.any():
         return judged
     points, _ = _expand(starts[renewed], ends[renewed])
-    read_days = np.bincount(day[present], minlength=int(day.max(initial=0)) + 1) > 0
+    read_days = np.bincount(grid.day[present], minlength=len(grid.expected)) > 0
     judged = judged.copy()
-    judged[points[read_days[day[points]]]] = True
+    judged[points[read_days[grid.day[points]]]] = True
     return judged
 
 
@@ -581,23 +698,22 @@ def _fill(
     rows: _Rows,
     state: _State,
     grid: _Grid,
-    judgement: tuple[np.ndarray, np.ndarray, tuple[bool, bool]],
-    series_row: int,
+    judgement: tuple[np.ndarray, np.ndarray],
+    series: _Series,
     params: VeeParams,
     out: _Output,
 ) -> None:
     """Estimate or mark missing every gap interval of the judged days.
 
-    `judgement`: judged window days, points quarantined by a series rule, and whether present
-    reads exist before and after the window.
+    `judgement`: judged grid days and points quarantined by a series rule.
     """
-    judged_day, quarantined, outside = judgement
+    judged_day, quarantined = judgement
     present, source, value = _present(rows, state, quarantined, params.rejected_replaces_history)
     judged = judged_day[grid.day]
     if params.estimation.enabled:
-        limit = params.estimation.max_gap_days * 1440 // grid.minutes
-        judged = _renewed(judged, present, (state.batch >= 0) & ~quarantined, limit, grid.day)
-    gaps = _gaps(present, judged, outside, grid, params.estimation)
+        from_batch = (state.batch >= 0) & ~quarantined
+        judged = _renewed(judged, present, from_batch, grid, params.estimation.max_gap_days)
+    gaps = _gaps(present, judged, series, grid, params.estimation)
     points, run = _expand(gaps.starts, gaps.ends)
     keep = judged[points]
     points, run = points[keep], run[keep]
@@ -611,10 +727,11 @@ def _fill(
         np.where(np.isnan(rows.reported[series_read]), rows.energy[series_read], rows.reported[series_read]),
         np.where(rejected_read >= 0, rows.reported[rejected_read], math.nan),
     )
-    out.series_row.append(np.full(len(points), series_row, dtype=np.int64))
+    of = grid.series[points]
+    out.series_row.append(series.row[of])
     out.times.append(grid.times[points])
-    out.days.append(grid.first_day + grid.day[points])
-    out.minutes.append(np.full(len(points), grid.minutes, dtype=np.int64))
+    out.days.append(grid.local_day[grid.day[points]])
+    out.minutes.append(grid.minutes[of])
     out.values.append(estimate)
     out.methods.append(method)
     out.reported.append(reported)
@@ -733,16 +850,7 @@ def apply_vee(table: pa.Table, params: VeeParams, *, ordered: bool = True) -> pa
     placed = np.flatnonzero(rows.placed)
     judged = placed[rows.batch[placed]]
     if len(judged):
-        longest = int(rows.minutes[placed].max())
-        before, after = _margins(params, longest)
-        starts = _DayStarts(
-            params.series_timezone, int(rows.day[judged].min()) - before, int(rows.day[judged].max()) + after
-        )
-        order = placed[np.argsort(rows.series[placed], kind="stable")]
-        boundaries = np.flatnonzero(np.diff(rows.series[order])) + 1
-        for selected in np.split(order, boundaries):
-            if rows.batch[selected].any():
-                _series(rows, selected, starts, params, out)
+        _all_series(rows, placed, params, out)
     result = pa.concat_tables([_batch_part(table, rows, out, schema), _generated_part(table, out, schema)])
     if not ordered:
         return result

@@ -529,6 +529,28 @@ def test_many_series_in_one_table_give_the_same_result_as_each_alone() -> None:
     assert set(flags(together).values()) == {"zero_run"}
 
 
+def test_series_judged_together_never_run_into_each_other() -> None:
+    """All series are judged in one pass over one grid, one series after the other: a run of
+    zeros or a gap at the end of one series must not join the next series' first intervals."""
+    ends_in_zeros = [1.0] * 24 + [0.0] * 24
+    starts_in_zeros = [0.0] * 24 + [1.0] * 24
+    parts = [
+        day_rows(MONDAY, ends_in_zeros, meter="M0"),
+        day_rows(MONDAY + timedelta(days=1), starts_in_zeros, meter="M1"),
+        day_rows(MONDAY, 1.0, meter="M2", skip=range(44, 48)),
+        day_rows(MONDAY + timedelta(days=1), 5.0, meter="M3", minutes=60),
+    ]
+    p = params(zero_run="quarantine", validation=Validation(max_zero_intervals=30))
+    together = run([row for part in parts for row in part], p)
+    alone = pa.concat_tables([run(part, p) for part in parts]).sort_by([(c, "ascending") for c in SORT])
+
+    assert together.equals(alone)
+    assert not [r for r in role(together, "batch") if r["rejection_rule"]]
+    # M2's last intervals have no read after them in M2: flat from its last read, not a line to M3's.
+    tail = [(r["energy_kwh"], r["estimation_method"]) for r in role(together, "estimate") if r["meter_id"] == "M2"]
+    assert tail == [(1.0, "flat")] * 4
+
+
 def test_result_does_not_depend_on_row_order() -> None:
     p = params(spike="quarantine", validation=Validation(max_zero_intervals=6))
     rows = [row for part in three_series() for row in part]
