@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -341,13 +341,18 @@ class FileReader(Protocol):
 @dataclass(frozen=True)
 class Message:
     """One message of a topic: its partition and offset, key and value as delivered, and its
-    timestamp (the producer's create time or the broker's log-append time; None if it has none)."""
+    timestamp (the producer's create time or the broker's log-append time, in milliseconds since
+    the epoch; None if it has none)."""
 
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp: datetime | None = None
+    timestamp_ms: int | None = None
+
+    @property
+    def timestamp(self) -> datetime | None:
+        return None if self.timestamp_ms is None else datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
 
 
 class TopicReader(Protocol):

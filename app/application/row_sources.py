@@ -4,11 +4,14 @@ rows, says whether they land in bronze, and keeps the quarantine the batch makes
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import narwhals as nw
+import orjson
 import pyarrow as pa
 
 from app.application import stages
@@ -201,11 +204,35 @@ class QuarantineRows:
 
 def _field_text(value: Any) -> str | None:
     """A JSON field as the text a file would hold: numbers as written, null as missing."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is float and math.isfinite(value):
+        return repr(value)  # what json.dumps writes, without its dispatch
+    if kind is int:
+        return str(value)
     if value is None:
         return None
-    if isinstance(value, str):
-        return value
     return json.dumps(value, ensure_ascii=False)
+
+
+#: A run of digits orjson may read as a float (an integer past 64 bits, e.g. a long meter id).
+_LONG_DIGITS = re.compile(rb"\d{19}")
+
+
+def _json_value(raw: bytes) -> Any:
+    """A message value parsed as JSON, None if it is not JSON. orjson, unless Python's json reads
+    it otherwise: a long integer stays exact (orjson turns one past 64 bits into a float), and
+    what orjson refuses (NaN, bytes that are not UTF-8, replaced) is read as json reads it."""
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        return json.loads(raw.decode("utf-8", errors="replace"))
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -258,14 +285,10 @@ class MessageRows:
         records: list[dict[str, str | None] | None] = []
         malformed: list[str | None] = []
         for message in self.messages:
-            text = (message.value or b"").decode("utf-8", errors="replace")
-            try:
-                value = json.loads(text)
-            except ValueError:
-                value = None
+            value = _json_value(message.value or b"")
             if not isinstance(value, dict):
                 records.append(None)
-                malformed.append(text)
+                malformed.append((message.value or b"").decode("utf-8", errors="replace"))
                 continue
             record = {str(k): _field_text(v) for k, v in value.items()}
             if self.key_field and record.get(self.key_field) is None and message.key is not None:

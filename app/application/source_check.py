@@ -230,11 +230,11 @@ def _validated(parsed: pa.Table, source: SourceConfig, now: datetime) -> tuple[p
     return validated, accepted
 
 
-def _vee(validated: pa.Table, accepted: pa.Table, source: SourceConfig) -> pa.Table:
+def _vee(validated: pa.Table, accepted: pa.Table, source: SourceConfig, now: datetime) -> pa.Table:
     """Series rules and estimation over the batch's rows alone, as a run's VEE stage runs them."""
     batch = _arrow(vee_batch_rows(_frame(validated), _frame(accepted)))
     schema = vee_input_schema()
-    return apply_vee(batch.select(schema.names).cast(schema), vee_params(source), ordered=False)
+    return apply_vee(batch.select(schema.names).cast(schema), vee_params(source, now), ordered=False)
 
 
 # --- counts ---------------------------------------------------------------------------------------
@@ -593,7 +593,7 @@ def check_source(
     per_file = Counter(raw["source_file"].to_pylist())
     parsed = parse_rows(rows, source=source, header=header)
     validated, accepted = _validated(parsed, source, now)
-    vee = _vee(validated, accepted, source)
+    vee = _vee(validated, accepted, source, now)
     counts = _counts(validated, accepted, vee, malformed)
     stamps = _timestamp_text(parsed, source, header)
     series = _series_totals(vee)

@@ -309,13 +309,14 @@ def register_params(source: SourceConfig, rules: RuleParams) -> RegisterParams:
     )
 
 
-def vee_params(source: SourceConfig) -> VeeParams:
-    """The source's series rules and estimation settings."""
+def vee_params(source: SourceConfig, now: datetime | None = None) -> VeeParams:
+    """The source's series rules and estimation settings, for a batch started at `now`."""
     return VeeParams(
         series_timezone=source.series_timezone,
         validation=source.validation,
         estimation=source.estimation,
         severities={rule: source.severity(rule) for rule in VEE_RULES},
+        now=now,
     )
 
 
@@ -449,7 +450,7 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     return store.map_groups(
         concat(parts),
         ["meter_id", "direction"],
-        partial(_apply_vee, params=vee_params(source), schema=schema),
+        partial(_apply_vee, params=vee_params(source, batch.started), schema=schema),
         vee_schema(schema),
     )
 

@@ -375,10 +375,10 @@ def _oldest_change(paths: list[Path]) -> datetime | None:
     return datetime.fromtimestamp(min(times), UTC) if times else None
 
 
-def _oldest_timestamp(messages: list[Message]) -> datetime | None:
+def oldest_timestamp(messages: list[Message]) -> datetime | None:
     """The oldest timestamp among `messages` (None when none carries one)."""
-    stamps = [m.timestamp for m in messages if m.timestamp is not None]
-    return min(stamps) if stamps else None
+    stamps = [m.timestamp_ms for m in messages if m.timestamp_ms is not None]
+    return datetime.fromtimestamp(min(stamps) / 1000, UTC) if stamps else None
 
 
 #: One micro-batch's run: the pipeline, its start, and the stream's watermark -> its result.
@@ -530,7 +530,7 @@ def _run_topic(
                     topic=topic.topic, messages=messages, key_field=source.columns.meter_id, stream_id=stream_id(source)
                 )
                 result = stream.micro_batch(
-                    partial(_take_messages, source, rows), oldest_event=_oldest_timestamp(messages)
+                    partial(_take_messages, source, rows), oldest_event=oldest_timestamp(messages)
                 )
                 if result.status == "failed":
                     # The micro-batch was rolled back: its messages are read again after a restart,

@@ -44,6 +44,9 @@ Documented choices (see also `VeeParams`):
   flags every interval that equals the day's highest value (ties are all "the highest").
   A row failing several quarantining rules takes the first of spike, high_low, zero_run.
   Severity "fail" both flags and rejects the row, so the pipeline can count it either way.
+- **Intervals to come.** An interval that has not ended at `now` (the batch's start) is
+  neither estimated nor counted missing: a day still under way has its reads so far, not a
+  gap to its end. A stream's micro-batch would otherwise fill or count the rest of today.
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
   and `reported_kwh`: the value of a rejected batch row at that interval (a row quarantined
   by a series rule first, else the largest reported value among row-rule rejections). Missing
@@ -55,6 +58,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -124,6 +128,8 @@ class VeeParams:
     severities: dict[str, str] = field(default_factory=dict)
     #: True: a rejected batch read at an interval hides the stored value, making a gap.
     rejected_replaces_history: bool = False
+    #: The batch's start: an interval that has not ended by then is no gap (it has not happened).
+    now: datetime | None = None
 
     def severity(self, rule: str) -> str:
         return self.severities.get(rule, DEFAULT_SEVERITIES[rule])
@@ -713,6 +719,9 @@ def _fill(
     if params.estimation.enabled:
         from_batch = (state.batch >= 0) & ~quarantined
         judged = _renewed(judged, present, from_batch, grid, params.estimation.max_gap_days)
+    if params.now is not None:
+        ended = grid.times + grid.minutes[grid.series] * _US_PER_MINUTE
+        judged = judged & (ended <= int(params.now.timestamp() * 1_000_000))
     gaps = _gaps(present, judged, series, grid, params.estimation)
     points, run = _expand(gaps.starts, gaps.ends)
     keep = judged[points]

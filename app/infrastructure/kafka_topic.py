@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, TopicPartition
@@ -256,8 +255,8 @@ class KafkaTopic:
             return None
         self._read[partition] = max(self._read.get(partition, -1), offset)
         kind, millis = item.timestamp()
-        stamp = datetime.fromtimestamp(millis / 1000, UTC) if kind != TIMESTAMP_NOT_AVAILABLE and millis >= 0 else None
-        return Message(partition=partition, offset=offset, key=item.key(), value=item.value(), timestamp=stamp)
+        stamp = millis if kind != TIMESTAMP_NOT_AVAILABLE and millis >= 0 else None
+        return Message(partition=partition, offset=offset, key=item.key(), value=item.value(), timestamp_ms=stamp)
 
     def commit(self, positions: dict[int, int]) -> None:
         """Record positions (the last offsets taken) as the group's offsets, position + 1 each,

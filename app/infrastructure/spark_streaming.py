@@ -33,10 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 from app.application.pipeline import BatchPipeline, BatchResult, new_batch_id
 from app.application.ports import Message, Platform
 from app.application.row_sources import MessageRows
-from app.application.streaming import StreamStoppedError, lake_positions
+from app.application.streaming import StreamStoppedError, lake_positions, oldest_timestamp
 from app.domain.errors import ConfigurationError, InputFileError, NotAvailableError
 from app.domain.schemas import (
     GOLD_DAILY_METER_ENERGY,
@@ -217,9 +220,12 @@ class _MicroBatches:
     def _messages(self, frame: DataFrame, epoch: int) -> None:
         source = self.source
         table = frame.select("partition", "offset", "key", "value", "timestamp").toArrow()
+        # Arrow keeps instants as UTC epoch values whatever the session's zone.
+        millis = pc.divide(table["timestamp"].cast(pa.int64()), 1000)
+        table = table.set_column(4, "timestamp", millis)
         messages = sorted(
             (
-                Message(partition=p, offset=o, key=k, value=v, timestamp=_utc(t))
+                Message(partition=p, offset=o, key=k, value=v, timestamp_ms=t)
                 for p, o, k, v, t in zip(*(table[c].to_pylist() for c in table.column_names), strict=True)
             ),
             key=lambda m: (m.partition, m.offset),
@@ -229,9 +235,8 @@ class _MicroBatches:
         assert source.topic is not None
         # No stream id: a Spark stream's positions are its checkpoint's, not the lake's.
         rows = MessageRows(topic=source.topic, messages=messages, key_field=source.columns.meter_id)
-        stamps = [m.timestamp for m in messages if m.timestamp is not None]
         run = partial(_take_messages, self.store, self.app_id, epoch, source, rows)
-        result = self.step(run, oldest_event=min(stamps) if stamps else None)
+        result = self.step(run, oldest_event=oldest_timestamp(messages))
         if result.status == "failed":
             # Rolled back: Spark runs the micro-batch again after a restart, and nothing is skipped.
             raise StreamStoppedError(

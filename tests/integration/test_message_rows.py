@@ -174,3 +174,20 @@ def test_a_first_micro_batch_rolled_back_leaves_no_position(
     monkeypatch.setattr(stages, "gold", failing_gold)
     assert _run_messages(platform, source, _messages(0, 4), "s:feed:readings").status == "failed"
     assert platform.store.position("bronze_feed", "s:feed:readings:0") is None
+
+
+def test_a_meter_id_sent_as_a_long_json_number_keeps_every_digit(platform: LocalPlatform, tmp_path: Path) -> None:
+    """A 24-digit number is past 64 bits: read as a float it would become 1.2345678901234568e+23,
+    another meter. It must arrive as the digits the message holds, like a file's text would."""
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    source = platform.source("feed", tmp_path / "sources.toml")
+    values = [
+        b'{"meter_id": 123456789012345678901234, "timestamp": "2025-06-01T00:00Z", "value": 1.50, "unit": "kWh"}',
+        b'{"meter_id": 9007199254740993, "timestamp": "2025-06-01T00:00Z", "value": 2, "unit": "kWh"}',
+    ]
+    messages = [Message(partition=0, offset=i, key=None, value=v) for i, v in enumerate(values)]
+
+    assert _run_messages(platform, source, messages).status == "succeeded"
+
+    silver = {r["meter_id"]: r["energy_kwh"] for r in read_table(platform, "silver_readings").to_pylist()}
+    assert silver == {"123456789012345678901234": 1.5, "9007199254740993": 2.0}

@@ -786,3 +786,17 @@ def test_zero_runs_are_not_judged_on_export_channels() -> None:
 
     assert {r["validation_flags"] for r in imported.to_pylist() if r["role"] == "batch"} == {"zero_run"}
     assert {r["validation_flags"] for r in exported.to_pylist() if r["role"] == "batch"} == {""}
+
+
+def test_intervals_that_have_not_ended_at_the_batch_start_are_neither_estimated_nor_missing() -> None:
+    """A day still under way: reads up to 10:00 local, the batch started at 12:10. The two
+    hours since are a gap (flat from the last read, the rest of the day is not: it has not
+    happened yet), and nothing after 12:00 is estimated or counted missing."""
+    now = at(MONDAY, 24) + timedelta(minutes=10)  # 12:10 local
+    rows = day_rows(MONDAY, 1.0, skip=range(20, 48))
+    result = run(rows, params(estimation=Estimation(max_flat_minutes=120), now=now))
+
+    assert [start for start, _, _ in estimates(result)] == [at(MONDAY, i) for i in (20, 21, 22, 23)]
+    assert missing(result) == []
+    without_now = run(rows, params(estimation=Estimation(max_flat_minutes=120)))
+    assert len(missing(without_now)) == 28  # a batch with no clock: the rest of the day is missing
