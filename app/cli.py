@@ -825,6 +825,47 @@ def infer_source_config(
     typer.echo(drafted.toml(), nl=False)
 
 
+@app.command("report")
+def quality_report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write (one file, charts included).")],
+    source: Annotated[str | None, typer.Option("--source", help="Only this source's meters and batches.")] = None,
+    first: Annotated[
+        str | None, typer.Option("--from", help="First local day (YYYY-MM-DD); default 90 days before --to.")
+    ] = None,
+    last: Annotated[
+        str | None, typer.Option("--to", help="Last local day (YYYY-MM-DD); default the newest day in gold.")
+    ] = None,
+    meter: Annotated[
+        str | None, typer.Option("--meter", help="The meter whose intervals to draw (default: the least complete).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Sources file (default: SOURCES_CONFIG).")] = None,
+) -> None:
+    """Write the data-quality report: completeness per meter and day, estimates, load, a meter's
+    intervals, quarantine and the batch timeline, as one self-contained HTML file."""
+    import os
+
+    from app.application.report import build_report, report_filters, report_timezone
+    from app.infrastructure.report_html import render_report
+
+    with _platform() as platform:
+        sources = platform.sources(config)
+        filters = report_filters(source=source, first=first, last=last, meter=meter, known_sources=list(sources))
+        zones = {name: s.series_timezone for name, s in sources.items()}
+        report = build_report(
+            platform.store, platform.metadata, filters, timezone=report_timezone(zones, filters.source)
+        )
+        page = render_report(report)
+        partial = out.with_name(f".{out.name}.partial")
+        partial.write_text(page, encoding="utf-8")
+        os.replace(partial, out)
+        summary = report.summary()
+        _console().print(
+            f"report: {out} ({len(page) / 1e6:.1f} MB): {summary['meters']:,} meters, "
+            f"{report.first_day} to {report.last_day}, {summary['quarantine']['rows']:,} quarantined rows, "
+            f"{len(report.batches):,} batches"
+        )
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="energy-platform")

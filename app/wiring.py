@@ -127,6 +127,15 @@ def table_store(settings: Settings) -> TableStore:
     return DuckDBDeltaStore(settings.data_dir, memory_limit=settings.local_memory_limit)
 
 
+def report_store(settings: Settings) -> TableStore:
+    """A store that reads the lake for one report of the service, in any execution mode: DuckDB
+    over the Delta tables' files (the service reads the lake's files, never through Spark).
+    `release()` it afterwards."""
+    from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
+
+    return DuckDBDeltaStore(settings.data_dir, memory_limit=settings.local_memory_limit)
+
+
 def metadata_store(settings: Settings) -> SqlMetadataStore:
     """The metadata store of `settings` (a pooled engine), its schema migrated: once per process,
     and on demand by `energy-platform db upgrade`."""

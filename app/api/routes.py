@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Query
 from fastapi import Path as PathParameter
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -29,6 +29,7 @@ from app.api.dependencies import (
 from app.application import prometheus, queries
 from app.application.audit import audit_trail, record_action
 from app.application.lake_ops import change_rows, parse_as_of
+from app.application.report import QualityReport, build_report, report_filters, report_timezone
 from app.domain.audit import RUN_BATCH, Actor, AuditRecord
 from app.domain.batches import BATCH_ID_PATTERN, BatchRecord, StreamRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
@@ -40,8 +41,10 @@ from app.domain.schemas import (
     TableSpec,
 )
 from app.infrastructure.logging import get_logger, redact_text
+from app.infrastructure.report_html import render_report
 from app.infrastructure.settings import Settings
-from app.wiring import ServicePlatform, metadata_probe
+from app.infrastructure.source_config import load_sources
+from app.wiring import ServicePlatform, metadata_probe, report_store
 
 
 class JSON(Response):
@@ -259,6 +262,55 @@ async def _answered(platform: ServicePlatform, spec: TableSpec, read: Callable[[
     if platform.reads.cached(spec):
         return read()
     return await run_in_threadpool(read)
+
+
+def _report(settings: Settings, platform: ServicePlatform, **given: str | None) -> QualityReport:
+    sources = load_sources(settings.sources_config)
+    try:
+        filters = report_filters(known_sources=list(sources), **given)
+    except ConfigurationError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
+    zones = {name: s.series_timezone for name, s in sources.items()}
+    store = report_store(settings)
+    try:
+        return build_report(store, platform.metadata, filters, timezone=report_timezone(zones, filters.source))
+    finally:
+        store.release()
+
+
+ReportSource = Annotated[str | None, Query(description="Only this source's meters and batches.")]
+ReportFrom = Annotated[
+    str | None, Query(alias="from", description="First local day (YYYY-MM-DD); default 90 days before `to`.")
+]
+ReportTo = Annotated[str | None, Query(description="Last local day (YYYY-MM-DD); default the newest day in gold.")]
+ReportMeter = Annotated[str | None, Query(max_length=256, description="The meter whose intervals to draw.")]
+
+
+@reads.get("/report", response_class=HTMLResponse, tags=["quality"])
+def quality_report(
+    settings: SettingsDep,
+    platform: PlatformDep,
+    source: ReportSource = None,
+    first: ReportFrom = None,
+    to: ReportTo = None,
+    meter: ReportMeter = None,
+) -> HTMLResponse:
+    """The data-quality report as one self-contained HTML page (as `energy-platform report` writes it)."""
+    report = _report(settings, platform, source=source, first=first, last=to, meter=meter)
+    return HTMLResponse(render_report(report))
+
+
+@reads.get("/quality/summary", tags=["quality"])
+def quality_summary(
+    settings: SettingsDep,
+    platform: PlatformDep,
+    source: ReportSource = None,
+    first: ReportFrom = None,
+    to: ReportTo = None,
+    meter: ReportMeter = None,
+) -> JSON:
+    """The report's numbers: completeness, estimates, load, quarantine and batches, with the same filters."""
+    return JSON(_report(settings, platform, source=source, first=first, last=to, meter=meter).summary())
 
 
 @reads.get("/quarantine", tags=["quality"])
