@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -85,7 +86,8 @@ def _settings() -> Iterator[Settings]:
 
     with _reported():
         settings = load_settings()
-        configure_logging(log_format=settings.log_format, level=settings.log_level)
+        log_format, level = settings.logging_setup(terminal=sys.stderr.isatty())
+        configure_logging(log_format=log_format, level=level)
         yield settings
 
 
@@ -107,6 +109,49 @@ def _progress() -> Callable[[str, str], None]:
         console.print(Text(f"{layer:>7}", style="bold cyan") + Text(f" {message}"))
 
     return report
+
+
+#: What a run works on once a layer is done.
+_NEXT_LAYER = {"bronze": "silver: VEE, quarantine and merge", "silver": "gold: daily and hourly", "gold": "checks"}
+
+
+class _LiveProgress:
+    """A run's progress on stderr. In a terminal, a live line at the bottom (a spinner, the layer
+    in hand, the time so far) under the lines of the layers done (rows in and out, rows per
+    second); elsewhere (a pipe, a file, CI) the same lines, one per event, and no live line."""
+
+    def __init__(self) -> None:
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = _console(stderr=True)
+        self.lines = _progress()
+        self.live = (
+            Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
+            )
+            if self.console.is_terminal
+            else None
+        )
+        self.task = self.live.add_task("starting", total=None) if self.live else None
+
+    def __enter__(self) -> _LiveProgress:
+        if self.live is not None:
+            self.live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+    def __call__(self, layer: str, message: str) -> None:
+        self.lines(layer, message)  # in a terminal, printed above the live line
+        if self.live is not None and self.task is not None:
+            done = layer in _NEXT_LAYER and message.endswith("rows/s)")
+            self.live.update(self.task, description=_NEXT_LAYER[layer] if done else f"{layer}: {message}")
 
 
 def _summary(result: BatchResult) -> None:
@@ -175,16 +220,17 @@ def run_batch(
                 raise typer.Exit(code=1)
             _stream(platform, source=source, config=config, input_path=input_path)
             return
-        result = run(
-            platform,
-            source_name=source,
-            input_path=input_path,
-            config_file=config,
-            force=force,
-            progress=_progress(),
-            wait_seconds=wait,
-            actor=cli_actor(),
-        )
+        with _LiveProgress() as progress:
+            result = run(
+                platform,
+                source_name=source,
+                input_path=input_path,
+                config_file=config,
+                force=force,
+                progress=progress,
+                wait_seconds=wait,
+                actor=cli_actor(),
+            )
     _summary(result)
     if result.status == "failed":
         raise typer.Exit(code=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,7 +27,8 @@ async def lifespan(service: FastAPI) -> AsyncIterator[None]:
         configure_logging()
         yield
         return
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    log_format, level = settings.logging_setup(terminal=sys.stderr.isatty())
+    configure_logging(log_format=log_format, level=level)
     try:
         SERVICES.get(settings)
     except PlatformError as error:  # e.g. the database is down: /health says so, requests retry the build

@@ -346,8 +346,9 @@ class BatchPipeline:
     def _layer_done(self, result: BatchResult, metrics: LayerMetrics, log: Any) -> None:
         result.layers.append(metrics)
         log.info("layer_completed", **{k: v for k, v in vars(metrics).items()})
+        rate = metrics.records_in / metrics.duration_seconds if metrics.duration_seconds > 0 else 0.0
         self.progress(
             metrics.layer,
             f"{metrics.records_in:,} in, {metrics.records_out:,} out, "
-            f"{metrics.quarantined:,} quarantined, {metrics.duration_seconds:.2f}s",
+            f"{metrics.quarantined:,} quarantined, {metrics.duration_seconds:.2f}s ({rate:,.0f} rows/s)",
         )

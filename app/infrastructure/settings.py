@@ -129,7 +129,11 @@ class Settings(BaseSettings):
     sources_config: Path | None = Field(
         default=None, description="TOML file declaring sources; the built-in sources when unset."
     )
-    log_format: Literal["json", "console"] = "json"
+    log_format: Literal["auto", "json", "console"] = Field(
+        default="auto",
+        description="json: one JSON object per event on stderr; console: for people; auto: json unless stderr "
+        "is a terminal, where events are rendered for people from WARNING up (unless LOG_LEVEL is set).",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     api_key: SecretStr | None = Field(
         default=None, description="Key for mutating HTTP endpoints (header X-API-Key); unset: they are refused."
@@ -193,6 +197,17 @@ class Settings(BaseSettings):
         if isinstance(value, dict):  # {"spark.sql.shuffle.partitions": 64} is as good as "64"
             return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in value.items()}
         return value
+
+    def logging_setup(self, *, terminal: bool) -> tuple[str, str]:
+        """(format, level) of the log events: LOG_FORMAT=auto is json, unless stderr is a terminal
+        (`terminal`): then events are rendered for people, and only from WARNING up unless
+        LOG_LEVEL was set, so that a person's progress and summary are not buried in them."""
+        if self.log_format != "auto":
+            return self.log_format, self.log_level
+        if not terminal:
+            return "json", self.log_level
+        given = "log_level" in self.model_fields_set
+        return "console", self.log_level if given else "WARNING"
 
     @field_validator("log_level", mode="before")
     @classmethod
