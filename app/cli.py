@@ -83,11 +83,13 @@ def _settings() -> Iterator[Settings]:
     """Settings and logging, without opening the lake or the metadata database."""
     from app.infrastructure.logging import configure_logging
     from app.infrastructure.settings import load_settings
+    from app.infrastructure.tracing import configure_tracing
 
     with _reported():
         settings = load_settings()
         log_format, level = settings.logging_setup(terminal=sys.stderr.isatty())
         configure_logging(log_format=log_format, level=level)
+        configure_tracing()
         yield settings
 
 
@@ -118,9 +120,10 @@ _NEXT_LAYER = {"bronze": "silver: VEE, quarantine and merge", "silver": "gold: d
 class _LiveProgress:
     """A run's progress on stderr. In a terminal, a live line at the bottom (a spinner, the layer
     in hand, the time so far) under the lines of the layers done (rows in and out, rows per
-    second); elsewhere (a pipe, a file, CI) the same lines, one per event, and no live line."""
+    second); elsewhere (a pipe, a file, CI), or when JSON events share the terminal
+    (`events_for_people` False), the same lines, one per event, and no live line."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, events_for_people: bool) -> None:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         self.console = _console(stderr=True)
@@ -133,7 +136,7 @@ class _LiveProgress:
                 console=self.console,
                 transient=True,
             )
-            if self.console.is_terminal
+            if self.console.is_terminal and events_for_people
             else None
         )
         self.task = self.live.add_task("starting", total=None) if self.live else None
@@ -220,7 +223,8 @@ def run_batch(
                 raise typer.Exit(code=1)
             _stream(platform, source=source, config=config, input_path=input_path)
             return
-        with _LiveProgress() as progress:
+        log_format, _ = platform.settings.logging_setup(terminal=sys.stderr.isatty())
+        with _LiveProgress(events_for_people=log_format == "console") as progress:
             result = run(
                 platform,
                 source_name=source,

@@ -11,9 +11,11 @@ from fastapi import FastAPI
 from app import __version__
 from app.api.dependencies import SERVICES, current_settings
 from app.api.routes import router
-from app.domain.errors import PlatformError
+from app.api.tracing import TracingMiddleware
+from app.domain.errors import ConfigurationError, PlatformError
 from app.infrastructure.logging import configure_logging, get_logger
 from app.infrastructure.settings import get_settings
+from app.infrastructure.tracing import configure_tracing
 
 
 @asynccontextmanager
@@ -30,6 +32,10 @@ async def lifespan(service: FastAPI) -> AsyncIterator[None]:
     log_format, level = settings.logging_setup(terminal=sys.stderr.isatty())
     configure_logging(log_format=log_format, level=level)
     try:
+        configure_tracing()
+    except ConfigurationError as error:  # the service runs on; its traces are not exported
+        get_logger().error("tracing_not_configured", error=str(error))
+    try:
         SERVICES.get(settings)
     except PlatformError as error:  # e.g. the database is down: /health says so, requests retry the build
         get_logger().error("service_start_deferred", error=str(error))
@@ -41,3 +47,4 @@ async def lifespan(service: FastAPI) -> AsyncIterator[None]:
 
 app = FastAPI(title="Energy Data Platform", version=__version__, lifespan=lifespan)
 app.include_router(router)
+app.add_middleware(TracingMiddleware)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
+from opentelemetry import trace
 
 from app.application import stages
 from app.application.ports import FileReader, MetadataStore, TableStore
@@ -31,6 +32,17 @@ from app.domain.schemas import (
     bronze_spec,
 )
 from app.domain.sources import SourceConfig
+
+#: Spans of a batch, its layers and stages (no-ops unless tracing is configured: OTEL_*).
+_tracer = trace.get_tracer("energy_platform.pipeline")
+#: Attribute names of the spans.
+BATCH_ID, SOURCE, ROWS_IN, ROWS_OUT, QUARANTINED = (
+    "energy_platform.batch_id",
+    "energy_platform.source",
+    "energy_platform.rows_in",
+    "energy_platform.rows_out",
+    "energy_platform.quarantined",
+)
 
 Progress = Callable[[str, str], None]
 
@@ -65,6 +77,34 @@ class BatchResult:
     error: str | None = None
     #: The latest interval start among the batch's silver rows (a stream's watermark moves to it).
     latest_interval: datetime | None = None
+    #: Tables compacted after the batch (too many small files): data files before and after.
+    compacted: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+def _stage(name: str, batch: Batch) -> Any:
+    """A span of one stage of `batch`, a child of its batch's span."""
+    return _tracer.start_as_current_span(
+        f"stage {name}", attributes={BATCH_ID: batch.batch_id, SOURCE: batch.source.name}
+    )
+
+
+def _end_batch_span(span: trace.Span, result: BatchResult) -> None:
+    """The batch's span ends with its status and counts; a failed batch's is an error."""
+    if not span.is_recording():
+        return
+    span.set_attribute("energy_platform.status", result.status)
+    if result.reconciliation is not None:
+        span.set_attributes(
+            {
+                "energy_platform.rows_read": result.reconciliation.rows_read,
+                QUARANTINED: result.reconciliation.rows_quarantined,
+                "energy_platform.silver_inserted": result.reconciliation.silver_inserted,
+                "energy_platform.silver_updated": result.reconciliation.silver_updated,
+            }
+        )
+    if result.status == "failed":
+        span.set_status(trace.Status(trace.StatusCode.ERROR, result.error))
+    span.end()
 
 
 class UnitOfWork:
@@ -253,8 +293,18 @@ class BatchPipeline:
             positions=rows.recorded_positions,
             watermark=watermark,
         )
+        span = _tracer.start_span(
+            "batch",
+            attributes={
+                BATCH_ID: result.batch_id,
+                SOURCE: source.name,
+                "energy_platform.kind": rows.kind,
+                "energy_platform.execution_mode": self.execution_mode,
+            },
+        )
         try:
-            self._stages(batch, rows, result, log)
+            with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+                self._stages(batch, rows, result, log)
         except PlatformError as error:
             result.status, result.error = "failed", str(error)
             recorded = unit.rollback()
@@ -263,6 +313,8 @@ class BatchPipeline:
             if unit.rollback():
                 unit.finish()
             log.error("batch_failed", error=result.error)
+            span.record_exception(error)
+            _end_batch_span(span, result)
             raise
         else:
             recorded = True
@@ -271,6 +323,7 @@ class BatchPipeline:
         result.duration_seconds = time.perf_counter() - clock
         if recorded:
             unit.finish()
+        _end_batch_span(span, result)
         if result.status == "failed":
             log.error("batch_failed", error=result.error)
         else:
@@ -288,19 +341,24 @@ class BatchPipeline:
         store = self.store
         clock = time.perf_counter()
         self.progress("bronze", rows.describe())
-        read = rows.read(batch)
+        with _stage("read", batch) as span:
+            read = rows.read(batch)
+            span.set_attribute(ROWS_OUT, read.count)
         result.files = rows.files
         read_seconds = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        validated = stages.validate(batch, read)
-        judged = stages.judge(batch, read, validated)
+        with _stage("validate", batch):
+            validated = stages.validate(batch, read)
+        with _stage("vee", batch):
+            judged = stages.judge(batch, read, validated)
         result.rule_counts, result.estimates = judged.counts.rules, judged.counts.estimates
         stages.stop_on_fail(batch, judged)
         judge_seconds = time.perf_counter() - clock
 
         clock = time.perf_counter()
-        landed = rows.land(batch, read)
+        with _stage("bronze", batch):
+            landed = rows.land(batch, read)
         malformed = 0
         if landed is not None:
             malformed = read.count - landed
@@ -313,12 +371,18 @@ class BatchPipeline:
         silver = stages.silver(batch, judged)
         result.reconciliation = stages.reconcile(batch, read.count, judged, silver)
         quarantined = judged.counts.quarantined
-        written = rows.keep_quarantine(
-            batch, stages.quarantine(batch, read, validated, judged, under=rows.quarantine_under(batch))
-        )
+        with _stage("quarantine", batch) as span:
+            written = rows.keep_quarantine(
+                batch, stages.quarantine(batch, read, validated, judged, under=rows.quarantine_under(batch))
+            )
+            span.set_attribute(ROWS_OUT, written)
         if written != quarantined:
             raise ReconciliationError(f"batch {batch.batch_id}: {quarantined} rows rejected but {written} quarantined")
-        merged = stages.merge_silver(batch, silver, replace_equal_rank=rows.replace_equal_rank)
+        with _stage("silver", batch) as span:
+            merged = stages.merge_silver(batch, silver, replace_equal_rank=rows.replace_equal_rank)
+            span.set_attributes(
+                {"energy_platform.inserted": merged.inserted, "energy_platform.updated": merged.updated}
+            )
         result.reconciliation = stages.reconcile(batch, read.count, judged, silver, merged)
         for table in (QUARANTINE_READINGS, SILVER_READINGS):
             result.tables[table.name] = store.location(table.name)
@@ -335,16 +399,33 @@ class BatchPipeline:
         )
 
         clock = time.perf_counter()
-        gold_in, gold_out = stages.gold(batch, silver)
+        with _stage("gold", batch) as span:
+            gold_in, gold_out = stages.gold(batch, silver)
+            span.set_attributes({ROWS_IN: gold_in, ROWS_OUT: gold_out})
         result.latest_interval = silver.bounds["last"] if silver.bounds else None
         for table in (GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD):
             result.tables[table.name] = store.location(table.name)
-        stages.check_invariants(batch, validated, judged, silver)
+        with _stage("invariants", batch):
+            stages.check_invariants(batch, validated, judged, silver)
         self._layer_done(result, LayerMetrics("gold", gold_in, gold_out, 0, time.perf_counter() - clock), log)
         result.status = "succeeded"
 
     def _layer_done(self, result: BatchResult, metrics: LayerMetrics, log: Any) -> None:
         result.layers.append(metrics)
+        # A layer's span ends now and lasts its own seconds (bronze: reading and landing).
+        end = time.time_ns()
+        span = _tracer.start_span(
+            f"layer {metrics.layer}",
+            start_time=end - int(metrics.duration_seconds * 1e9),
+            attributes={
+                BATCH_ID: result.batch_id or "",
+                SOURCE: result.source,
+                ROWS_IN: metrics.records_in,
+                ROWS_OUT: metrics.records_out,
+                QUARANTINED: metrics.quarantined,
+            },
+        )
+        span.end(end_time=end)
         log.info("layer_completed", **{k: v for k, v in vars(metrics).items()})
         rate = metrics.records_in / metrics.duration_seconds if metrics.duration_seconds > 0 else 0.0
         self.progress(
