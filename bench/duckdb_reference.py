@@ -61,11 +61,14 @@ def statements(input_glob: str, out: Path, *, batch_id: str, now: datetime) -> l
             SELECT coalesce(meter_id, '') AS meter_id, coalesce("timestamp", '') AS "timestamp",
                    coalesce(value, '') AS value, coalesce(unit, '') AS unit,
                    '{batch_id}' AS batch_id, 'meter_readings' AS source, filename AS source_file,
-                   row_number() OVER (PARTITION BY filename) + 1 AS line_number,
+                   row_number() OVER (PARTITION BY filename ORDER BY read_order) + 1 AS line_number,
                    TIMESTAMPTZ '{now_text}+00' AS ingested_at
-            FROM read_csv('{glob}', header = true, all_varchar = true, filename = true,
-                          columns = {{'meter_id': 'VARCHAR', 'timestamp': 'VARCHAR',
-                                      'value': 'VARCHAR', 'unit': 'VARCHAR'}})
+            -- Numbered in the order read first: a window partitioned by file alone keeps no order,
+            -- and "the last read wins" needs each row's line.
+            FROM (SELECT *, row_number() OVER () AS read_order
+                  FROM read_csv('{glob}', header = true, all_varchar = true, filename = true,
+                                columns = {{'meter_id': 'VARCHAR', 'timestamp': 'VARCHAR',
+                                            'value': 'VARCHAR', 'unit': 'VARCHAR'}}))
             """,
         ),
         ("bronze", f"COPY bronze TO '{target['bronze']}' (FORMAT parquet)"),
