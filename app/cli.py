@@ -38,6 +38,10 @@ audit_app = typer.Typer(
     help="The audit trail of mutating actions: who did what, when, and how it ended.", no_args_is_help=True
 )
 app.add_typer(audit_app, name="audit")
+retention_app = typer.Typer(help="Delete what is older than each layer's retention.", no_args_is_help=True)
+app.add_typer(retention_app, name="retention")
+meters_app = typer.Typer(help="One meter's data.", no_args_is_help=True)
+app.add_typer(meters_app, name="meters")
 
 #: How long a run waits for another run on the same data directory to finish.
 WaitOption = Annotated[
@@ -195,6 +199,8 @@ def _summary(result: BatchResult) -> None:
         console.print(f"estimated by method: {methods}")
     for name, location in result.tables.items():
         console.print(f"  {name}: {location}")
+    for name, (before, after) in result.compacted.items():
+        console.print(f"compacted {name}: {before:,} -> {after:,} data files (COMPACT_SMALL_FILES_THRESHOLD)")
     console.print(f"total {result.duration_seconds:.2f}s")
     if result.error:
         _error(result.error)
@@ -457,7 +463,7 @@ def list_batches(
             r.batch_id,
             r.source,
             f"replay of {r.replay_of}" if r.replay_of else r.kind,
-            r.status,
+            "undone" if r.undone_by else r.status,
             f"{r.started_at:%Y-%m-%d %H:%M:%S}Z",
             f"{r.record_count:,}",
             str(len(r.files)),
@@ -486,6 +492,7 @@ def show_batch(batch_id: str) -> None:
 
     with _platform() as platform:
         record = platform.metadata.get_batch(batch_id)
+        undid = platform.metadata.undone_batches([batch_id]).get(batch_id, [])
     console = _console()
     if record is None:
         _error(f"no batch {batch_id!r}; see `energy-platform batches list`")
@@ -493,6 +500,8 @@ def show_batch(batch_id: str) -> None:
     console.print(
         f"batch {record.batch_id}: source={record.source} status={record.status} mode={record.execution_mode}"
     )
+    if undid:
+        console.print(f"undo of batch(es) {', '.join(undid)}")
     console.print(
         f"started {record.started_at.isoformat()}  "
         f"finished {record.finished_at.isoformat() if record.finished_at else '-'}"
@@ -500,6 +509,8 @@ def show_batch(batch_id: str) -> None:
     console.print(f"records {record.record_count:,}  checksum {record.checksum}  sequence {record.sequence}")
     if record.replay_of:
         console.print(f"replay of batch {record.replay_of}")
+    if record.undone_by:
+        console.print(f"undone by batch {record.undone_by}: its rows are out of the lake, its files ingestible again")
     if record.positions:
         offsets = ", ".join(f"{p}: {o}" for p, o in sorted(record.positions.items(), key=lambda i: int(i[0])))
         console.print(f"positions (partition: last offset taken) {offsets}")
@@ -525,6 +536,49 @@ def show_batch(batch_id: str) -> None:
         console.print(f"reconciliation: {record.reconciliation}")
     for rule, count in sorted(record.rule_counts.items()):
         console.print(f"  rule {rule}: {count:,}")
+
+
+@batches_app.command("undo")
+def undo_batch(
+    batch_id: Annotated[str, typer.Argument(help="The batch to take out of the lake.")],
+    cascade: Annotated[
+        bool, typer.Option("--cascade", help="Undo the later batches that depend on it too (newest first).")
+    ] = False,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Take a batch's rows out of every table (bronze, quarantine, silver, gold) as a new batch
+    of kind `undo`; its files can then be ingested again. Refused, naming them, when later
+    batches depend on it, unless --cascade."""
+    from app.application.audit import cli_actor
+    from app.application.undo import UndoPlan
+    from app.application.undo import undo_batch as undo
+
+    console = _console()
+
+    def announce(plan: UndoPlan) -> None:
+        if plan.cascaded:
+            console.print(f"Undoing batch {batch_id} and the {len(plan.cascaded)} later batch(es) that depend on it:")
+        for batch in plan.batches:
+            why = plan.reasons.get(batch.batch_id, "the batch asked for")
+            console.print(f"  {batch.batch_id} ({batch.kind}, {batch.started_at:%Y-%m-%d %H:%M:%S}Z): {why}")
+
+    with _platform() as platform:
+        result = undo(
+            platform,
+            batch_id,
+            cascade=cascade,
+            announce=announce,
+            progress=_progress(),
+            wait_seconds=wait,
+            actor=cli_actor(),
+        )
+    console.print(f"Undo {result.undo_id}: undid {', '.join(result.undone)} (newest first)")
+    for table, counts in result.tables.items():
+        console.print(
+            f"  {table}: {counts.deleted:,} deleted, {counts.inserted:,} inserted, {counts.updated:,} updated"
+        )
+    for path in result.files:
+        console.print(f"  can be ingested again: {path}")
 
 
 @tables_app.command("show")
@@ -648,6 +702,31 @@ def vacuum_tables(
         _console().print(f"{table}: {count:,} files deleted")
 
 
+@tables_app.command("restore")
+def restore_table(
+    name: str,
+    version: Annotated[int, typer.Option("--version", min=0, help="The version to go back to (see `tables history`).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Restore even though another layer would disagree with this table.")
+    ] = False,
+    wait: WaitOption = 0.0,
+) -> None:
+    """Restore one table to a past version (Delta RESTORE, as a new version). Refused, naming
+    them, while batches it takes out (or brings back) stay in (or are missing from) another
+    table, unless --force; `batches undo` takes a batch out of every table instead."""
+    from app.application.audit import cli_actor
+    from app.application.undo import restore_table as restore
+
+    with _platform() as platform:
+        result = restore(platform, name, version=version, force=force, wait_seconds=wait, actor=cli_actor())
+    _console().print(
+        f"{result.table}: restored to version {result.version} (it was at version {result.from_version}; "
+        f"commit tagged {result.restore_id})"
+    )
+    for disagreement in result.disagreements:
+        _console().print(f"  forced: {disagreement.describe()}")
+
+
 def _audit_row(record: AuditRecord) -> dict[str, Any]:
     from dataclasses import asdict
 
@@ -713,6 +792,66 @@ def list_audit(
             details + (f" error: {row['error']}" if row["error"] else ""),
         )
     console.print(view)
+
+
+@retention_app.command("apply")
+def apply_retention(wait: WaitOption = 0.0) -> None:
+    """Delete the rows older than each layer's retention (RETENTION_BRONZE_DAYS by ingestion time,
+    RETENTION_QUARANTINE_DAYS by quarantine time, RETENTION_SILVER_DAYS and RETENTION_GOLD_DAYS by
+    the day or hour the rows describe; unset: kept), record what went in the audit trail, then
+    vacuum those tables with Delta's safe retention of 168 hours."""
+    from app.application.audit import cli_actor
+    from app.application.retention import RetentionPolicy
+    from app.application.retention import apply_retention as apply
+
+    with _platform() as platform:
+        settings = platform.settings
+        policy = RetentionPolicy(
+            bronze_days=settings.retention_bronze_days,
+            quarantine_days=settings.retention_quarantine_days,
+            silver_days=settings.retention_silver_days,
+            gold_days=settings.retention_gold_days,
+        )
+        result = apply(platform, policy, wait_seconds=wait, actor=cli_actor())
+    console = _console()
+    if not result.cutoffs:
+        console.print("No retention is set (RETENTION_BRONZE_DAYS, ...): every layer is kept; nothing was deleted.")
+        return
+    for layer, cutoff in result.cutoffs.items():
+        console.print(f"{layer}: rows before {cutoff:%Y-%m-%d %H:%M:%S}Z go")
+    for table, rows in result.deleted.items():
+        console.print(f"{table}: {rows:,} rows deleted, {result.vacuumed.get(table, 0):,} files vacuumed")
+    if not result.deleted:
+        console.print("No table of those layers exists yet.")
+    console.print(
+        "Files of the deleted rows leave the disk once no version of the last 168 hours reads them "
+        "(the next retention apply or tables vacuum after that)."
+    )
+
+
+@meters_app.command("forget")
+def forget_meter(
+    meter_id: Annotated[str, typer.Argument(metavar="METER_ID", help="The meter whose data to erase.")],
+    wait: WaitOption = 0.0,
+) -> None:
+    """Erase one meter's data from every layer and the quarantine (right to erasure), recompute
+    the portfolio load without it, and purge the history of the tables that hold meter ids: their
+    time travel and undo end here. The audit trail records the SHA-256 of the id, never the id."""
+    from app.application.audit import cli_actor
+    from app.application.erasure import forget_meter as forget
+
+    with _platform() as platform:
+        erasure = forget(platform, meter_id, wait_seconds=wait, actor=cli_actor())
+    console = _console()
+    console.print(f"Meter {erasure.meter} erased; no file under the lake holds its id.")
+    for table, rows in erasure.deleted.items():
+        console.print(f"  {table}: {rows:,} rows deleted")
+    console.print(
+        f"  gold_hourly_portfolio_load: {erasure.portfolio.get('recomputed', 0):,} hour rows recomputed, "
+        f"{erasure.portfolio.get('removed', 0):,} removed"
+    )
+    for table, files in erasure.purged.items():
+        console.print(f"  {table}: history purged ({files:,} files deleted)")
 
 
 def _first_rows_table(check: SourceCheck) -> Any:

@@ -54,6 +54,10 @@ class LocalPlatform:
         """The data directory, as batches record it."""
         return str(self.settings.data_dir.resolve())
 
+    @property
+    def compact_threshold(self) -> int:
+        return self.settings.compact_small_files_threshold
+
     def sources(self, config_file: Path | None = None) -> dict[str, SourceConfig]:
         return load_sources(config_file or self.settings.sources_config)
 

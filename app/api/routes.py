@@ -467,8 +467,10 @@ def audit(
 
 @reads.get("/metrics", response_class=PlainTextResponse, tags=["service"])
 def metrics(platform: PlatformDep) -> PlainTextResponse:
-    """Prometheus text format: runs by status, records processed and quarantined, last success per source."""
-    return PlainTextResponse(prometheus.render(platform.metadata), media_type=prometheus.CONTENT_TYPE)
+    """Prometheus text format: runs by status, records processed and quarantined, last success and
+    failure per source, rows and time per layer, streams, and the freshness of silver per source."""
+    body = prometheus.render(platform.metadata, newest_intervals=platform.reads.newest_interval_ends)
+    return PlainTextResponse(body, media_type=prometheus.CONTENT_TYPE)
 
 
 router.include_router(reads)

@@ -40,6 +40,19 @@ class UpsertCounts:
     unchanged: int
 
 
+#: The column of a `LakeTables.merge_changes` frame that marks a row whose key is to be deleted.
+DELETE_COLUMN = "_delete"
+
+
+@dataclass(frozen=True)
+class ChangeCounts:
+    """Rows a `LakeTables.merge_changes` inserted, updated and deleted."""
+
+    inserted: int
+    updated: int
+    deleted: int
+
+
 #: A function over one Arrow batch of rows, returning rows of a declared schema.
 ArrowBatchFunction = Callable[[pa.Table], pa.Table]
 
@@ -134,6 +147,8 @@ class TableVersion:
     rows_added: int
     rows_updated: int
     rows_removed: int
+    #: A RESTORE commit's target: the version it took the table back to.
+    restored_to: int | None = None
 
 
 class LakeTables(Protocol):
@@ -231,10 +246,67 @@ class LakeTables(Protocol):
         and checkpoint its log; returns its data files before and after."""
         ...
 
+    def small_files(self, table: str) -> int:
+        """The data files of the table's current version that `compact` could merge (small ones,
+        two or more in a partition)."""
+        ...
+
+    def delete(self, table: str, where: RowFilter) -> int:
+        """Delete the rows matching `where` (conditions joined by AND) in one untagged commit
+        (none when no row matches); returns the rows deleted (0: no such table)."""
+        ...
+
+    def delete_keys(self, table: str, keys: pa.Table) -> int:
+        """Delete the rows equal to a row of `keys` on its columns, in one untagged commit;
+        returns the rows deleted (0: no such table)."""
+        ...
+
+    def purge(self, table: str) -> int:
+        """Remove every trace of what the table's current version no longer holds: the data and
+        change data files no current file is, the deleted rows of files read through deletion
+        vectors, and the log before a new checkpoint (so no commit's statistics or predicates
+        name a deleted value). The table's history before it ends: no time travel, no restore,
+        no change feed across it. Returns the files deleted."""
+        ...
+
+    def residue(self, text: str) -> list[str]:
+        """Paths (relative to the lake's root) of the files under the root that still hold
+        `text`, other than the data files current table versions read whole: table logs,
+        change data, unreferenced files, stream checkpoints, anything else kept there."""
+        ...
+
     def vacuum(self, table: str, *, retain_hours: float) -> int:
         """Delete the data files no version younger than `retain_hours` reads (those compaction
         and merges replaced); returns how many were deleted. Versions older than that can no
         longer be restored or read back."""
+        ...
+
+    def read_version(self, spec: TableSpec, version: int, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        """`read` of the table's past version `version` (time travel); an error for a version
+        the table does not have, or whose files a vacuum deleted."""
+        ...
+
+    def delete_batch_rows(self, table: str, *, batch_of: str, batch_id: str) -> int:
+        """Delete the rows whose `batch_id` column is `batch_of` in one commit tagged with
+        `batch_id` (none when there is no such row); returns the rows deleted."""
+        ...
+
+    def merge_changes(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
+    ) -> ChangeCounts:
+        """Apply rows keyed by `spec.keys` in one commit tagged with `batch_id`: a row whose
+        `DELETE_COLUMN` is true deletes its key; any other inserts its key, or updates the stored
+        row where any value column (lineage too) differs. `local_days` as for `upsert`."""
+        ...
+
+    def restore(self, table: str, version: int, *, batch_id: str) -> None:
+        """Delta RESTORE of the table to its version `version`, in one commit tagged with
+        `batch_id`; a stream's source positions go back to their values at that version."""
         ...
 
 
@@ -301,6 +373,20 @@ class MetadataStore(Protocol):
         self, limit: int, *, action: str | None = None, actor: str | None = None, since: datetime | None = None
     ) -> list[AuditRecord]:
         """Recorded actions, newest first: of `action` and `actor` if given, at or after `since`."""
+        ...
+
+    def batches_after(self, sequence: int, *, lake: str) -> list[BatchRecord]:
+        """The batches of `lake` whose sequence number is above `sequence`, oldest first."""
+        ...
+
+    def undone_batches(self, batch_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The undo batches among `batch_ids` and those that undid one of them: each with every
+        batch it undid, oldest first."""
+        ...
+
+    def finish_undo(self, *, batch_id: str, undone: list[str], finished_at: datetime) -> None:
+        """Record undo batch `batch_id` as succeeded and the batches `undone` as undone by it, in
+        one transaction (their files count as ingested no more)."""
         ...
 
 
@@ -434,6 +520,12 @@ class Platform(Protocol):
     @property
     def lake(self) -> str:
         """The data directory, as batches record it."""
+        ...
+
+    @property
+    def compact_threshold(self) -> int:
+        """COMPACT_SMALL_FILES_THRESHOLD: a batch compacts each table it wrote whose small files
+        number more than this (0: never)."""
         ...
 
     def source(self, name: str, config_file: Path | None = None) -> SourceConfig:

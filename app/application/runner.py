@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -30,6 +31,27 @@ def pipeline_under_lock(platform: Platform, lock: LakeLock, progress: Progress |
         lake=platform.lake,
         on_batch=lock.hold_batch,
     )
+
+
+def compact_small_files(platform: Platform, result: BatchResult, details: dict[str, Any] | None = None) -> None:
+    """After a succeeded batch, with the lock still held: compact each table it wrote whose small
+    data files number more than `platform.compact_threshold` (0: never), recording each one's
+    data files before and after in the result, the log and `details` (the batch's audit). The
+    batch is committed already: a compaction that fails is logged, and the next batch tries again."""
+    threshold = platform.compact_threshold
+    if threshold <= 0 or result.status != "succeeded":
+        return
+    log = structlog.get_logger().bind(batch_id=result.batch_id)
+    for table in result.tables:
+        try:
+            if platform.store.exists(table) and platform.store.small_files(table) > threshold:
+                result.compacted[table] = platform.store.compact(table)
+        except Exception as error:  # any engine's error: the batch stands
+            log.warning("compaction_failed", table=table, error=f"{type(error).__name__}: {error}")
+    if result.compacted:
+        log.info("tables_compacted", files=result.compacted, threshold=threshold)
+        if details is not None:
+            details["compacted"] = result.compacted
 
 
 def run_batch(
@@ -61,7 +83,9 @@ def run_batch(
         paths = platform.reader.resolve_inputs(input_path or source.path, source.format)
         with platform.lock(f"run-batch --source {source_name}", wait_seconds=wait_seconds) as lock:
             pipeline = pipeline_under_lock(platform, lock, progress)
-            return audit.batch(pipeline.run(source, paths, force=force, now=now, batch_id=batch_id))
+            result = pipeline.run(source, paths, force=force, now=now, batch_id=batch_id)
+            compact_small_files(platform, result, audit.details)
+            return audit.batch(result)
 
 
 def replay_quarantine(
@@ -85,4 +109,6 @@ def replay_quarantine(
         source = platform.source(source_name or original.source, config_file)
         audit.details["source"] = source.name
         with platform.lock(f"quarantine replay --batch-id {batch_id}", wait_seconds=wait_seconds) as lock:
-            return audit.batch(pipeline_under_lock(platform, lock, progress).replay(source, original, now=now))
+            result = pipeline_under_lock(platform, lock, progress).replay(source, original, now=now)
+            compact_small_files(platform, result, audit.details)
+            return audit.batch(result)

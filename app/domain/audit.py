@@ -21,7 +21,11 @@ STREAM_STOP = "stream stop"
 STREAM_COMPACT = "stream compact"
 TABLES_OPTIMIZE = "tables optimize"
 TABLES_VACUUM = "tables vacuum"
+TABLES_RESTORE = "tables restore"
+UNDO = "batches undo"
 RECOVER = "recover"
+RETENTION_APPLY = "retention apply"
+METERS_FORGET = "meters forget"
 
 #: Names of API keys (`API_KEYS`, `API_KEY_NAME`): what the audit trail shows for their requests.
 KEY_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}"

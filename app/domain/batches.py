@@ -116,7 +116,8 @@ class BatchRecord:
     rule_counts: dict[str, int] = field(default_factory=dict)
     #: Order of the batch's commits: the Delta transaction version its table writes carry
     sequence: int | None = None
-    #: "ingest" for files read, "replay" for quarantined rows re-run (then `replay_of` names the batch)
+    #: "ingest" for files read, "replay" for quarantined rows re-run (then `replay_of` names the batch),
+    #: "stream" for a stream's micro-batch, "undo" for `batches undo` (see `undone_by`)
     kind: str = "ingest"
     replay_of: str | None = None
     #: Where the batch's tables live (the data directory)
@@ -124,6 +125,9 @@ class BatchRecord:
     #: A topic micro-batch's source positions: partition (as text, as JSON keys it) -> the last
     #: offset it took; {} for other batches (a folder micro-batch's files are its `files`)
     positions: dict[str, int] = field(default_factory=dict)
+    #: The undo batch (kind "undo") that took this batch's rows out of the lake, if one did: its
+    #: files count as ingested no more
+    undone_by: str | None = None
 
 
 @dataclass
@@ -197,6 +201,16 @@ class MetricTotals:
     duration_count: dict[str, int] = field(default_factory=dict)
     #: Per source, when its last succeeded batch finished
     last_success: dict[str, datetime] = field(default_factory=dict)
+    #: Per source, when its last failed batch finished
+    last_failure: dict[str, datetime] = field(default_factory=dict)
+    #: Per source, rows quarantined / rows read of its last succeeded batch that read any rows
+    last_quarantine_ratio: dict[str, float] = field(default_factory=dict)
+    #: Per (source, layer), sums over the layer metrics of succeeded batches: rows in, rows out,
+    #: seconds, and how many batches recorded the layer
+    layer_records_in: dict[tuple[str, Layer], int] = field(default_factory=dict)
+    layer_records_out: dict[tuple[str, Layer], int] = field(default_factory=dict)
+    layer_duration_seconds: dict[tuple[str, Layer], float] = field(default_factory=dict)
+    layer_count: dict[tuple[str, Layer], int] = field(default_factory=dict)
 
     @property
     def sources(self) -> list[str]:

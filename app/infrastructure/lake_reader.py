@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from deltalake.exceptions import DeltaError
 from app.application.lake_ops import version_as_of
 from app.application.ports import Page, RowFilter
 from app.domain.errors import ConfigurationError
-from app.domain.schemas import GOLD_DAILY_METER_ENERGY, QUARANTINE_READINGS, TableSpec
+from app.domain.schemas import GOLD_DAILY_METER_ENERGY, QUARANTINE_READINGS, SILVER_READINGS, TableSpec
 from app.infrastructure.repositories.base import COMPARISONS, change_feed, with_partition_bounds
 
 #: The column most reads of a table look one value up by; its snapshot is grouped by it.
@@ -70,6 +70,8 @@ class LakeReader:
         self.cache_rows = cache_rows
         self._entries: dict[str, _Entry] = {}
         self._guard = threading.Lock()
+        #: (silver version, sources asked for, their newest interval ends): `newest_interval_ends`' last answer
+        self._interval_ends: tuple[int, frozenset[str], dict[str, datetime]] | None = None
 
     def _path(self, spec: TableSpec) -> Path:
         return self.root / spec.layer / spec.name
@@ -144,6 +146,21 @@ class LakeReader:
         if self.version(spec) is None:
             raise ConfigurationError(f"there is no table {spec.name} yet")
         return change_feed(DeltaTable(str(self._path(spec))), spec.name, since_version)
+
+    def newest_interval_ends(self, sources: Iterable[str]) -> dict[str, datetime]:
+        """Per source of `sources` with rows in silver, the end (start + length) of its newest interval,
+        at silver's newest version. Worked out once per version (by the module's `newest_interval_ends`,
+        from the Delta log's file statistics), so asking again before the next commit costs one `stat`."""
+        version = self.version(SILVER_READINGS)
+        if version is None:
+            return {}
+        wanted = frozenset(sources)
+        known = self._interval_ends
+        if known is not None and known[0] == version and known[1] == wanted:
+            return dict(known[2])
+        ends = newest_interval_ends(DeltaTable(str(self._path(SILVER_READINGS)), version=version), wanted)
+        self._interval_ends = (version, wanted, ends)
+        return dict(ends)
 
     def _past(self, spec: TableSpec, latest: int, as_of: int | datetime) -> int:
         """The version `as_of` names; a number needs no read of the log."""
@@ -273,3 +290,82 @@ def _typed(rows: pa.Table, spec: TableSpec) -> pa.Table:
         for f in spec.schema
     ]
     return pa.Table.from_arrays(columns, schema=spec.schema)
+
+
+# Newest intervals ------------------------------------------------------------------------------
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROS_PER_MINUTE = 60_000_000
+#: Delta keeps timestamp statistics to the millisecond, truncated.
+_STATISTICS_SLACK_MICROS = 1_000
+
+
+@dataclass(frozen=True)
+class _FileBounds:
+    """What a data file's statistics say of its rows: the least and greatest source (a string
+    statistic may be a prefix), and no interval ending after `latest_end` (microseconds)."""
+
+    least_source: str
+    greatest_source: str
+    latest_end: int
+
+    def may_hold(self, source: str) -> bool:
+        return self.least_source <= source and source[: len(self.greatest_source)] <= self.greatest_source
+
+
+def newest_interval_ends(table: DeltaTable, sources: frozenset[str]) -> dict[str, datetime]:
+    """Per source of `sources`, the latest end (start + length) of an interval in `table` (silver).
+
+    Not a scan of the table: its data files are taken latest first by the bound their statistics in
+    the Delta log give (greatest start plus greatest length), and one is read (three columns, rows
+    of the sources still wanted) only when it may hold a source whose latest end found so far is
+    earlier than that bound. Usually that is the files of the newest month; a source with no rows
+    in silver has every file its statistics do not rule out read. Files without statistics are read.
+    """
+    if not sources:
+        return {}
+    bounds = _file_bounds(table)
+    unbounded = _FileBounds("", "", 2**63 - 1)
+    fragments = sorted(
+        table.to_pyarrow_dataset().get_fragments(),
+        key=lambda fragment: bounds.get(fragment.path, unbounded).latest_end,
+        reverse=True,
+    )
+    ends: dict[str, int] = {}
+    for fragment in fragments:
+        bound = bounds.get(fragment.path)
+        wanted = sorted(
+            source
+            for source in sources
+            if bound is None or (bound.may_hold(source) and ends.get(source, -(2**63)) < bound.latest_end)
+        )
+        if not wanted:
+            continue
+        read = fragment.to_table(columns=["source", "interval_start_utc", "interval_minutes"])
+        start = pc.cast(read.column("interval_start_utc"), pa.int64())
+        length = pc.multiply(pc.cast(read.column("interval_minutes"), pa.int64()), _MICROS_PER_MINUTE)
+        # Plain strings: a file may hold the column as string_view, which not every kernel takes.
+        rows = pa.table({"source": pc.cast(read.column("source"), pa.string()), "end": pc.add(start, length)})
+        rows = rows.filter(pc.is_in(rows.column("source"), value_set=pa.array(wanted, pa.string())))
+        if not rows.num_rows:
+            continue
+        latest = rows.group_by("source").aggregate([("end", "max")])
+        for source, end in zip(latest.column("source").to_pylist(), latest.column("end_max").to_pylist(), strict=True):
+            ends[source] = max(ends.get(source, end), end)
+    return {source: _EPOCH + timedelta(microseconds=end) for source, end in sorted(ends.items())}
+
+
+def _file_bounds(table: DeltaTable) -> dict[str, _FileBounds]:
+    """The bounds of each data file whose statistics have them, by its path in the table."""
+    columns = ["min.source", "max.source", "max.interval_start_utc", "max.interval_minutes"]
+    actions = pa.table(table.get_add_actions(flatten=True))
+    if not set(columns) <= set(actions.column_names):
+        return {}
+    bounds: dict[str, _FileBounds] = {}
+    for row in actions.select(["path", *columns]).to_pylist():
+        least, greatest, start, minutes = (row[column] for column in columns)
+        if least is None or greatest is None or start is None or minutes is None:
+            continue
+        latest_start = (start - _EPOCH) // timedelta(microseconds=1) + _STATISTICS_SLACK_MICROS
+        bounds[row["path"]] = _FileBounds(least, greatest, latest_start + int(minutes) * _MICROS_PER_MINUTE)
+    return bounds

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -164,11 +165,51 @@ class Settings(BaseSettings):
         description='Extra Spark settings as a JSON object, e.g. {"spark.sql.shuffle.partitions": "64"}; '
         "values of secret-named keys are masked when shown.",
     )
+    retention_bronze_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`retention apply` deletes bronze rows ingested more than this many days ago; unset: kept.",
+    )
+    retention_quarantine_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`retention apply` deletes quarantined rows of batches run more than this many days ago; "
+        "unset: kept.",
+    )
+    retention_silver_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`retention apply` deletes silver readings of local days older than this many days; unset: kept.",
+    )
+    retention_gold_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="`retention apply` deletes gold rows of local days (hours, for the portfolio load) older than "
+        "this many days; unset: kept.",
+    )
+    compact_small_files_threshold: int = Field(
+        default=50,
+        ge=0,
+        description="After a batch, each table it wrote whose small data files number more than this is compacted "
+        "(0: never).",
+    )
 
     @field_validator("api_key", "metadata_db_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         """`API_KEY=` (as compose writes an unset variable) means no key, never an empty one."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator(
+        "retention_bronze_days",
+        "retention_quarantine_days",
+        "retention_silver_days",
+        "retention_gold_days",
+        mode="before",
+    )
+    @classmethod
+    def _empty_retention_is_unset(cls, value: object) -> object:
+        """`RETENTION_BRONZE_DAYS=` keeps the layer, like leaving it out."""
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("api_key_name")
@@ -274,9 +315,37 @@ def environment_variable_names() -> set[str]:
     return names
 
 
+#: Prefixes of setting families whose every member the platform knows: another name with one
+#: of them (a layer retention does not have, a misspelt threshold) is refused, never ignored.
+CHECKED_PREFIXES = ("RETENTION_", "COMPACT_")
+
+
+def refuse_unknown_names(names: Iterable[str]) -> None:
+    """ConfigurationError naming the variables of a `CHECKED_PREFIXES` family that `Settings`
+    does not read (retention of a layer other than bronze, quarantine, silver and gold, say)."""
+    known = environment_variable_names()
+    unknown = sorted({n.upper() for n in names if n.upper().startswith(CHECKED_PREFIXES) and n.upper() not in known})
+    if unknown:
+        family = sorted(k for k in known if k.startswith(CHECKED_PREFIXES))
+        raise ConfigurationError(
+            f"Invalid settings: {', '.join(unknown)}: no such setting; the retention and compaction settings "
+            f"are {', '.join(family)}"
+        )
+
+
+def _dotenv_names() -> list[str]:
+    from dotenv import dotenv_values
+
+    env_file = Settings.model_config.get("env_file")
+    path = Path(str(env_file)) if isinstance(env_file, str) else None
+    return list(dotenv_values(path)) if path is not None and path.is_file() else []
+
+
 def load_settings() -> Settings:
     """Read settings, turning validation errors into one message naming each variable (the values
-    of secret settings are never echoed). The secrets read are registered with the log redaction."""
+    of secret settings are never echoed). The secrets read are registered with the log redaction.
+    An unknown variable of a `CHECKED_PREFIXES` family is refused by name."""
+    refuse_unknown_names([*os.environ, *_dotenv_names()])
     try:
         settings = Settings()
     except SettingsError as error:  # a complex value (SPARK_CONF) that is not valid JSON

@@ -6,6 +6,8 @@ scripts/postgres-test-server.sh); without it they skip, except in CI, where they
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, inspect, text
 
 from app.domain.batches import (
@@ -24,7 +27,9 @@ from app.domain.batches import (
     Reconciliation,
 )
 from app.domain.errors import MetadataStoreError
-from app.infrastructure.repositories.metadata import METADATA, SqlMetadataStore, files_checksum
+from app.infrastructure.repositories.metadata import METADATA, MIGRATIONS_DIR, SqlMetadataStore, files_checksum
+
+ROOT = Path(__file__).resolve().parents[2]
 
 T0 = datetime(2024, 3, 31, 0, 30, tzinfo=UTC)
 
@@ -100,7 +105,7 @@ def test_migrate_is_idempotent_and_matches_the_table_definitions(
     finally:
         engine.dispose()
     assert {"batches", "batch_files", "layer_metrics", "rule_counts", "streams", "audit"} <= tables
-    assert [tuple(row) for row in versions] == [("0007",)]
+    assert [tuple(row) for row in versions] == [(ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head(),)]
     assert drift == []
     assert checks == {"ck_batches_status"}
 
@@ -423,3 +428,33 @@ def test_metric_totals_aggregate_every_batch_by_source(metadata_store: SqlMetada
     assert totals.last_success[source] == T0 + timedelta(hours=1, seconds=2.5)
     assert totals.last_success[source].tzinfo == UTC
     assert other not in totals.last_success
+
+
+def test_each_migration_files_revision_is_its_number_and_follows_the_one_before() -> None:
+    """`migrate` recognises an up-to-date database by the newest file's number without loading
+    Alembic: that holds only while every file `NNNN_name.py` has revision "NNNN" and revises
+    the number before it."""
+    import re
+
+    files = sorted((MIGRATIONS_DIR / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
+    previous = None
+    for path in files:
+        source = path.read_text(encoding="utf-8")
+        revision = re.search(r'^revision: str = "(\d{4})"', source, re.M)
+        down = re.search(r"^down_revision: .*= (None|\"(\d{4})\")", source, re.M)
+        assert revision is not None and revision.group(1) == path.name[:4], path.name
+        assert down is not None and down.group(2) == previous, path.name
+        previous = path.name[:4]
+
+
+def test_an_up_to_date_database_starts_without_loading_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'metadata.db'}"
+    SqlMetadataStore(url).migrate()
+    script = (
+        "import sys\n"
+        "from app.infrastructure.repositories.metadata import SqlMetadataStore\n"
+        f"SqlMetadataStore({url!r}).migrate()\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"

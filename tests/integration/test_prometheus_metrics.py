@@ -22,7 +22,7 @@ from sqlalchemy import create_engine, insert, text
 from sqlalchemy.pool import NullPool
 
 from app.application import prometheus
-from app.domain.batches import BatchRecord, BatchStatus, InputFile, Reconciliation
+from app.domain.batches import BatchRecord, BatchStatus, InputFile, LayerMetrics, Reconciliation
 from app.infrastructure.repositories.metadata import SqlMetadataStore, batches
 from tests.integration.postgres import fresh_database, server_url
 
@@ -117,6 +117,9 @@ def _expected(rows: list[dict[str, Any]]) -> Samples:
     sums: defaultdict[str, Counter[str]] = defaultdict(Counter)
     durations: defaultdict[str, float] = defaultdict(float)
     last: dict[str, datetime] = {}
+    failed: dict[str, datetime] = {}
+    #: source -> ((finished_at, batch_id), ratio) of its latest succeeded batch that read rows
+    latest: dict[str, tuple[tuple[datetime, str], float]] = {}
     running = 0
     for row in rows:
         source, status = row["source"], row["status"]
@@ -124,8 +127,13 @@ def _expected(rows: list[dict[str, Any]]) -> Samples:
             running += 1
             continue
         runs[(source, row["kind"], status)] += 1
+        if status == "failed":
+            failed[source] = max(failed.get(source, row["finished_at"]), row["finished_at"])
         if status != "succeeded":
             continue
+        order = (row["finished_at"], row["batch_id"])
+        if row["record_count"] > 0 and (source not in latest or latest[source][0] < order):
+            latest[source] = (order, (row["rows_quarantined"] or 0) / row["record_count"])
         sums[source]["processed"] += row["record_count"]
         sums[source]["quarantined"] += row["rows_quarantined"] or 0
         sums[source]["estimated"] += row["rows_estimated"] or 0
@@ -147,6 +155,10 @@ def _expected(rows: list[dict[str, Any]]) -> Samples:
         expected[_key("energy_platform_batch_duration_seconds_sum", source=source)] = durations[source]
     for source, finished in last.items():
         expected[_key("energy_platform_last_success_timestamp_seconds", source=source)] = finished.timestamp()
+    for source, finished in failed.items():
+        expected[_key("energy_platform_last_failure_timestamp_seconds", source=source)] = finished.timestamp()
+    for source, (_, ratio) in latest.items():
+        expected[_key("energy_platform_last_batch_quarantine_ratio", source=source)] = ratio
     return expected
 
 
@@ -192,6 +204,11 @@ def test_the_output_is_the_prometheus_text_format(store: SqlMetadataStore) -> No
         "energy_platform_rows_estimated": "counter",
         "energy_platform_batch_duration_seconds": "summary",
         "energy_platform_last_success_timestamp_seconds": "gauge",
+        "energy_platform_last_failure_timestamp_seconds": "gauge",
+        "energy_platform_last_batch_quarantine_ratio": "gauge",
+        "energy_platform_layer_records_in": "counter",
+        "energy_platform_layer_records_out": "counter",
+        "energy_platform_layer_duration_seconds": "summary",
     }
     text_body = body.decode("utf-8")
     assert "# TYPE energy_platform_runs_total counter" in text_body
@@ -216,14 +233,22 @@ def _start(store: SqlMetadataStore, source: str, at: datetime) -> BatchRecord:
     return record
 
 
-def _finish(store: SqlMetadataStore, record: BatchRecord, status: BatchStatus, rows: int) -> None:
+def _finish(
+    store: SqlMetadataStore,
+    record: BatchRecord,
+    status: BatchStatus,
+    rows: int,
+    layers: list[LayerMetrics] | None = None,
+    quarantined: int | None = None,
+) -> None:
+    quarantined = rows // 10 if quarantined is None else quarantined
     store.finish_batch(
         batch_id=record.batch_id,
         status=status,
         finished_at=record.started_at + timedelta(seconds=rows / 10),
         record_count=rows,
-        reconciliation=Reconciliation(rows, rows - rows // 10, rows // 10, 0, rows_estimated=rows // 7),
-        layers=[],
+        reconciliation=Reconciliation(rows, rows - quarantined, quarantined, 0, rows_estimated=rows // 7),
+        layers=layers or [],
         rule_counts={},
     )
 
@@ -256,3 +281,70 @@ def test_no_counter_ever_goes_down_as_batches_are_added(store: SqlMetadataStore)
                         increased.add(key[0])
             previous = current
     assert increased == set(counters)
+
+
+def _layers(scale: int) -> list[LayerMetrics]:
+    return [
+        LayerMetrics("bronze", 10 * scale, 10 * scale, 0, 0.5 * scale),
+        LayerMetrics("silver", 10 * scale, 9 * scale, scale, 1.25 * scale),
+        LayerMetrics("gold", 9 * scale, 3 * scale, 0, 0.25 * scale),
+    ]
+
+
+def test_layer_totals_sum_the_layers_of_succeeded_batches_only(store: SqlMetadataStore) -> None:
+    for scale, (source, status) in enumerate(
+        [("a", "succeeded"), ("a", "succeeded"), ("a", "failed"), ("b", "succeeded"), ("b", "skipped")], start=1
+    ):
+        record = _start(store, source, T0 + timedelta(hours=scale))
+        _finish(store, record, status, rows=10 * scale, layers=_layers(scale))  # type: ignore[arg-type]
+
+    samples = _samples(prometheus.render(store))
+
+    layers = {
+        (name, dict(labels)["source"], dict(labels)["layer"]): value
+        for (name, labels), value in samples.items()
+        if name.startswith("energy_platform_layer_")
+    }
+    expected: dict[tuple[str, str, str], float] = {}
+    for source, scales in (("a", (1, 2)), ("b", (4,))):
+        for layer in _layers(1):
+            n = layer.layer
+            expected[("energy_platform_layer_records_in_total", source, n)] = sum(layer.records_in * k for k in scales)
+            expected[("energy_platform_layer_records_out_total", source, n)] = sum(
+                layer.records_out * k for k in scales
+            )
+            expected[("energy_platform_layer_duration_seconds_sum", source, n)] = sum(
+                layer.duration_seconds * k for k in scales
+            )
+            expected[("energy_platform_layer_duration_seconds_count", source, n)] = len(scales)
+    assert layers == pytest.approx(expected)
+
+
+def test_last_failure_and_the_last_batch_quarantine_ratio(store: SqlMetadataStore) -> None:
+    at = T0 + timedelta(days=2)
+    # "a": a good batch, then one that quarantined a quarter of its rows, then a failure, then a
+    # batch that read nothing (an undo-like run): the ratio is the quarter's, the failure the last.
+    _finish(store, _start(store, "a", at), "succeeded", rows=100, quarantined=0)
+    _finish(store, _start(store, "a", at + timedelta(hours=1)), "succeeded", rows=200, quarantined=50)
+    _finish(store, _start(store, "a", at + timedelta(hours=2)), "failed", rows=0)
+    _finish(store, _start(store, "a", at + timedelta(hours=3)), "succeeded", rows=0, quarantined=0)
+    # "b" only ever failed: a failure time, no ratio, no last success.
+    failed = _start(store, "b", at)
+    _finish(store, failed, "failed", rows=40)
+
+    samples = _samples(prometheus.render(store))
+
+    assert samples[_key("energy_platform_last_batch_quarantine_ratio", source="a")] == pytest.approx(0.25)
+    assert _key("energy_platform_last_batch_quarantine_ratio", source="b") not in samples
+    assert samples[_key("energy_platform_last_failure_timestamp_seconds", source="a")] == pytest.approx(
+        (at + timedelta(hours=2)).timestamp()
+    )
+    assert samples[_key("energy_platform_last_failure_timestamp_seconds", source="b")] == pytest.approx(
+        (at + timedelta(seconds=4)).timestamp()
+    )
+    assert _key("energy_platform_last_success_timestamp_seconds", source="b") not in samples
+    # A later good batch brings the ratio down again.
+    _finish(store, _start(store, "a", at + timedelta(hours=4)), "succeeded", rows=50, quarantined=1)
+    assert _samples(prometheus.render(store))[
+        _key("energy_platform_last_batch_quarantine_ratio", source="a")
+    ] == pytest.approx(0.02)

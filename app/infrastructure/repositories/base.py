@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import re
 import shutil
@@ -9,8 +10,11 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError
 
@@ -222,6 +226,7 @@ def table_version(entry: dict[str, Any]) -> TableVersion:
 
     tags = read_tags(entry)
     batch = tags.get("batch_id") or (f"rollback of {tags['rollback_of']}" if "rollback_of" in tags else None)
+    restored = (entry.get("operationParameters") or {}).get("version") if entry.get("operation") == "RESTORE" else None
     stamp = entry.get("timestamp")
     at = stamp if isinstance(stamp, datetime) else datetime.fromtimestamp(int(stamp or 0) / 1000, UTC)
     return TableVersion(
@@ -232,6 +237,7 @@ def table_version(entry: dict[str, Any]) -> TableVersion:
         rows_added=rows("added"),
         rows_updated=rows("updated"),
         rows_removed=rows("removed"),
+        restored_to=int(restored) if restored is not None and str(restored).isdigit() else None,
     )
 
 
@@ -259,3 +265,156 @@ def change_feed(dt: DeltaTable, table: str, since_version: int) -> pa.Table:
     # delta-rs hands strings over as string views, which not every Arrow kernel takes yet.
     plain = [pa.field(f.name, pa.string()) if f.type == pa.string_view() else f for f in feed.schema]
     return feed.cast(pa.schema(plain))
+
+
+#: The table property bounding the transaction identifiers a table's log keeps: a checkpoint
+#: (delta-rs and Delta Lake on Spark alike) drops those whose `lastUpdated` is older. A batch's
+#: own identifier (`transaction_app_id`) only has to outlive the batch's retries, so it carries
+#: its commit time and goes after a week; a stream's positions carry none and are kept (Spark's
+#: streams keep theirs in their checkpoint).
+TRANSACTION_RETENTION = "delta.setTransactionRetentionDuration"
+TRANSACTION_RETENTION_VALUE = "interval 7 days"
+
+#: Data files below this size are small ones, which compaction merges (local mode writes files
+#: of up to 32 MiB).
+SMALL_FILE_BYTES = 32 * 1024 * 1024
+
+
+def small_files(dt: DeltaTable) -> int:
+    """The data files of a table's current version that compaction could merge: those under
+    SMALL_FILE_BYTES, in partitions that hold two or more of them (compaction never merges
+    across partitions, so one small file per partition stays)."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    if actions.num_rows == 0:
+        return 0
+    small = actions.filter(pc.less(actions["size_bytes"], SMALL_FILE_BYTES))
+    partitions = [name for name in small.column_names if name.startswith("partition.")]
+    if not partitions:
+        return small.num_rows if small.num_rows > 1 else 0
+    keys = small.select(partitions).cast(pa.schema([pa.field(p, pa.string()) for p in partitions]))
+    groups = keys.append_column("n", pa.repeat(1, keys.num_rows)).group_by(partitions).aggregate([("n", "sum")])
+    return int(sum(n for n in groups["n_sum"].to_pylist() if n > 1))
+
+
+def sql_literal(value: Any) -> str:
+    """A value as a DataFusion SQL literal: text quoted, instants as UTC timestamps (as the tables
+    hold them), days as dates."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, datetime):  # the tables' instants are UTC microseconds, which a plain literal is not
+        instant = (value.astimezone(UTC) if value.tzinfo else value).replace(tzinfo=None).isoformat()
+        return f"arrow_cast('{instant}Z', 'Timestamp(Microsecond, Some(\"UTC\"))')"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return sql_string(value)
+    raise TableStoreError(f"cannot use a {type(value).__name__} in a row filter")
+
+
+def sql_predicate(table: str, columns: Sequence[str], where: RowFilter) -> str:
+    """A RowFilter as DataFusion SQL text (for delta-rs's delete): its conditions joined by AND,
+    column names checked against `columns` and quoted, values as literals, never caller text."""
+    checked_columns(table, columns, [column for column, _, _ in where])
+    terms = []
+    for column, op, value in where:
+        name = '"' + column.replace('"', '""') + '"'
+        if op == "in":
+            values = list(value)
+            terms.append(f"{name} IN ({', '.join(sql_literal(v) for v in values)})" if values else "FALSE")
+        elif op in COMPARISONS:
+            terms.append(f"{name} {op} {sql_literal(value)}")
+        else:
+            raise TableStoreError(f"unsupported filter operator {op!r}")
+    return " AND ".join(terms) or "TRUE"
+
+
+#: A log entry of one version: its commit, checksum, checkpoint (parts), and Hadoop's checksum
+#: files beside them (`.00000000000000000003.json.crc`); a log compaction names two versions.
+_LOG_ENTRY = re.compile(r"^\.?(\d{20})\.(?:(\d{20})\.compacted\.json)?")
+
+
+def prune_log(path: Path, checkpoint: int) -> int:
+    """Delete a table's log entries of the versions before `checkpoint` (a version whose
+    checkpoint the log holds, so the table reads the same), then the change data files no
+    remaining commit names: afterwards the table has no history before `checkpoint`. Returns
+    the files deleted."""
+    log = path / "_delta_log"
+    if not any(log.glob(f"{checkpoint:020d}.checkpoint*.parquet")):
+        raise TableStoreError(f"{path.name}: version {checkpoint} has no checkpoint; its log is left as it is")
+    deleted = 0
+    for entry in list(log.iterdir()):
+        found = _LOG_ENTRY.match(entry.name)
+        if found and entry.is_file() and int(found.group(1)) < checkpoint:
+            entry.unlink()
+            deleted += 1
+    named: set[str] = set()
+    for commit in log.glob("*.json"):
+        for line in commit.read_text(encoding="utf-8").splitlines():
+            if '"cdc"' in line:
+                action = json.loads(line).get("cdc")
+                if action:
+                    named.add(unquote(action["path"]))
+    changes = path / "_change_data"
+    if changes.is_dir():
+        for file in sorted(changes.rglob("*")):
+            if file.is_file() and file.relative_to(path).as_posix() not in named:
+                file.unlink()
+                deleted += 1
+    return deleted
+
+
+def _holds(path: Path, needle: bytes) -> bool:
+    """Whether a file holds `needle`: in its bytes, or (a Parquet file, whose pages may be
+    compressed) among its decoded values."""
+    try:
+        if needle in path.read_bytes():
+            return True
+    except OSError:
+        return False
+    if path.suffix != ".parquet":
+        return False
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException):
+        return False
+    text = needle.decode("utf-8")
+    while any(pa.types.is_struct(field.type) for field in table.schema):
+        table = table.flatten()
+    for column in table.columns:
+        kind = column.type
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+            if pc.any(pc.match_substring(column.cast(pa.string()), text, ignore_case=False)).as_py():
+                return True
+        elif pa.types.is_nested(kind) and text in str(column.to_pylist()):
+            return True
+    return False
+
+
+def lake_residue(root: Path, needle: str) -> list[str]:
+    """The files under the lake's `root` that hold `needle` (see `_holds`), relative to it: the
+    tables' logs, change data and the data files no current version reads (or that a current
+    version reads through a deletion vector, with rows it no longer shows), and every other
+    file: stream checkpoints, a metadata database or landing folder kept there. The data files
+    a table's current version reads whole are not read: its rows say what they hold."""
+    wanted = needle.encode("utf-8")
+    current: set[Path] = set()
+    for log in root.glob("*/*/_delta_log"):
+        table = log.parent
+        if table.name.startswith(".") or table.parent.name.startswith("."):
+            continue
+        actions = pa.table(DeltaTable(str(table)).get_add_actions(flatten=True))
+        # The columns delta-rs describes a file's deletion vector with (none without vectors).
+        vectors = [c for c in actions.column_names if c.lower().replace("_", "").startswith("deletionvector")]
+        masked = [any(actions[c][i].is_valid for c in vectors) for i in range(actions.num_rows)]
+        for relative, has_vector in zip(actions["path"].to_pylist(), masked, strict=True):
+            if not has_vector:
+                current.add((table / unquote(relative)).resolve())
+    found = []
+    for file in sorted(root.rglob("*")):
+        if not file.is_file() or file.resolve() in current:
+            continue
+        if _holds(file, wanted):
+            found.append(file.relative_to(root).as_posix())
+    return found

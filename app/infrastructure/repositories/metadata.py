@@ -13,11 +13,6 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
 
 import psycopg
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util.exc import CommandError
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
@@ -214,6 +209,8 @@ batches = Table(
     Column("lake", Text(), nullable=True),
     # A topic micro-batch's {partition: last offset}; NULL for other batches.
     Column("positions", JSON(none_as_null=True), nullable=True),
+    # The undo batch that took this batch's rows out of the lake (`batches undo`), if any.
+    Column("undone_by", String(128), nullable=True),
     PrimaryKeyConstraint("batch_id"),
     CheckConstraint("status IN ('running', 'succeeded', 'failed', 'skipped')", name="status"),
     Index(None, "started_at"),
@@ -398,7 +395,13 @@ class SqlMetadataStore:
         """Bring the schema up to the newest migration; does nothing if it is already there.
 
         Two processes opening a new database at once both start migrating it; the one that
-        loses finds the schema already created, waits for the other to finish, and goes on."""
+        loses finds the schema already created, waits for the other to finish, and goes on.
+        A database already at the newest migration is recognised without loading Alembic (a
+        third of a second at every start of a command)."""
+        if self._at_newest():
+            return
+        from alembic.config import Config
+
         config = Config()
         # Config values go through configparser interpolation, so a literal % must be doubled.
         config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -422,11 +425,29 @@ class SqlMetadataStore:
     @_retried
     def schema_version(self) -> str | None:
         """The schema's migration revision (None before the first migration)."""
+        from alembic.runtime.migration import MigrationContext
+
         with self._connection("read the schema version") as connection:
             return MigrationContext.configure(connection).get_current_revision()
 
-    def _at_head(self, config: Config) -> bool:
+    def _at_newest(self) -> bool:
+        """Whether the database records exactly the newest migration file's revision (the files
+        are `NNNN_name.py` with revision "NNNN", one after the other); False when unsure."""
+        newest = max(
+            (p.name[:4] for p in (MIGRATIONS_DIR / "versions").glob("[0-9][0-9][0-9][0-9]_*.py")), default=None
+        )
+        try:
+            with self._connection("read the schema version") as connection:
+                rows = connection.execute(text("SELECT version_num FROM alembic_version")).all()
+        except (MetadataStoreError, DBAPIError):
+            return False
+        return newest is not None and [tuple(r) for r in rows] == [(newest,)]
+
+    def _at_head(self, config: Any) -> bool:
         """Whether the database's schema is at the newest migration."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
         heads = set(ScriptDirectory.from_config(config).get_heads())
         try:
             with self._connection("read the schema version") as connection:
@@ -435,7 +456,10 @@ class SqlMetadataStore:
             return False
         return current == heads
 
-    def _upgrade(self, config: Config) -> None:
+    def _upgrade(self, config: Any) -> None:
+        from alembic import command
+        from alembic.util.exc import CommandError
+
         with self._transaction("apply the schema migrations") as connection:
             config.attributes["connection"] = connection
             try:
@@ -572,14 +596,18 @@ class SqlMetadataStore:
 
     @_retried
     def successful_checksums(self, checksums: list[str]) -> dict[str, str]:
-        """Map each given SHA-256 already ingested by a succeeded batch to that batch's id."""
+        """Map each given SHA-256 already ingested by a succeeded batch (not undone since) to that batch's id."""
         found: dict[str, str] = {}
         with self._connection("look up file checksums") as connection:
             for chunk in _chunks(sorted(set(checksums))):
                 rows = connection.execute(
                     select(batch_files.c.sha256, batch_files.c.batch_id)
                     .join(batches, batches.c.batch_id == batch_files.c.batch_id)
-                    .where(batches.c.status == "succeeded", batch_files.c.sha256.in_(chunk))
+                    .where(
+                        batches.c.status == "succeeded",
+                        batches.c.undone_by.is_(None),
+                        batch_files.c.sha256.in_(chunk),
+                    )
                     .order_by(batches.c.started_at, batches.c.batch_id)
                 )
                 for sha256, batch_id in rows:
@@ -622,25 +650,87 @@ class SqlMetadataStore:
         return records[0] if records else None
 
     @_retried
+    def batches_after(self, sequence: int, *, lake: str) -> list[BatchRecord]:
+        """The batches of `lake` numbered after `sequence`, oldest first (for `batches undo`)."""
+        query = (
+            select(batches).where(batches.c.sequence > sequence, batches.c.lake == lake).order_by(batches.c.sequence)
+        )
+        with self._connection("list later batches") as connection:
+            return self._records(connection, connection.execute(query).all())
+
+    @_retried
+    def undone_batches(self, batch_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The undo batches among `batch_ids` and those that undid one of them: each with every
+        batch it undid, oldest first."""
+        found: dict[str, list[str]] = {}
+        with self._connection("list the batches undone") as connection:
+            undos = set(batch_ids)
+            for chunk in _chunks(sorted(set(batch_ids))):
+                undos.update(
+                    connection.execute(
+                        select(batches.c.undone_by).where(
+                            batches.c.batch_id.in_(chunk), batches.c.undone_by.is_not(None)
+                        )
+                    ).scalars()
+                )
+            for chunk in _chunks(sorted(undos)):
+                rows = connection.execute(
+                    select(batches.c.undone_by, batches.c.batch_id)
+                    .where(batches.c.undone_by.in_(chunk))
+                    .order_by(batches.c.sequence)
+                )
+                for undo_id, batch_id in rows:
+                    found.setdefault(undo_id, []).append(batch_id)
+        return found
+
+    @_retried
+    def finish_undo(self, *, batch_id: str, undone: list[str], finished_at: datetime) -> None:
+        """Record undo batch `batch_id` as succeeded and each batch of `undone` as undone by it,
+        in one transaction; a batch of `undone` that is unknown or undone already rolls it back."""
+        _require_aware(finished_at, "finished_at")
+        with self._transaction(f"finish undo {batch_id!r}") as connection:
+            finished = connection.execute(
+                update(batches)
+                .where(batches.c.batch_id == batch_id, batches.c.status == "running")
+                .values(status="succeeded", finished_at=finished_at, error=None)
+            )
+            marked = connection.execute(
+                update(batches)
+                .where(batches.c.batch_id.in_(undone), batches.c.undone_by.is_(None))
+                .values(undone_by=batch_id)
+            )
+            if finished.rowcount != 1 or marked.rowcount != len(set(undone)):
+                # Raising inside the block rolls the transaction back.
+                raise MetadataStoreError(
+                    f"undo {batch_id!r} could not be recorded in the metadata database at {self.url_for_display}: "
+                    "it is not running, or one of the batches it undid is unknown or undone already"
+                )
+
+    @_retried
     def metric_totals(self) -> MetricTotals:
         """Totals over every batch, each a GROUP BY in the database: finished batches per source,
-        kind and status, batches running, and per source sums over its succeeded batches."""
+        kind and status, batches running, per source sums over its succeeded batches, its last
+        failure and its last succeeded batch's quarantine share, and per source and layer sums
+        over the layer metrics of succeeded batches."""
         succeeded = batches.c.status == "succeeded"
         duration = self._seconds_between(batches.c.started_at, batches.c.finished_at)
         runs: dict[tuple[str, str, BatchStatus], int] = {}
         running = 0
+        last_failure: dict[str, datetime] = {}
         sums: dict[str, dict[str, Any]] = defaultdict(dict)
         with self._connection("sum up the batches") as connection:
             counted = connection.execute(
-                select(batches.c.source, batches.c.kind, batches.c.status, func.count()).group_by(
-                    batches.c.source, batches.c.kind, batches.c.status
-                )
+                select(
+                    batches.c.source, batches.c.kind, batches.c.status, func.count(), func.max(batches.c.finished_at)
+                ).group_by(batches.c.source, batches.c.kind, batches.c.status)
             )
-            for source, kind, status, count in counted:
+            for source, kind, status, count, finished in counted:
                 if status == "running":
                     running += int(count)
-                else:
-                    runs[(source, kind, self._status(status))] = int(count)
+                    continue
+                runs[(source, kind, self._status(status))] = int(count)
+                if status == "failed" and finished is not None:
+                    last_failure[source] = max(last_failure.get(source, finished), finished)
             totals = connection.execute(
                 select(
                     batches.c.source,
@@ -656,9 +746,17 @@ class SqlMetadataStore:
             )
             for row in totals:
                 sums[row.source] = row._asdict()
+            ratios = self._last_quarantine_ratios(connection)
+            layers = self._layer_totals(connection)
         return MetricTotals(
             runs=runs,
             running=running,
+            last_failure=last_failure,
+            last_quarantine_ratio=ratios,
+            layer_records_in={key: int(row.records_in or 0) for key, row in layers.items()},
+            layer_records_out={key: int(row.records_out or 0) for key, row in layers.items()},
+            layer_duration_seconds={key: float(row.duration_seconds or 0) for key, row in layers.items()},
+            layer_count={key: int(row.batches) for key, row in layers.items()},
             records_processed={source: int(row["records_processed"] or 0) for source, row in sums.items()},
             records_quarantined={source: int(row["records_quarantined"] or 0) for source, row in sums.items()},
             rows_estimated={source: int(row["rows_estimated"] or 0) for source, row in sums.items()},
@@ -668,6 +766,43 @@ class SqlMetadataStore:
                 source: row["last_success"] for source, row in sums.items() if row["last_success"] is not None
             },
         )
+
+    def _last_quarantine_ratios(self, connection: Connection) -> dict[str, float]:
+        """Per source, rows quarantined / rows read of its last succeeded batch (by finish) that read any."""
+        latest = (
+            select(
+                batches.c.source,
+                batches.c.record_count,
+                batches.c.rows_quarantined,
+                func.row_number()
+                .over(
+                    partition_by=batches.c.source,
+                    order_by=(batches.c.finished_at.desc(), batches.c.batch_id.desc()),
+                )
+                .label("newest"),
+            ).where(batches.c.status == "succeeded", batches.c.record_count > 0)
+        ).subquery()
+        rows = connection.execute(
+            select(latest.c.source, latest.c.record_count, latest.c.rows_quarantined).where(latest.c.newest == 1)
+        )
+        return {row.source: (row.rows_quarantined or 0) / row.record_count for row in rows}
+
+    def _layer_totals(self, connection: Connection) -> dict[tuple[str, Layer], Row[Any]]:
+        """Per (source, layer), sums over the layer metrics of succeeded batches."""
+        rows = connection.execute(
+            select(
+                batches.c.source,
+                layer_metrics.c.layer,
+                func.sum(layer_metrics.c.records_in).label("records_in"),
+                func.sum(layer_metrics.c.records_out).label("records_out"),
+                func.sum(layer_metrics.c.duration_seconds).label("duration_seconds"),
+                func.count().label("batches"),
+            )
+            .join(batches, batches.c.batch_id == layer_metrics.c.batch_id)
+            .where(batches.c.status == "succeeded")
+            .group_by(batches.c.source, layer_metrics.c.layer)
+        )
+        return {(row.source, self._layer(row.layer)): row for row in rows}
 
     @_retried
     def record_stream(self, record: StreamRecord) -> None:
@@ -1009,6 +1144,7 @@ class SqlMetadataStore:
                 replay_of=row.replay_of,
                 lake=row.lake,
                 positions=_positions(row.positions),
+                undone_by=row.undone_by,
             )
             for row in rows
         ]

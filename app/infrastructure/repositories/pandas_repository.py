@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,7 +18,14 @@ import pyarrow.dataset as ds
 from deltalake import CommitProperties, DeltaTable, QueryBuilder, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from app.application.ports import ArrowBatchFunction, RowFilter, TableVersion, UpsertCounts
+from app.application.ports import (
+    DELETE_COLUMN,
+    ArrowBatchFunction,
+    ChangeCounts,
+    RowFilter,
+    TableVersion,
+    UpsertCounts,
+)
 from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
@@ -26,16 +34,22 @@ from app.infrastructure.repositories.base import (
     APP_ID,
     CHANGE_FEED,
     COMPARISONS,
+    TRANSACTION_RETENTION,
+    TRANSACTION_RETENTION_VALUE,
     change_feed,
     changed_condition,
     checked_columns,
     checked_table_name,
     commit_tags,
+    lake_residue,
     lake_tables,
     local_days_condition,
     plan_rollback,
+    prune_log,
     read_tags,
     remove_table,
+    small_files,
+    sql_predicate,
     sql_string,
     table_version,
     transaction_app_id,
@@ -48,10 +62,15 @@ _SQL_COMPARISONS = (">=", "<=", "<")
 def _commit(batch_id: str, sequence: int | None = None, positions: Mapping[str, int] | None = None) -> CommitProperties:
     """Every commit names its batch; with `sequence`, it also records it as the platform's
     Delta transaction version, which a retried commit then finds; `positions` are a stream's
-    source positions, recorded as transaction identifiers in the same commit."""
+    source positions, recorded as transaction identifiers in the same commit. The batch's own
+    identifier carries its commit time, so that a checkpoint drops it once it is older than the
+    table's `TRANSACTION_RETENTION`; positions carry none and are kept."""
     transactions = [Transaction(app_id=app_id, version=offset) for app_id, offset in sorted((positions or {}).items())]
     if sequence is not None:
-        transactions.insert(0, Transaction(app_id=transaction_app_id(batch_id, sequence), version=sequence))
+        batch = Transaction(
+            app_id=transaction_app_id(batch_id, sequence), version=sequence, last_updated=int(time.time() * 1000)
+        )
+        transactions.insert(0, batch)
     return CommitProperties(custom_metadata=commit_tags(batch_id), app_transactions=transactions or None)
 
 
@@ -76,6 +95,8 @@ class PandasDeltaStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: Tables seen bounding their transaction identifiers: checked once, not before every write.
+        self._bounded: set[str] = set()
 
     def _path(self, table: str) -> Path:
         checked_table_name(table)
@@ -140,8 +161,11 @@ class PandasDeltaStore:
             return self.frame(spec.schema.empty_table())
         return self.frame(pa.Table.from_batches(list(self.scan(spec, where=where)), schema=spec.schema))
 
-    def scan(self, spec: TableSpec, *, where: RowFilter | None = None) -> Iterator[pa.RecordBatch]:
-        """The rows of an existing table matching `where`, in batches typed as `spec` declares."""
+    def scan(
+        self, spec: TableSpec, *, where: RowFilter | None = None, version: int | None = None
+    ) -> Iterator[pa.RecordBatch]:
+        """The rows of an existing table (of its `version`, if given) matching `where`, in
+        batches typed as `spec` declares."""
         pushed: list[str] = []
         expression = None
         for column, op, value in with_partition_bounds(spec, where):
@@ -163,7 +187,7 @@ class PandasDeltaStore:
             term = field.isin(value) if op == "in" else COMPARISONS[op](field, value)
             expression = term if expression is None else expression & term
         condition = f" WHERE {' AND '.join(pushed)}" if pushed else ""
-        query = QueryBuilder().register("t", self._table(spec.name))
+        query = QueryBuilder().register("t", self._at_version(spec.name, version))
         for batch in pa.RecordBatchReader.from_stream(query.execute(f"SELECT * FROM t{condition}")):
             typed = pa.Table.from_batches([batch]).select(spec.schema.names).cast(spec.schema)
             if expression is not None:
@@ -212,8 +236,13 @@ class PandasDeltaStore:
         """One Delta write of the frame's rows (`options` as `write_deltalake` takes them), as one
         commit of the batch; the rows written."""
         data, rows = self._source(spec, frame)
-        if spec.change_feed and not self.exists(spec.name):
-            options = {**options, "configuration": {CHANGE_FEED: "true"}}
+        if not self.exists(spec.name):
+            configuration = {TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE}
+            if spec.change_feed:
+                configuration[CHANGE_FEED] = "true"
+            options = {**options, "configuration": configuration}
+        else:
+            self._bound_transactions(spec.name, batch_id)
         try:
             write_deltalake(
                 str(self._path(spec.name)),
@@ -273,6 +302,18 @@ class PandasDeltaStore:
             predicate=f"batch_id = {sql_string(batch_of)}",
         )
 
+    def _bound_transactions(self, table: str, batch_id: str) -> None:
+        """A table written before it bounded its transaction identifiers: from now on it does
+        (in a commit of the batch, which a rollback of it undoes)."""
+        if table in self._bounded:
+            return
+        target = self._table(table)
+        if target.metadata().configuration.get(TRANSACTION_RETENTION) != TRANSACTION_RETENTION_VALUE:
+            target.alter.set_table_properties(
+                {TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE}, commit_properties=_commit(batch_id)
+            )
+        self._bounded.add(table)
+
     def _commit_metrics(self, table: str, batch_id: str) -> dict[str, int]:
         """The operation metrics of `batch_id`'s commit to `table`."""
         for entry in self._table(table).history():
@@ -284,6 +325,7 @@ class PandasDeltaStore:
         return lake_tables(self.root)
 
     def rollback(self, batch_id: str) -> dict[str, int | None]:
+        self._bounded.clear()  # a restore can take a table back to before it bounded them
         plans = plan_rollback(self.tables(), lambda table: self._table(table).history(), batch_id)
         for table, target in plans.items():
             if target is None:  # every commit of the table is the batch's: the table goes
@@ -336,6 +378,7 @@ class PandasDeltaStore:
         if rank is not None:
             changed = f"({changed}) AND s.{rank} {'>=' if replace_equal_rank else '>'} t.{rank}"
         data, rows = self._source(spec, frame)
+        self._bound_transactions(spec.name, batch_id)
         target = DeltaTable(path)
         if spec.change_feed and target.metadata().configuration.get(CHANGE_FEED) != "true":
             # A table written before it recorded its changes: from now on it does.
@@ -399,3 +442,145 @@ class PandasDeltaStore:
             retention_hours=math.ceil(retain_hours), enforce_retention_duration=False, dry_run=False
         )
         return len(deleted)
+
+    # Undo and restore ---------------------------------------------------------------------
+
+    def _at_version(self, table: str, version: int | None) -> DeltaTable:
+        """The table, as of `version` if given (an error naming the table if it has no such version)."""
+        dt = self._table(table)
+        if version is not None:
+            try:
+                dt.load_as_version(version)
+            except (DeltaError, ValueError, OSError) as error:
+                raise TableStoreError(f"table {table} has no version {version} to read: {error}") from None
+        return dt
+
+    def read_version(self, spec: TableSpec, version: int, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        try:
+            batches = list(self.scan(spec, where=where, version=version))
+        except (DeltaError, pa.ArrowException, OSError) as error:  # a data file of that version is gone
+            raise TableStoreError(
+                f"table {spec.name}: version {version} cannot be read (a vacuum may have deleted its files): {error}"
+            ) from None
+        return self.frame(pa.Table.from_batches(batches, schema=spec.schema))
+
+    def delete_batch_rows(self, table: str, *, batch_of: str, batch_id: str) -> int:
+        if not self.exists(table):
+            return 0
+        try:
+            predicate = f"batch_id = {sql_string(batch_of)}"
+            metrics = self._table(table).delete(predicate, commit_properties=_commit(batch_id))
+        except DeltaError as error:
+            raise TableStoreError(f"{table}: deleting the rows of batch {batch_of} failed: {error}") from error
+        return int(metrics.get("num_deleted_rows", 0))
+
+    def merge_changes(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
+    ) -> ChangeCounts:
+        data = self.to_arrow(frame)
+        if data.num_rows == 0:
+            return ChangeCounts(0, 0, 0)
+        schema = pa.schema([*spec.schema, pa.field(DELETE_COLUMN, pa.bool_(), nullable=False)])
+        data = data.select(schema.names).cast(schema)
+        if not self.exists(spec.name):
+            raise TableStoreError(f"{spec.name}: there is no table to apply changes to")
+        columns = {c: f"s.{c}" for c in spec.schema.names}
+        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
+        changed = changed_condition(spec, spec.value_columns, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
+        try:
+            metrics = (
+                self._table(spec.name)
+                .merge(
+                    data,
+                    predicate=on,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=_commit(batch_id),
+                    **self._merge_options,
+                )
+                .when_matched_delete(predicate=f"s.{DELETE_COLUMN}")
+                .when_matched_update(updates=columns, predicate=f"NOT s.{DELETE_COLUMN} AND ({changed})")
+                .when_not_matched_insert(updates=columns, predicate=f"NOT s.{DELETE_COLUMN}")
+                .execute()
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
+        return ChangeCounts(
+            inserted=int(metrics.get("num_target_rows_inserted", 0)),
+            updated=int(metrics.get("num_target_rows_updated", 0)),
+            deleted=int(metrics.get("num_target_rows_deleted", 0)),
+        )
+
+    def restore(self, table: str, version: int, *, batch_id: str) -> None:
+        path = self._path(table)
+        self._at_version(table, version)  # a version the table does not have is an error naming it
+        self._bounded.discard(table)  # the version may be from before it bounded its transactions
+        restored = DeltaTable(str(path), version=version)
+        # A restore keeps the log's transaction identifiers: a stream's positions are set back
+        # to their values at `version` (-1: none), as a rollback does.
+        positions = {
+            app_id: v if (v := restored.transaction_version(app_id)) is not None else -1
+            for app_id in _log_app_ids(path, version)
+            if not app_id.startswith(f"{APP_ID}:")
+        }
+        transactions = [Transaction(app_id=a, version=v) for a, v in sorted(positions.items())]
+        properties = CommitProperties(custom_metadata=commit_tags(batch_id), app_transactions=transactions or None)
+        try:
+            self._table(table).restore(version, commit_properties=properties)
+        except DeltaError as error:
+            raise TableStoreError(f"{table}: restoring version {version} failed: {error}") from error
+
+    def small_files(self, table: str) -> int:
+        return small_files(self._table(table))
+
+    def delete(self, table: str, where: RowFilter) -> int:
+        if not self.exists(table):
+            return 0
+        target = self._table(table)
+        predicate = sql_predicate(table, target.schema().to_arrow().names, where)
+        try:
+            metrics = target.delete(predicate)
+        except DeltaError as error:
+            raise TableStoreError(f"{table}: delete failed: {error}") from error
+        return int(metrics.get("num_deleted_rows") or 0)
+
+    def delete_keys(self, table: str, keys: pa.Table) -> int:
+        if not self.exists(table) or keys.num_rows == 0:
+            return 0
+        target = self._table(table)
+        schema = pa.schema(target.schema().to_arrow())
+        checked_columns(table, schema.names, keys.column_names)
+        types = pa.schema([pa.field(name, schema.field(name).type) for name in keys.column_names])
+        unique = keys.cast(types).group_by(keys.column_names).aggregate([])
+        on = " AND ".join(f"t.{name} = s.{name}" for name in keys.column_names)
+        try:
+            metrics = (
+                target.merge(unique, predicate=on, source_alias="s", target_alias="t", **self._merge_options)
+                .when_matched_delete()
+                .execute()
+            )
+        except DeltaError as error:
+            raise TableStoreError(f"{table}: delete failed: {error}") from error
+        return int(metrics.get("num_target_rows_deleted") or 0)
+
+    def purge(self, table: str) -> int:
+        """delta-rs's full vacuum, which also takes the change data files, then a commit that only
+        sets a property (so the newest commit names no row of the ones deleted before), its
+        checkpoint, and the log before it deleted."""
+        target = self._table(table)
+        try:
+            removed = target.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
+            self._table(table).alter.set_table_properties({TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE})
+            latest = self._table(table)
+            latest.create_checkpoint()
+        except DeltaError as error:
+            raise TableStoreError(f"{table}: purging its history failed: {error}") from error
+        return len(removed) + prune_log(self._path(table), latest.version())
+
+    def residue(self, text: str) -> list[str]:
+        return lake_residue(self.root, text)

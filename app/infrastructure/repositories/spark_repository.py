@@ -21,22 +21,35 @@ from urllib.parse import unquote, urlparse
 import narwhals as nw
 import pyarrow as pa
 
-from app.application.ports import ArrowBatchFunction, RowFilter, TableVersion, UpsertCounts
+from app.application.ports import (
+    DELETE_COLUMN,
+    ArrowBatchFunction,
+    ChangeCounts,
+    RowFilter,
+    TableVersion,
+    UpsertCounts,
+)
 from app.domain.errors import NotAvailableError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     CHANGE_FEED,
+    COMPARISONS,
+    TRANSACTION_RETENTION,
+    TRANSACTION_RETENTION_VALUE,
     changed_condition,
     checked_columns,
     checked_table_name,
     commit_tags,
+    lake_residue,
     lake_tables,
     local_days_condition,
     plan_rollback,
+    prune_log,
     read_tags,
     remove_table,
+    small_files,
     sql_string,
     table_version,
     transaction_app_id,
@@ -151,6 +164,8 @@ class SparkDeltaStore:
         self._stream: tuple[str, int] | None = None
         #: Tables seen recording their change data feed: checked once, not before every merge.
         self._recording: set[str] = set()
+        #: Tables seen bounding their transaction identifiers: checked once, not before every write.
+        self._bounded: set[str] = set()
 
     def location(self, table: str) -> str:
         spec = TABLES.get(checked_table_name(table))
@@ -242,11 +257,14 @@ class SparkDeltaStore:
         return self.spark.read.format("delta").load(self.location(table))
 
     def read(self, spec: TableSpec, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
-        from pyspark.sql import functions as F
-
         if not self.exists(spec.name):
             return self.frame(spec.schema.empty_table())
-        data = self._load(spec.name)
+        return self._filtered(spec, self._load(spec.name), where)
+
+    def _filtered(self, spec: TableSpec, data: DataFrame, where: RowFilter | None) -> nw.LazyFrame[Any]:
+        """`data`'s rows matching `where`, with `spec`'s columns."""
+        from pyspark.sql import functions as F
+
         for column, op, value in with_partition_bounds(spec, where):
             col = F.col(column)
             condition: Column
@@ -294,7 +312,23 @@ class SparkDeltaStore:
             builder = builder.partitionedBy(*spec.partition_by)
         if spec.change_feed:
             builder = builder.property(CHANGE_FEED, "true")
+        builder = builder.property(TRANSACTION_RETENTION, TRANSACTION_RETENTION_VALUE)
         builder.execute()
+
+    def _bound_transactions(self, table: str) -> None:
+        """A table written before it bounded its transaction identifiers: from now on it does
+        (call inside `_commit_metadata` of the batch, so that a rollback of it undoes this too)."""
+        from delta.tables import DeltaTable
+
+        if table in self._bounded:
+            return
+        properties = DeltaTable.forPath(self.spark, self.location(table)).detail().collect()[0]["properties"]
+        if (properties or {}).get(TRANSACTION_RETENTION) != TRANSACTION_RETENTION_VALUE:
+            self.spark.sql(
+                f"ALTER TABLE delta.`{self.location(table)}` SET TBLPROPERTIES "
+                f"('{TRANSACTION_RETENTION}' = '{TRANSACTION_RETENTION_VALUE}')"
+            )
+        self._bounded.add(table)
 
     def _record_changes(self, spec: TableSpec) -> None:
         """A table written before it recorded its changes: from now on it does."""
@@ -322,9 +356,11 @@ class SparkDeltaStore:
             # Delta skips a write whose (application, version) the table already holds.
             writer = writer.option("txnAppId", transaction.app_id).option("txnVersion", transaction.version)
         try:
-            if not self.exists(spec.name):
-                with self._commit_metadata(batch_id):  # the table's first commit is the batch's too
+            with self._commit_metadata(batch_id):  # the table's first commit is the batch's too
+                if not self.exists(spec.name):
                     self._create(spec)
+                else:
+                    self._bound_transactions(spec.name)
             writer.save(self.location(spec.name))
         except Exception as error:
             raise TableStoreError(f"{spec.name}: {mode} failed: {error}") from error
@@ -422,6 +458,7 @@ class SparkDeltaStore:
         from delta.tables import DeltaTable
 
         self._recording.clear()  # a restore can take a table back to before its feed was on
+        self._bounded.clear()
 
         def history(table: str) -> list[dict[str, Any]]:
             rows = DeltaTable.forPath(self.spark, self.location(table)).history().select("version", "userMetadata")
@@ -483,8 +520,9 @@ class SparkDeltaStore:
             done = transaction.metrics
             inserted, updated = int(done.get("numTargetRowsInserted", 0)), int(done.get("numTargetRowsUpdated", 0))
             return UpsertCounts(inserted=inserted, updated=updated, unchanged=data.count() - inserted - updated)
-        if spec.change_feed:
-            with self._commit_metadata(batch_id):  # tagged: a rollback of the batch undoes it too
+        with self._commit_metadata(batch_id):  # tagged: a rollback of the batch undoes it too
+            self._bound_transactions(spec.name)
+            if spec.change_feed:
                 self._record_changes(spec)
         try:
             with self._commit_metadata(batch_id, transaction):
@@ -562,3 +600,184 @@ class SparkDeltaStore:
         doomed = self.spark.sql(f"VACUUM {target} DRY RUN").count()
         self.spark.sql(f"VACUUM {target}").collect()
         return int(doomed)
+
+    # Undo and restore ---------------------------------------------------------------------
+
+    def read_version(self, spec: TableSpec, version: int, *, where: RowFilter | None = None) -> nw.LazyFrame[Any]:
+        self._load(spec.name)  # a missing table is an error naming it
+        try:
+            data = self.spark.read.format("delta").option("versionAsOf", version).load(self.location(spec.name))
+        except Exception as error:  # AnalysisException and the JVM's errors: no such version
+            raise TableStoreError(f"table {spec.name} has no version {version} to read: {error}") from None
+        return self._filtered(spec, data, where)
+
+    def delete_batch_rows(self, table: str, *, batch_of: str, batch_id: str) -> int:
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        if not self.exists(table):
+            return 0
+        condition = F.col("batch_id") == F.lit(batch_of)
+        if self._load(table).where(condition).isEmpty():
+            return 0
+        try:
+            with self._commit_metadata(batch_id):
+                DeltaTable.forPath(self.spark, self.location(table)).delete(condition)
+        except Exception as error:
+            raise TableStoreError(f"{table}: deleting the rows of batch {batch_of} failed: {error}") from error
+        return int(self._last_metrics(table).get("numDeletedRows", 0))
+
+    def merge_changes(
+        self,
+        spec: TableSpec,
+        frame: nw.LazyFrame[Any],
+        *,
+        batch_id: str,
+        local_days: tuple[date, date] | None = None,
+    ) -> ChangeCounts:
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        native: DataFrame = frame.to_native()
+        missing = [n for n in [*spec.schema.names, DELETE_COLUMN] if n not in native.columns]
+        if missing:
+            raise TableStoreError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
+        types = {f.name: f.dataType for f in _spark_schema(spec.schema).fields}
+        data = native.select(
+            *(F.col(n).cast(types[n]).alias(n) for n in spec.schema.names),
+            F.col(DELETE_COLUMN).cast("boolean").alias(DELETE_COLUMN),
+        )
+        if data.isEmpty():
+            return ChangeCounts(0, 0, 0)
+        self._load(spec.name)  # a missing table is an error naming it
+        # Column names from the spec and ISO dates only: no value from outside is SQL text here.
+        on = " AND ".join(f"{_column('t', k)} = {_column('s', k)}" for k in spec.keys)
+        on += local_days_condition(local_days, spec)
+        changed = changed_condition(
+            spec, spec.value_columns, lambda c: f"NOT ({_column('t', c)} <=> {_column('s', c)})"
+        )
+        flag = _column("s", DELETE_COLUMN)
+        columns: dict[str, str | Column] = {c: _column("s", c) for c in spec.schema.names}
+        try:
+            with self._commit_metadata(batch_id):
+                if spec.change_feed:
+                    self._record_changes(spec)
+                (
+                    DeltaTable.forPath(self.spark, self.location(spec.name))
+                    .alias("t")
+                    .merge(data.alias("s"), on)
+                    .whenMatchedDelete(condition=flag)
+                    .whenMatchedUpdate(condition=f"NOT {flag} AND ({changed})", set=columns)
+                    .whenNotMatchedInsert(condition=f"NOT {flag}", values=columns)
+                    .execute()
+                )
+        except Exception as error:
+            raise TableStoreError(f"{spec.name}: merge failed: {error}") from error
+        metrics = self._last_metrics(spec.name)
+        return ChangeCounts(
+            inserted=int(metrics.get("numTargetRowsInserted", 0)),
+            updated=int(metrics.get("numTargetRowsUpdated", 0)),
+            deleted=int(metrics.get("numTargetRowsDeleted", 0)),
+        )
+
+    def restore(self, table: str, version: int, *, batch_id: str) -> None:
+        from delta.tables import DeltaTable
+
+        self._load(table)  # a missing table is an error naming it
+        # The version may be from before its change feed was on, or before it bounded its transactions.
+        self._recording.discard(table)
+        self._bounded.discard(table)
+        try:
+            with self._commit_metadata(batch_id):
+                DeltaTable.forPath(self.spark, self.location(table)).restoreToVersion(version)
+        except Exception as error:
+            raise TableStoreError(f"{table}: restoring version {version} failed: {error}") from error
+
+    def small_files(self, table: str) -> int:
+        from deltalake import DeltaTable as LogReader
+
+        self._load(table)  # a missing table is an error naming it
+        return small_files(LogReader(self.location(table)))
+
+    def _version(self, table: str) -> int:
+        from delta.tables import DeltaTable
+
+        return int(DeltaTable.forPath(self.spark, self.location(table)).history(1).collect()[0]["version"])
+
+    def delete(self, table: str, where: RowFilter) -> int:
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        if not self.exists(table):
+            return 0
+        checked_columns(table, self._load(table).columns, [column for column, _, _ in where])
+        condition = F.lit(True)
+        for column, op, value in where:
+            if op == "in":
+                term = F.col(column).isin(list(value))
+            elif op in COMPARISONS:
+                term = COMPARISONS[op](F.col(column), F.lit(value))
+            else:
+                raise TableStoreError(f"unsupported filter operator {op!r}")
+            condition = condition & term
+        before = self._version(table)
+        try:
+            DeltaTable.forPath(self.spark, self.location(table)).delete(condition)
+        except Exception as error:
+            raise TableStoreError(f"{table}: delete failed: {error}") from error
+        if self._version(table) == before:  # nothing matched: nothing committed
+            return 0
+        return int(self._last_metrics(table).get("numDeletedRows", 0))
+
+    def delete_keys(self, table: str, keys: pa.Table) -> int:
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        if not self.exists(table) or keys.num_rows == 0:
+            return 0
+        stored = self._load(table)
+        checked_columns(table, stored.columns, keys.column_names)
+        types = {f.name: f.dataType for f in stored.schema.fields}
+        names = keys.column_names
+        source = self.spark.createDataFrame(keys).select(*(F.col(n).cast(types[n]).alias(n) for n in names))
+        on = " AND ".join(f"{_column('t', n)} = {_column('s', n)}" for n in names)
+        before = self._version(table)
+        try:
+            target = DeltaTable.forPath(self.spark, self.location(table)).alias("t")
+            target.merge(source.dropDuplicates().alias("s"), on).whenMatchedDelete().execute()
+        except Exception as error:
+            raise TableStoreError(f"{table}: delete failed: {error}") from error
+        if self._version(table) == before:
+            return 0
+        return int(self._last_metrics(table).get("numTargetRowsDeleted", 0))
+
+    def purge(self, table: str) -> int:
+        """Deleted rows still in files behind deletion vectors rewritten out (REORG ... PURGE),
+        a vacuum with no retention, a commit that only sets a property (so the newest commit
+        names no deleted row), Delta's checkpoint of it, and the log before it deleted."""
+        from delta.tables import DeltaTable
+
+        self._load(table)
+        location = self.location(table)
+        properties = DeltaTable.forPath(self.spark, location).detail().collect()[0]["properties"] or {}
+        try:
+            if properties.get("delta.enableDeletionVectors") == "true":
+                self.spark.sql(f"REORG TABLE delta.`{location}` APPLY (PURGE)").collect()
+            deleted = self.vacuum(table, retain_hours=0)
+            self.spark.sql(
+                f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES "
+                f"('{TRANSACTION_RETENTION}' = '{TRANSACTION_RETENTION_VALUE}')"
+            )
+            jvm: Any = self.spark._jvm  # Delta's checkpoint has no SQL or Python API
+            jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+            jvm.org.apache.spark.sql.delta.DeltaLog.forTable(self.spark._jsparkSession, location).checkpoint()
+        except Exception as error:
+            raise TableStoreError(f"{table}: purging its history failed: {error}") from error
+        log = Path(location) / "_delta_log"
+        checkpoint = int(json.loads((log / "_last_checkpoint").read_text(encoding="utf-8"))["version"])
+        pruned = prune_log(Path(location), checkpoint)
+        jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()  # its cached snapshots name the files deleted
+        return deleted + pruned
+
+    def residue(self, text: str) -> list[str]:
+        return lake_residue(Path(self.root), text)
