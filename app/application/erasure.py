@@ -66,6 +66,8 @@ class Erasure:
     deleted: dict[str, int] = field(default_factory=dict)
     portfolio: dict[str, int] = field(default_factory=dict)
     purged: dict[str, int] = field(default_factory=dict)
+    #: Rows of the metadata store whose text named the meter, now naming its digest
+    metadata_rows: int = 0
 
 
 def forget_meter(
@@ -97,6 +99,9 @@ def forget_meter(
         _erase(store, meter_id, digest, erasure)
         for table in _meter_tables(store):
             erasure.purged[table] = store.purge(table)
+        # Errors and file names the metadata store kept may quote the id (a database file kept in
+        # the data directory, the default, is checked with the lake's files).
+        erasure.metadata_rows = platform.metadata.pseudonymise(meter_id, digest)
         _check_erased(store, meter_id, digest)
     structlog.get_logger().info(
         "meter_forgotten", meter=digest, deleted=erasure.deleted, portfolio=erasure.portfolio, purged=erasure.purged

@@ -369,6 +369,10 @@ class MetadataStore(Protocol):
         """Append one action to the audit trail; returns its id."""
         ...
 
+    def pseudonymise(self, text_found: str, replacement: str) -> int:
+        """Replace a value (a forgotten meter's id) in every free-text field the store keeps."""
+        ...
+
     def list_audit(
         self, limit: int, *, action: str | None = None, actor: str | None = None, since: datetime | None = None
     ) -> list[AuditRecord]:

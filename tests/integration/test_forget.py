@@ -195,3 +195,22 @@ def test_retention_apply_and_meters_forget_from_the_command_line(tmp_path: Path)
     assert "silver_readings: 24 rows deleted" in forgot.stdout
     assert SECRET not in forgot.stdout + forgot.stderr  # neither the summary nor the log names it
     assert holders(tmp_path / "lake", SECRET) == []
+
+
+def test_forget_renames_the_meter_in_the_metadata_stores_file_names_and_errors(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """A per-meter export is named after its meter, and an error may quote a meter id: the
+    metadata database (in the data directory by default) then holds the id too. Forget puts the
+    digest in its place there, and compacts the SQLite file so no old page keeps it."""
+    batch = _batch(platform, tmp_path, f"{SECRET}.csv", _hours(SECRET, 1.0, 1, range(24)))
+    _batch(platform, tmp_path, "other.csv", _hours(OTHER, 2.0, 1, range(24)))
+    lake = platform.settings.data_dir
+    assert "metadata.db" in holders(lake, SECRET)
+
+    erasure = forget_meter(platform, SECRET)
+
+    assert erasure.metadata_rows >= 1
+    assert holders(lake, SECRET) == []
+    record = platform.metadata.get_batch(batch)
+    assert record is not None and [f.path for f in record.files][0].endswith(f"{erasure.meter}.csv")

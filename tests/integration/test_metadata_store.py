@@ -458,3 +458,33 @@ def test_an_up_to_date_database_starts_without_loading_alembic(tmp_path: Path) -
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     assert done.stdout.strip() == "[]"
+
+
+def test_pseudonymise_replaces_a_value_in_every_free_text_field(metadata_url: str) -> None:
+    from app.domain.audit import AuditRecord
+
+    store = SqlMetadataStore(metadata_url)
+    store.migrate()
+    at = datetime(2025, 6, 1, tzinfo=UTC)
+    store.record_audit(
+        AuditRecord(
+            at=at,
+            actor="ops",
+            actor_kind="cli",
+            action="batches undo",
+            outcome="refused",
+            target="MTR-9_%x",
+            details={"meters": ["MTR-9_%x", "MTR-1"]},
+            error="later batches wrote meter(s) MTR-9_%x",
+        )
+    )
+    store.record_audit(AuditRecord(at=at, actor="ops", actor_kind="cli", action="run-batch", outcome="succeeded"))
+
+    changed = store.pseudonymise("MTR-9_%x", "sha256:ab")
+
+    assert changed == 3  # the first record's target, error and details; the second holds nothing
+    [second, first] = store.list_audit(limit=10)
+    assert (first.target, first.error) == ("sha256:ab", "later batches wrote meter(s) sha256:ab")
+    assert first.details == {"meters": ["sha256:ab", "MTR-1"]}
+    assert second.target is None and second.details == {}
+    assert store.pseudonymise("MTR-9_%x", "sha256:ab") == 0

@@ -45,6 +45,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import (
     ArgumentError,
@@ -866,6 +867,38 @@ class SqlMetadataStore:
             lag=_positions(row.lag),
             error=row.error,
         )
+
+    @_retried
+    def pseudonymise(self, text_found: str, replacement: str) -> int:
+        """`text_found` replaced by `replacement` in every free-text field kept here: batch errors
+        and file paths, stream errors, the audit trail's targets, details and errors (an error may
+        quote a meter id, a file may be named after one). An SQLite file is then compacted, so the
+        old text leaves its pages too. Returns the rows changed."""
+        fields = [
+            (batches, batches.c.error),
+            (batch_files, batch_files.c.path),
+            (streams, streams.c.error),
+            (audit, audit.c.target),
+            (audit, audit.c.error),
+        ]
+        changed = 0
+        with self._transaction("pseudonymise a value") as connection:
+            for table, column in fields:
+                found = column.contains(text_found, autoescape=True)
+                replaced = func.replace(column, text_found, replacement)
+                changed += connection.execute(update(table).where(found).values({column.name: replaced})).rowcount
+            details = sql_cast(audit.c.details, Text)
+            replaced_details: ColumnElement[Any] = func.replace(details, text_found, replacement)
+            if connection.dialect.name == "postgresql":
+                replaced_details = sql_cast(replaced_details, JSON)
+            found = details.contains(text_found, autoescape=True)
+            changed += connection.execute(update(audit).where(found).values(details=replaced_details)).rowcount
+        if self._engine.dialect.name == "sqlite":
+            with self._translated("compact the database"), self._engine.connect() as connection:
+                autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+                autocommit.exec_driver_sql("VACUUM")
+                autocommit.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        return changed
 
     def record_audit(self, record: AuditRecord) -> int:
         """Append one action to the audit trail; returns its id. Secrets known to the log redaction
