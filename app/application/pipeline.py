@@ -292,6 +292,7 @@ class BatchPipeline:
             store=self.store,
             positions=rows.recorded_positions,
             watermark=watermark,
+            stream=rows.kind == "stream",
         )
         span = _tracer.start_span(
             "batch",

@@ -81,6 +81,8 @@ class Batch:
     positions: Mapping[str, int] = field(default_factory=dict)
     #: A stream's watermark: the latest interval start it has stored (None: a batch, or nothing yet).
     watermark: datetime | None = None
+    #: A stream's micro-batch (its VEE takes the newest interval seen as its clock).
+    stream: bool = False
 
 
 @dataclass(frozen=True)
@@ -429,7 +431,12 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     # The batch's days and series, from the rows that make up `rows`: accepted or placeable.
     in_batch = validated.rows.filter(nw.col("rejection_rule").is_null() | _placeable())
     days = store.collect(
-        in_batch.select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
+        in_batch.select(
+            nw.col("local_date").min().alias("first"),
+            nw.col("local_date").max().alias("last"),
+            nw.col("interval_start_utc").max().alias("newest"),
+            nw.col("interval_minutes").max().alias("minutes"),
+        )
     ).to_pylist()[0]
     parts = [rows]
     if days["first"] is not None and store.exists(SILVER_READINGS.name):
@@ -450,9 +457,26 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     return store.map_groups(
         concat(parts),
         ["meter_id", "direction"],
-        partial(_apply_vee, params=vee_params(source, batch.started), schema=schema),
+        partial(
+            _apply_vee, params=vee_params(source, _vee_clock(batch, days["newest"], days["minutes"])), schema=schema
+        ),
         vee_schema(schema),
     )
+
+
+def _vee_clock(batch: Batch, newest: datetime | None, minutes: int | None) -> datetime:
+    """The instant before which an interval must have ended to be judged a gap: the batch's start;
+    for a stream's micro-batch, the end of the newest interval the stream has seen (its
+    watermark's, or this micro-batch's), if earlier. A read not yet arrived for an interval
+    later than any read seen is not missing yet: a live feed's reads come a little after their
+    interval ends, and each micro-batch would otherwise estimate every meter's last interval
+    only for the next micro-batch to replace it."""
+    if not batch.stream:
+        return batch.started
+    seen = [t for t in (batch.watermark, newest) if t is not None]
+    if not seen:
+        return batch.started
+    return min(batch.started, max(seen) + timedelta(minutes=minutes or 0))
 
 
 def rule_counts(

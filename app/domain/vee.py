@@ -44,9 +44,11 @@ Documented choices (see also `VeeParams`):
   flags every interval that equals the day's highest value (ties are all "the highest").
   A row failing several quarantining rules takes the first of spike, high_low, zero_run.
   Severity "fail" both flags and rejects the row, so the pipeline can count it either way.
-- **Intervals to come.** An interval that has not ended at `now` (the batch's start) is
-  neither estimated nor counted missing: a day still under way has its reads so far, not a
-  gap to its end. A stream's micro-batch would otherwise fill or count the rest of today.
+- **Intervals to come.** An interval that has not ended at `now` is neither estimated nor
+  counted missing: a day still under way has its reads so far, not a gap to its end. `now` is
+  the batch's start; for a stream's micro-batch, the end of the newest interval the stream has
+  seen, if earlier (a read that has not arrived yet for an interval later than any read seen is
+  not missing yet).
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
   and `reported_kwh`: the value of a rejected batch row at that interval (a row quarantined
   by a series rule first, else the largest reported value among row-rule rejections). Missing

@@ -191,3 +191,36 @@ def test_a_meter_id_sent_as_a_long_json_number_keeps_every_digit(platform: Local
 
     silver = {r["meter_id"]: r["energy_kwh"] for r in read_table(platform, "silver_readings").to_pylist()}
     assert silver == {"123456789012345678901234": 1.5, "9007199254740993": 2.0}
+
+
+def test_a_stream_does_not_estimate_intervals_later_than_any_read_it_has_seen(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """Reads up to the interval starting 21:00 reach a stream at midnight. A batch of the same
+    reads at that time flat-fills 22:00 and 23:00 (ended, within max_flat_minutes of the last
+    read); a stream has seen no read after 22:00 for any meter, so those intervals are still to
+    come: nothing is estimated there for the next micro-batch to replace."""
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    source = platform.source("feed", tmp_path / "sources.toml")
+    assert (NOW.day, NOW.hour, NOW.minute) == (1, 0, 0)  # the readings end 2025-10-31T22:00Z
+    readings = [
+        {"meter_id": "A", "timestamp": f"2025-10-31T{h:02d}:00Z", "value": 1.0, "unit": "kWh"} for h in range(22)
+    ]
+    messages = [Message(partition=0, offset=i, key=b"A", value=json.dumps(r).encode()) for i, r in enumerate(readings)]
+
+    assert _run_messages(platform, source, messages).status == "succeeded"
+    streamed = read_table(platform, "silver_readings")
+    assert streamed.num_rows == 22 and set(streamed["quality_flag"].to_pylist()) == {"actual"}
+
+    file = tmp_path / "in" / "a.csv"
+    file.parent.mkdir(parents=True, exist_ok=True)
+    file.write_text(
+        "meter_id,timestamp,value,unit\n" + "".join(f"A,{r['timestamp']},1.0,kWh\n" for r in readings), encoding="utf-8"
+    )
+    with open_platform(Settings(data_dir=tmp_path / "batch-lake", _env_file=None)) as batch_platform:  # type: ignore[call-arg]
+        result = run_batch(
+            batch_platform, source_name="feed", config_file=tmp_path / "sources.toml", input_path=str(file), now=NOW
+        )
+        assert result.status == "succeeded", result.error
+        batched = read_table(batch_platform, "silver_readings")
+    assert batched.num_rows == 24 and batched["estimation_method"].to_pylist().count("flat") == 2
