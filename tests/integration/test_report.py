@@ -17,6 +17,7 @@ from typing import Any
 
 import pyarrow.compute as pc
 import pytest
+import structlog
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -167,9 +168,13 @@ def test_the_report_file_draws_every_chart_in_chromium(lake: Settings, tmp_path:
     _chromium()
     out = tmp_path / "report.html"
     env = {"DATA_DIR": str(lake.data_dir), "LOG_FORMAT": "json"}
-    result = CliRunner().invoke(
-        cli, ["report", "--out", str(out), "--from", "2025-03-01", "--to", "2025-04-30"], env=env
-    )
+    logging = structlog.get_config()
+    try:
+        result = CliRunner().invoke(
+            cli, ["report", "--out", str(out), "--from", "2025-03-01", "--to", "2025-04-30"], env=env
+        )
+    finally:  # the CLI logs to the runner's stderr, closed once it returns: later tests must not
+        structlog.configure(**logging)
     assert result.exit_code == 0, result.output
     assert "report: " in result.output and out.stat().st_size > 1_000_000  # plotly.js is inside
 
