@@ -852,6 +852,8 @@ def forget_meter(
     )
     for table, files in erasure.purged.items():
         console.print(f"  {table}: history purged ({files:,} files deleted)")
+    if erasure.metadata_rows:
+        console.print(f"  metadata database: {erasure.metadata_rows:,} rows now name the meter by its digest")
 
 
 def _first_rows_table(check: SourceCheck) -> Any:
