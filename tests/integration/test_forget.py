@@ -213,4 +213,6 @@ def test_forget_renames_the_meter_in_the_metadata_stores_file_names_and_errors(
     assert erasure.metadata_rows >= 1
     assert holders(lake, SECRET) == []
     record = platform.metadata.get_batch(batch)
-    assert record is not None and [f.path for f in record.files][0].endswith(f"{erasure.meter}.csv")
+    assert record is not None
+    [file] = record.files
+    assert file.path.endswith(f"{erasure.meter}.csv")
