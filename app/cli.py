@@ -275,6 +275,12 @@ def _stream(
         console.print(f"stopping: {signal.Signals(signum).name}; finishing the micro-batch in hand")
         stop.set()
 
+    # pyarrow would otherwise cancel a CSV read or compute call in hand when a signal with a Python
+    # handler arrives ("Operation cancelled. Detail: received signal 15"): the micro-batch failed
+    # instead of finishing.
+    import pyarrow as pa
+
+    pa.enable_signal_handlers(False)
     previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def micro_batch(result: BatchResult) -> None:
