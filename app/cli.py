@@ -1041,15 +1041,13 @@ def quality_report(
     intervals, quarantine and the batch timeline, as one self-contained HTML file."""
     import os
 
-    from app.application.report import build_report, report_filters, report_timezone
+    from app.application.report import source_report
     from app.infrastructure.report_html import render_report
 
     with _platform() as platform:
-        sources = platform.sources(config)
-        filters = report_filters(source=source, first=first, last=last, meter=meter, known_sources=list(sources))
-        zones = {name: s.series_timezone for name, s in sources.items()}
-        report = build_report(
-            platform.store, platform.metadata, filters, timezone=report_timezone(zones, filters.source)
+        zones = {name: s.series_timezone for name, s in platform.sources(config).items()}
+        report = source_report(
+            platform.store, platform.metadata, zones, source=source, first=first, last=last, meter=meter
         )
         page = render_report(report)
         partial = out.with_name(f".{out.name}.partial")

@@ -29,7 +29,7 @@ from app.api.dependencies import (
 from app.application import prometheus, queries
 from app.application.audit import audit_trail, record_action
 from app.application.lake_ops import change_rows, parse_as_of
-from app.application.report import QualityReport, build_report, report_filters, report_timezone
+from app.application.report import QualityReport, source_report
 from app.domain.audit import RUN_BATCH, Actor, AuditRecord
 from app.domain.batches import BATCH_ID_PATTERN, BatchRecord, StreamRecord
 from app.domain.errors import ConfigurationError, ForbiddenPathError, PlatformError, RunInProgressError
@@ -265,15 +265,12 @@ async def _answered(platform: ServicePlatform, spec: TableSpec, read: Callable[[
 
 
 def _report(settings: Settings, platform: ServicePlatform, **given: str | None) -> QualityReport:
-    sources = load_sources(settings.sources_config)
-    try:
-        filters = report_filters(known_sources=list(sources), **given)
-    except ConfigurationError as error:
-        raise HTTPException(status_code=422, detail=str(error)) from None
-    zones = {name: s.series_timezone for name, s in sources.items()}
+    zones = {name: s.series_timezone for name, s in load_sources(settings.sources_config).items()}
     store = report_store(settings)
     try:
-        return build_report(store, platform.metadata, filters, timezone=report_timezone(zones, filters.source))
+        return source_report(store, platform.metadata, zones, **given)
+    except ConfigurationError as error:
+        raise HTTPException(status_code=422, detail=str(error)) from None
     finally:
         store.release()
 

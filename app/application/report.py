@@ -207,10 +207,6 @@ def dst_days(zone: str, first_day: date, last_day: date) -> list[date]:
     return days
 
 
-def _collect(store: ReportTables, frame: nw.LazyFrame[Any]) -> pa.Table:
-    return store.collect(frame)
-
-
 def _days_filter(first_day: date, last_day: date) -> list[tuple[str, str, Any]]:
     return [("local_date", ">=", first_day), ("local_date", "<=", last_day)]
 
@@ -221,7 +217,7 @@ def _date_range(store: ReportTables, filters: ReportFilters) -> tuple[date, date
         gold = store.read(GOLD_DAILY_METER_ENERGY).select(
             nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last")
         )
-        bounds = _collect(store, gold).to_pylist()[0]
+        bounds = store.collect(gold).to_pylist()[0]
         oldest, newest = bounds["first"], bounds["last"]
     last = filters.last_day or newest or datetime.now(UTC).date()
     first = filters.first_day or max(last - timedelta(days=DEFAULT_DAYS - 1), oldest or last)
@@ -273,8 +269,8 @@ def _completeness(store: ReportTables, report: QualityReport, meters: nw.LazyFra
     if meters is not None:
         gold = gold.join(meters, on="meter_id", how="semi")
     # A meter-day with import and export channels is as complete as its least complete one.
-    cells = _collect(
-        store, gold.group_by("meter_id", "local_date").agg(nw.col("completeness").min().alias("completeness"))
+    cells = store.collect(
+        gold.group_by("meter_id", "local_date").agg(nw.col("completeness").min().alias("completeness"))
     )
     if cells.num_rows == 0:
         return
@@ -294,8 +290,7 @@ def _intervals(store: ReportTables, report: QualityReport, source: str | None) -
     silver = store.read(SILVER_READINGS, where=_days_filter(report.first_day, report.last_day))
     if source:
         silver = silver.filter(nw.col("source") == source)
-    counts = _collect(
-        store,
+    counts = store.collect(
         silver.group_by("local_date", "quality_flag", "estimation_method").agg(nw.len().alias("intervals")),
     ).to_pylist()
     index = {d: i for i, d in enumerate(report.days)}
@@ -321,7 +316,7 @@ def _load(store: ReportTables, report: QualityReport) -> None:
     load = store.read(GOLD_HOURLY_PORTFOLIO_LOAD, where=[("hour_utc", ">=", start), ("hour_utc", "<", end)]).select(
         "hour_utc", "direction", "energy_kwh"
     )
-    rows = _collect(store, load).sort_by([("hour_utc", "ascending")])
+    rows = store.collect(load).sort_by([("hour_utc", "ascending")])
     hours = pc.unique(rows["hour_utc"])
     report.load_hours = hours.to_pylist()
     for direction in sorted(set(rows["direction"].to_pylist())):
@@ -341,8 +336,7 @@ def _profile(store: ReportTables, report: QualityReport, meter: str | None) -> N
     silver = store.read(
         SILVER_READINGS, where=[*_days_filter(report.first_day, report.last_day), ("meter_id", "in", [meter])]
     )
-    rows = _collect(
-        store,
+    rows = store.collect(
         silver.select("interval_start_utc", "direction", "energy_kwh", "quality_flag", "estimation_method"),
     )
     report.profile = rows.sort_by([("direction", "ascending"), ("interval_start_utc", "ascending")])
@@ -355,7 +349,7 @@ def _quarantine(store: ReportTables, metadata: MetadataStore, report: QualityRep
     ids = [b.batch_id for b in report.batches]
     started = {b.batch_id: b.started_at for b in report.batches}
     rows = store.read(QUARANTINE_READINGS, where=[("batch_id", "in", ids)])
-    per_batch = _collect(store, rows.group_by("batch_id", "rule").agg(nw.len().alias("rows"))).to_pylist()
+    per_batch = store.collect(rows.group_by("batch_id", "rule").agg(nw.len().alias("rows"))).to_pylist()
     report.quarantine = sorted(
         (
             {"batch_id": r["batch_id"], "started_at": started[r["batch_id"]].isoformat(), "rule": r["rule"],
@@ -364,8 +358,7 @@ def _quarantine(store: ReportTables, metadata: MetadataStore, report: QualityRep
         ),
         key=lambda r: (r["started_at"], r["rule"]),
     )  # fmt: skip
-    reasons = _collect(
-        store,
+    reasons = store.collect(
         rows.group_by("rule").agg(nw.len().alias("rows"), nw.col("raw_record").min().alias("example")),
     ).to_pylist()
     report.top_reasons = [
@@ -415,3 +408,19 @@ def report_timezone(zones: dict[str, str], source: str | None) -> str:
     for zone in zones.values():
         counts[zone] = counts.get(zone, 0) + 1
     return min(counts, key=lambda z: (-counts[z], z))
+
+
+def source_report(
+    store: ReportTables,
+    metadata: MetadataStore,
+    zones: dict[str, str],
+    *,
+    source: str | None,
+    first: str | None,
+    last: str | None,
+    meter: str | None,
+) -> QualityReport:
+    """The report for the filters as given (`--from`/`--to` text), over the sources `zones`
+    declares (source -> series zone): what the CLI and the service both serve."""
+    filters = report_filters(source=source, first=first, last=last, meter=meter, known_sources=list(zones))
+    return build_report(store, metadata, filters, timezone=report_timezone(zones, filters.source))
