@@ -435,7 +435,6 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
             nw.col("local_date").min().alias("first"),
             nw.col("local_date").max().alias("last"),
             nw.col("interval_start_utc").max().alias("newest"),
-            nw.col("interval_minutes").max().alias("minutes"),
         )
     ).to_pylist()[0]
     parts = [rows]
@@ -457,26 +456,25 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     return store.map_groups(
         concat(parts),
         ["meter_id", "direction"],
-        partial(
-            _apply_vee, params=vee_params(source, _vee_clock(batch, days["newest"], days["minutes"])), schema=schema
-        ),
+        partial(_apply_vee, params=vee_params(source, _vee_clock(batch, days["newest"])), schema=schema),
         vee_schema(schema),
     )
 
 
-def _vee_clock(batch: Batch, newest: datetime | None, minutes: int | None) -> datetime:
+def _vee_clock(batch: Batch, newest: datetime | None) -> datetime:
     """The instant before which an interval must have ended to be judged a gap: the batch's start;
-    for a stream's micro-batch, the end of the newest interval the stream has seen (its
-    watermark's, or this micro-batch's), if earlier. A read not yet arrived for an interval
-    later than any read seen is not missing yet: a live feed's reads come a little after their
-    interval ends, and each micro-batch would otherwise estimate every meter's last interval
-    only for the next micro-batch to replace it."""
+    for a stream's micro-batch, the start of the newest interval the stream has seen (its
+    watermark's, or this micro-batch's), if earlier. Reads of one interval reach a stream over a
+    while (each meter sends its own, on partitions read side by side), so the newest interval is
+    still arriving: a read not yet there for it, or for any later interval, is not missing yet.
+    Judged otherwise, each micro-batch would estimate the interval for the meters whose read had
+    not come yet, only for the next micro-batch to replace the estimate with the read."""
     if not batch.stream:
         return batch.started
     seen = [t for t in (batch.watermark, newest) if t is not None]
     if not seen:
         return batch.started
-    return min(batch.started, max(seen) + timedelta(minutes=minutes or 0))
+    return min(batch.started, max(seen))
 
 
 def rule_counts(

@@ -46,9 +46,9 @@ Documented choices (see also `VeeParams`):
   Severity "fail" both flags and rejects the row, so the pipeline can count it either way.
 - **Intervals to come.** An interval that has not ended at `now` is neither estimated nor
   counted missing: a day still under way has its reads so far, not a gap to its end. `now` is
-  the batch's start; for a stream's micro-batch, the end of the newest interval the stream has
-  seen, if earlier (a read that has not arrived yet for an interval later than any read seen is
-  not missing yet).
+  the batch's start; for a stream's micro-batch, the start of the newest interval the stream
+  has seen, if earlier (that interval's reads are still arriving, so a read not there yet for
+  it or for a later interval is not missing yet).
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
   and `reported_kwh`: the value of a rejected batch row at that interval (a row quarantined
   by a series rule first, else the largest reported value among row-rule rejections). Missing

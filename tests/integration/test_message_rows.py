@@ -224,3 +224,26 @@ def test_a_stream_does_not_estimate_intervals_later_than_any_read_it_has_seen(
         assert result.status == "succeeded", result.error
         batched = read_table(batch_platform, "silver_readings")
     assert batched.num_rows == 24 and batched["estimation_method"].to_pylist().count("flat") == 2
+
+
+def test_a_stream_does_not_estimate_the_newest_interval_for_a_meter_whose_read_is_still_coming(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    """Meter A's reads reach 21:00, meter B's 20:00: B's 21:00 read is still on its way (reads of
+    one interval come from each meter in turn). Nothing is estimated for B at 21:00, which the
+    read, a moment later, would replace."""
+    (tmp_path / "sources.toml").write_text(CONFIG, encoding="utf-8")
+    source = platform.source("feed", tmp_path / "sources.toml")
+    readings = [
+        {"meter_id": meter, "timestamp": f"2025-10-31T{h:02d}:00Z", "value": 1.0, "unit": "kWh"}
+        for meter, hours in (("A", 22), ("B", 21))
+        for h in range(hours)
+    ]
+    messages = [
+        Message(partition=0, offset=i, key=r["meter_id"].encode(), value=json.dumps(r).encode())
+        for i, r in enumerate(readings)
+    ]
+    assert _run_messages(platform, source, messages).status == "succeeded"
+    streamed = read_table(platform, "silver_readings")
+    assert streamed.num_rows == 43
+    assert set(streamed["quality_flag"].to_pylist()) == {"actual"}

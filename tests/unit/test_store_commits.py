@@ -3,15 +3,18 @@ one batch's rows are replaced in one commit."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+from deltalake import DeltaTable
 
 from app.domain.errors import TableStoreError
-from app.domain.schemas import GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS
+from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS
+from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
+from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 
 AT = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -133,3 +136,79 @@ def test_the_remains_of_an_interrupted_table_removal_are_skipped_and_cleared(eng
     (remains / "_delta_log").mkdir(parents=True)
     assert engine.tables() == [QUARANTINE_READINGS.name]
     assert not remains.exists()
+
+
+def _days(meter_days: list[tuple[str, int]], energy: float) -> pa.Table:
+    """Daily gold rows of (meter, day of June 2025)."""
+    spec = GOLD_DAILY_METER_ENERGY.schema
+    n = len(meter_days)
+    columns: dict[str, Any] = {
+        "meter_id": [m for m, _ in meter_days],
+        "direction": ["import"] * n,
+        "local_date": [date(2025, 6, d) for _, d in meter_days],
+    }
+    for f in spec:
+        if f.name in columns:
+            continue
+        if pa.types.is_floating(f.type):
+            columns[f.name] = [energy] * n
+        elif pa.types.is_integer(f.type):
+            columns[f.name] = [48] * n
+        elif pa.types.is_date(f.type):
+            columns[f.name] = [date(2025, 6, 1)] * n
+        else:
+            columns[f.name] = ["Europe/London"] * n
+    return pa.table(columns).select(spec.names).cast(spec)
+
+
+def _daily_upsert(engine: Any, table: pa.Table, batch_id: str, sequence: int) -> Any:
+    spec = GOLD_DAILY_METER_ENERGY
+    days = table["local_date"].to_pylist()
+    return engine.upsert(
+        spec,
+        engine.frame(table),
+        compare=spec.value_columns,
+        batch_id=batch_id,
+        sequence=sequence,
+        local_days=(min(days), max(days)),
+    )
+
+
+def test_an_upsert_of_only_new_keys_inserts_them_once_and_one_with_stored_keys_merges(engine: Any) -> None:
+    spec = GOLD_DAILY_METER_ENERGY
+    _daily_upsert(engine, _days([("m1", 1), ("m2", 1)], 1.0), "b1", 1)
+    # New days only: inserted, and a retry of the same commit adds nothing.
+    counts = _daily_upsert(engine, _days([("m1", 2), ("m2", 2)], 2.0), "b2", 2)
+    assert (counts.inserted, counts.updated, counts.unchanged) == (2, 0, 0)
+    retried = _daily_upsert(engine, _days([("m1", 2), ("m2", 2)], 2.0), "b2", 2)
+    assert (retried.inserted, retried.updated) == (2, 0)
+    assert engine.count(spec.name) == 4
+    # One stored key among new ones: that row is updated, not added twice.
+    counts = _daily_upsert(engine, _days([("m1", 2), ("m3", 2)], 5.0), "b3", 3)
+    assert (counts.inserted, counts.updated, counts.unchanged) == (1, 1, 0)
+    assert engine.count(spec.name) == 5
+    energy = {(r[0], r[2].day): r[4] for r in _rows(engine, spec)}
+    assert energy == {("m1", 1): 1.0, ("m2", 1): 1.0, ("m1", 2): 5.0, ("m2", 2): 2.0, ("m3", 2): 5.0}
+    if "Spark" not in type(engine).__name__:  # delta-rs: rows all new are appended, not merged
+        operations = {v.batch_id: v.operation for v in engine.history(spec.name)}
+        assert (operations["b2"], operations["b3"]) == ("WRITE", "MERGE")
+
+
+@pytest.mark.parametrize("store", [DuckDBDeltaStore, PandasDeltaStore])
+def test_a_merge_rewrites_only_the_files_within_the_time_range_of_its_rows(store: Any, tmp_path: Path) -> None:
+    engine = store(tmp_path)
+    _upsert(engine, [1.0, 2.0], "b1", 1)  # hours 0 and 1: the first data file
+    location = engine.location(GOLD_HOURLY_PORTFOLIO_LOAD.name)
+    first = set(DeltaTable(location).file_uris())
+    later = _hours([0.0] * 6 + [3.0, 4.0]).slice(6)  # hours 6 and 7: appended, a second file
+    spec = GOLD_HOURLY_PORTFOLIO_LOAD
+    engine.upsert(spec, engine.frame(later), compare=spec.value_columns, batch_id="b2", sequence=2)
+    second = set(DeltaTable(location).file_uris()) - first
+    assert len(second) == 1
+    # Hour 7 again, with another value: only the second file is rewritten.
+    update = _hours([0.0] * 7 + [9.0]).slice(7)
+    counts = engine.upsert(spec, engine.frame(update), compare=spec.value_columns, batch_id="b3", sequence=3)
+    assert (counts.inserted, counts.updated) == (0, 1)
+    files = set(DeltaTable(location).file_uris())
+    assert first <= files and not second & files
+    assert [r[2] for r in _rows(engine, spec)] == [1.0, 2.0, 3.0, 9.0]

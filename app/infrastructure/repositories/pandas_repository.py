@@ -373,17 +373,28 @@ class PandasDeltaStore:
             return UpsertCounts(inserted=written, updated=0, unchanged=0)
         if self.count_rows(frame) == 0:
             return UpsertCounts(0, 0, 0)
-        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
+        self._bound_transactions(spec.name, batch_id)
+        if spec.change_feed:
+            stored = self._table(spec.name)
+            if stored.metadata().configuration.get(CHANGE_FEED) != "true":
+                # A table written before it recorded its changes: from now on it does.
+                stored.alter.set_table_properties({CHANGE_FEED: "true"}, commit_properties=_commit(batch_id))
+        if local_days is not None and not self._any_stored(spec, frame, local_days):
+            # Every row is new (a day or an interval not seen before, what a daily load or a
+            # stream brings): an append, which writes the rows without a merge's scan of their
+            # partitions, commits the same rows.
+            written = self._write(spec, frame, batch_id=batch_id, sequence=sequence, action="insert", mode="append")
+            return UpsertCounts(inserted=written, updated=0, unchanged=0)
+        on = (
+            " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+            + local_days_condition(local_days, spec)
+            + self._time_key_bounds(spec, frame)
+        )
         changed = changed_condition(spec, compare, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
         if rank is not None:
             changed = f"({changed}) AND s.{rank} {'>=' if replace_equal_rank else '>'} t.{rank}"
         data, rows = self._source(spec, frame)
-        self._bound_transactions(spec.name, batch_id)
         target = DeltaTable(path)
-        if spec.change_feed and target.metadata().configuration.get(CHANGE_FEED) != "true":
-            # A table written before it recorded its changes: from now on it does.
-            target.alter.set_table_properties({CHANGE_FEED: "true"}, commit_properties=_commit(batch_id))
-            target = DeltaTable(path)
         try:
             metrics = (
                 target.merge(
@@ -403,6 +414,37 @@ class PandasDeltaStore:
         inserted = int(metrics.get("num_target_rows_inserted", 0))
         updated = int(metrics.get("num_target_rows_updated", 0))
         return UpsertCounts(inserted=inserted, updated=updated, unchanged=rows() - inserted - updated)
+
+    def _time_key_bounds(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> str:
+        """The merge condition that confines matches to target rows within the frame's range of
+        each timestamp key (a row matching one of the frame's keys lies there), so the merge
+        reads and rewrites only the data files whose statistics overlap it: a stream's
+        micro-batch that replaces a few estimates rewrites the files of the last intervals, not
+        every file of the day's month."""
+        columns = [k for k in spec.keys if pa.types.is_timestamp(spec.schema.field(k).type)]
+        if not columns:
+            return ""
+        bounds = self.collect(
+            frame.select(
+                *(nw.col(c).min().alias(f"{c}__min") for c in columns),
+                *(nw.col(c).max().alias(f"{c}__max") for c in columns),
+            )
+        ).to_pylist()[0]
+        condition = ""
+        for column in columns:
+            low, high = bounds[f"{column}__min"], bounds[f"{column}__max"]
+            if low is None or high is None:
+                continue
+            # datetime objects formatted here, never user text
+            condition += f" AND t.{column} >= '{_utc_text(low)}' AND t.{column} <= '{_utc_text(high)}'"
+        return condition
+
+    def _any_stored(self, spec: TableSpec, frame: nw.LazyFrame[Any], local_days: tuple[date, date]) -> bool:
+        """Whether a row of `spec` within `local_days` has the key of one of the frame's rows
+        (what a merge confined to those days would match)."""
+        keys = list(spec.keys)
+        stored = self.read(spec, where=[("local_date", ">=", local_days[0]), ("local_date", "<=", local_days[1])])
+        return self.count_rows(frame.select(*keys).join(stored.select(*keys), on=keys, how="semi")) > 0
 
     def head(self, table: str, *, limit: int, as_of: int | datetime | None = None) -> pa.Table:
         dt = self._table(table)
@@ -490,7 +532,11 @@ class PandasDeltaStore:
         if not self.exists(spec.name):
             raise TableStoreError(f"{spec.name}: there is no table to apply changes to")
         columns = {c: f"s.{c}" for c in spec.schema.names}
-        on = " AND ".join(f"t.{k} = s.{k}" for k in spec.keys) + local_days_condition(local_days, spec)
+        on = (
+            " AND ".join(f"t.{k} = s.{k}" for k in spec.keys)
+            + local_days_condition(local_days, spec)
+            + self._time_key_bounds(spec, frame)
+        )
         changed = changed_condition(spec, spec.value_columns, lambda c: f"t.{c} IS DISTINCT FROM s.{c}")
         try:
             metrics = (
@@ -584,3 +630,10 @@ class PandasDeltaStore:
 
     def residue(self, text: str) -> list[str]:
         return lake_residue(self.root, text)
+
+
+def _utc_text(instant: datetime) -> str:
+    """A UTC instant (naive: in UTC) as an RFC 3339 literal with microseconds."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=UTC)
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
