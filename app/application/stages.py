@@ -64,7 +64,15 @@ from app.domain.transforms import (
     quality_rank,
     silver_readings,
 )
-from app.domain.vee import VEE_RULES, VeeParams, apply_vee, vee_schema
+from app.domain.vee import (
+    ROLE_NEEDS_ROWS,
+    ROLE_SUMMARY,
+    VEE_RULES,
+    VeeParams,
+    apply_vee,
+    rows_before,
+    vee_schema,
+)
 
 
 @dataclass(frozen=True)
@@ -216,6 +224,7 @@ _VEE_FIELDS = pa.schema(
         ("source_file", pa.string()),
         ("line_number", pa.int64()),
         ("row_order", pa.int64()),
+        ("summary_intervals", pa.int64()),
     ]
 )
 
@@ -235,6 +244,7 @@ def _vee_columns(
         "reported_kwh": reported,
         "quality_flag": nw.col("quality"),
         "role": nw.lit("batch"),
+        "summary_intervals": nw.lit(0, nw.Int64()),  # not null: pandas cannot cast a null literal to an integer
     }
     if "estimation_method" not in frame.collect_schema().names():  # set on register spans only
         derived["estimation_method"] = nw.lit(None, nw.String())
@@ -257,11 +267,40 @@ def _history_columns(frame: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFram
             columns.append(nw.lit("", nw.String()).alias(name))
         elif name in SILVER_READINGS.schema.names and name != "reported_kwh":
             columns.append(nw.col(name).cast(dtype).alias(name))
-        elif name == "row_order":  # not null: pandas cannot cast a null literal to an integer
-            columns.append(nw.lit(-1, dtype).alias(name))
+        elif name in ("row_order", "summary_intervals"):  # not null: pandas cannot cast a null literal to an integer
+            columns.append(nw.lit(-1 if name == "row_order" else 0, dtype).alias(name))
         else:  # reported value, rejection, read order and raw columns: none for stored rows
             columns.append(nw.lit(None, dtype).alias(name))
     return frame.select(*columns)
+
+
+def _summary_columns(history: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFrame[Any]:
+    """Stored silver rows as VEE's summarised days: per series, local day and interval length,
+    the measured intervals and their total (`ROLE_SUMMARY`)."""
+    days = (
+        history.filter(~nw.col("energy_kwh").is_null())
+        .group_by("meter_id", "direction", "local_date", "interval_minutes")
+        .agg(
+            nw.col("interval_start_utc").min(),  # any start of the day: VEE reads the day from it
+            nw.col("energy_kwh").sum(),
+            nw.len().alias("summary_intervals"),
+        )
+    )
+    kept = set(days.collect_schema().names())
+    columns = []
+    for name in schema.names:
+        dtype = NARWHALS_TYPES[schema.field(name).type]
+        if name in kept:
+            columns.append(nw.col(name).cast(dtype).alias(name))
+        elif name == "role":
+            columns.append(nw.lit(ROLE_SUMMARY, nw.String()).alias(name))
+        elif name == "validation_flags":
+            columns.append(nw.lit("", nw.String()).alias(name))
+        elif name in ("row_order", "line_number"):  # not null: pandas cannot cast a null literal to an integer
+            columns.append(nw.lit(-1, dtype).alias(name))
+        else:
+            columns.append(nw.lit(None, dtype).alias(name))
+    return days.select(*columns)
 
 
 #: Silver columns the daily gold table is computed from.
@@ -425,6 +464,9 @@ def stop_on_fail(batch: Batch, judged: Judged) -> None:
 
 
 def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
+    """VEE over the batch's rows with stored silver as context: the stored days within a gap's
+    reach of the batch's as rows, older ones back to the look-back as summaries (`rows_before`);
+    a series whose like-day estimate needs those days as rows is judged again with them."""
     store, source = batch.store, batch.source
     schema = vee_input_schema()
     rows = vee_batch_rows(validated.rows, validated.accepted)
@@ -437,28 +479,46 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
             nw.col("interval_start_utc").max().alias("newest"),
         )
     ).to_pylist()[0]
-    parts = [rows]
-    if days["first"] is not None and store.exists(SILVER_READINGS.name):
-        look_back = max(source.validation.lookback_days, source.estimation.like_day_weeks * 7)
-        reach = source.estimation.max_gap_days + 1
-        stored = store.read(
-            SILVER_READINGS,
-            where=[
-                ("local_date", ">=", days["first"] - timedelta(days=look_back + reach)),
-                ("local_date", "<=", days["last"] + timedelta(days=reach)),
-            ],
-        )
-        series = in_batch.select("meter_id", "direction").unique()
-        # Estimates are not context (their intervals are gaps to fill again); register shares are reads.
-        measured = nw.col("estimation_method").is_null() | (nw.col("estimation_method") == METHOD_REGISTER_SPREAD)
-        history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
-        parts.append(_history_columns(history, schema))
-    return store.map_groups(
-        concat(parts),
-        ["meter_id", "direction"],
-        partial(_apply_vee, params=vee_params(source, _vee_clock(batch, days["newest"])), schema=schema),
-        vee_schema(schema),
+    params = vee_params(source, _vee_clock(batch, days["newest"]))
+    judge_rows = partial(_apply_vee, params=params, schema=schema)
+
+    def judged(*parts: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+        return store.map_groups(concat(list(parts)), ["meter_id", "direction"], judge_rows, vee_schema(schema))
+
+    if days["first"] is None or not store.exists(SILVER_READINGS.name):
+        return judged(rows)
+    look_back = max(source.validation.lookback_days, source.estimation.like_day_weeks * 7)
+    reach = source.estimation.max_gap_days + 1
+    stored = store.read(
+        SILVER_READINGS,
+        where=[
+            ("local_date", ">=", days["first"] - timedelta(days=look_back + reach)),
+            ("local_date", "<=", days["last"] + timedelta(days=reach)),
+        ],
     )
+    series = in_batch.select("meter_id", "direction").unique()
+    # Estimates are not context (their intervals are gaps to fill again); register shares are reads.
+    measured = nw.col("estimation_method").is_null() | (nw.col("estimation_method") == METHOD_REGISTER_SPREAD)
+    history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
+    lengths = store.collect(in_batch.select("interval_minutes").unique()).column(0).to_pylist()
+    as_rows = max((rows_before(params, int(m)) for m in lengths if m), default=reach + 1)
+    near = days["first"] - timedelta(days=as_rows)
+    vee = store.cache(
+        judged(
+            rows,
+            _history_columns(history.filter(nw.col("local_date") >= near), schema),
+            _summary_columns(history.filter(nw.col("local_date") < near), schema),
+        )
+    )
+    again = vee.filter(nw.col("role") == ROLE_NEEDS_ROWS).select("meter_id", "direction").unique()
+    if store.count_rows(again) == 0:
+        return vee
+    again = store.cache(again)
+    keys = ["meter_id", "direction"]
+    redone = judged(
+        rows.join(again, on=keys, how="semi"), _history_columns(history.join(again, on=keys, how="semi"), schema)
+    )
+    return concat([vee.join(again, on=keys, how="anti"), redone])
 
 
 def _vee_clock(batch: Batch, newest: datetime | None) -> datetime:

@@ -49,6 +49,14 @@ Documented choices (see also `VeeParams`):
   the batch's start; for a stream's micro-batch, the start of the newest interval the stream
   has seen, if earlier (that interval's reads are still arriving, so a read not there yet for
   it or for a later interval is not missing yet).
+- **Summarised days.** Stored days more than `rows_before` days before a series' first judged
+  day may come as one row each (role `summary`: the day's measured intervals of one length in
+  `summary_intervals`, their total in `energy_kwh`) instead of their rows. The result is the
+  same: such days only count towards the interval length's majority, as reads before the
+  window, and, when complete, towards the high/low look-back; gaps and zero runs never reach
+  them (a gap that would is longer than `max_gap_days` either way). Only like-day reads their
+  rows: a series with a like-day gap and summarised days is named in a `needs_rows` row, to be
+  judged again with those days as rows.
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
   and `reported_kwh`: the value of a rejected batch row at that interval (a row quarantined
   by a series rule first, else the largest reported value among row-rule rejections). Missing
@@ -72,6 +80,10 @@ from app.domain.parsing import local_time
 from app.domain.sources import DEFAULT_SEVERITIES, Estimation, Validation
 
 ROLE_BATCH, ROLE_HISTORY, ROLE_ESTIMATE, ROLE_MISSING = "batch", "history", "estimate", "missing"
+#: A stored day of a series given as its measured intervals' count (`summary_intervals`) and total
+#: (`energy_kwh`) instead of its rows; and the output row naming a series whose result needs its
+#: summarised days as rows (see `apply_vee`).
+ROLE_SUMMARY, ROLE_NEEDS_ROWS = "summary", "needs_rows"
 #: Series rules judged here, in the order a row takes its rejection rule: the catalogue's series
 #: rules that judge a kept reading, which are those that may quarantine it (the others,
 #: duplicate_replaced and missing_intervals, are counted by the pipeline).
@@ -166,6 +178,8 @@ class _Rows:
     day: np.ndarray  # int64 local date, days since the epoch
     series: np.ndarray  # int64 series code
     export: np.ndarray  # bool: an export channel
+    summary: np.ndarray  # bool: a summarised stored day
+    count: np.ndarray  # int64: a summarised day's measured intervals, 0 on other rows
 
 
 def _bools(column: pa.ChunkedArray) -> np.ndarray:
@@ -204,11 +218,14 @@ def _rows(table: pa.Table, zone: str) -> _Rows:
     accepted = _bools(pc.is_null(rule)) & ~np.isnan(energy)
     judged_value = ~_bools(pc.is_in(rule, value_set=pa.array(sorted(KEY_RULES), pa.string())))
     series, keyed = _series_codes(table)
+    summary = _bools(pc.equal(table["role"], ROLE_SUMMARY))
+    names = table.column_names
+    count = _ints(table["summary_intervals"]) if "summary_intervals" in names else np.zeros(len(energy), np.int64)
     return _Rows(
         t=_ints(pc.cast(start, pa.int64())),
         batch=_bools(pc.equal(table["role"], ROLE_BATCH)),
         accepted=accepted,
-        placed=has_start & keyed & (minutes > 0) & (accepted | judged_value),
+        placed=has_start & keyed & (minutes > 0) & (accepted | judged_value) & ~summary,
         energy=energy,
         reported=_floats(table["reported_kwh"]),
         like_day_usable=_bools(pc.is_in(table["quality_flag"], value_set=pa.array(LIKE_DAY_QUALITIES))),
@@ -216,6 +233,8 @@ def _rows(table: pa.Table, zone: str) -> _Rows:
         day=_ints(pc.cast(local_date, pa.int32())),
         series=series,
         export=_bools(pc.equal(table["direction"], "export")),
+        summary=summary,
+        count=count,
     )
 
 
@@ -352,6 +371,36 @@ def _per_series(count: int, series: np.ndarray, values: np.ndarray, *, largest: 
     return out
 
 
+@dataclass(frozen=True)
+class _Summaries:
+    """The complete summarised days of each series (all before its grid), sorted by series and day."""
+
+    series: np.ndarray
+    day: np.ndarray  # local date, days since the epoch
+    total: np.ndarray
+
+    @classmethod
+    def complete(
+        cls, series: np.ndarray, day: np.ndarray, count: np.ndarray, total: np.ndarray, expected: np.ndarray
+    ) -> _Summaries:
+        keep = (count == expected) & (expected > 0)
+        order = np.lexsort((day[keep], series[keep]))
+        return cls(series[keep][order], day[keep][order], total[keep][order])
+
+    def since(self, series: np.ndarray, first_day: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per (series, first day): how many complete summarised days of the series fall on or
+        after that day, and their total."""
+        if not len(self.series):
+            return np.zeros(len(series), dtype=np.int64), np.zeros(len(series))
+        low = int(self.day.min())
+        span = int(self.day.max()) - low + 2
+        key = self.series * span + (self.day - low)
+        totals = np.concatenate(([0.0], np.cumsum(self.total)))
+        start = np.searchsorted(key, series * span + np.clip(first_day - low, 0, span - 1))
+        end = np.searchsorted(key, (series + 1) * span)
+        return end - start, totals[end] - totals[start]
+
+
 # --- series rules ---------------------------------------------------------------------------------
 
 
@@ -383,8 +432,11 @@ def _spike(present: np.ndarray, value: np.ndarray, judged: np.ndarray, grid: _Gr
     return present & judged & (value == day_high[grid.day])
 
 
-def _high_low(present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, grid: _Grid, v: Validation) -> np.ndarray:
-    """Every interval of a complete judged day whose total is far from the look-back mean."""
+def _high_low(
+    present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, grid: _Grid, v: Validation, summaries: _Summaries
+) -> np.ndarray:
+    """Every interval of a complete judged day whose total is far from the look-back mean (of the
+    complete days before it, on the grid and summarised)."""
     days = len(grid.expected)
     have = np.bincount(grid.day[present], minlength=days)
     total = np.bincount(grid.day[present], weights=value[present], minlength=days)
@@ -393,8 +445,10 @@ def _high_low(present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, gr
     total_before = np.concatenate(([0.0], np.cumsum(np.where(complete, total, 0.0))))
     day = np.arange(days)
     since = np.maximum(day - v.lookback_days, grid.day_first[grid.day_series])
-    n = count_before[day] - count_before[since]
-    mean = np.divide(total_before[day] - total_before[since], n, out=np.zeros(days), where=n > 0)
+    summarised, summarised_total = summaries.since(grid.day_series, grid.local_day - v.lookback_days)
+    n = count_before[day] - count_before[since] + summarised
+    sums = total_before[day] - total_before[since] + summarised_total
+    mean = np.divide(sums, n, out=np.zeros(days), where=n > 0)
     judgeable = judged_day & complete & (n >= v.min_lookback_days) & (mean > 0)
     hit = judgeable & ((total > v.high_ratio * mean) | (total < v.low_ratio * mean))
     return present & hit[grid.day]
@@ -428,6 +482,7 @@ class _Output:
     values: list[np.ndarray] = field(default_factory=list)
     methods: list[np.ndarray] = field(default_factory=list)
     reported: list[np.ndarray] = field(default_factory=list)
+    needs_rows: list[np.ndarray] = field(default_factory=list)  # a row of each such series
 
 
 @dataclass(frozen=True)
@@ -447,6 +502,8 @@ class _Series:
     export: np.ndarray  # bool: an export channel
     outside_before: np.ndarray  # bool: an accepted read before its window
     outside_after: np.ndarray  # bool: an accepted read after its window
+    summarised: np.ndarray  # bool: stored days given as summaries
+    summaries: _Summaries
 
 
 def _present(
@@ -462,7 +519,7 @@ def _present(
 
 
 def _judge(
-    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams, export: np.ndarray
+    rows: _Rows, state: _State, grid: _Grid, judged_day: np.ndarray, params: VeeParams, series: _Series
 ) -> tuple[np.ndarray, np.ndarray]:
     """Series rules over present values -> (flag bits, rejecting rule code) per grid point.
 
@@ -474,8 +531,8 @@ def _judge(
     zero_limit = np.array([params.zero_limit(int(m)) for m in grid.minutes], dtype=np.int64)
     hits = (
         _spike(present, value, judged, grid, params.validation),
-        _high_low(present, value, judged_day, grid, params.validation),
-        _zero_run(present & ~export[grid.series], value, zero_limit, grid),
+        _high_low(present, value, judged_day, grid, params.validation, series.summaries),
+        _zero_run(present & ~series.export[grid.series], value, zero_limit, grid),
     )
     from_batch = state.batch >= 0
     bits = np.zeros(grid.size, dtype=np.int64)
@@ -598,14 +655,24 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
     """Judge and fill every series that has batch rows among `placed`, all at once."""
     codes = rows.series[placed]
     known = np.bincount(codes) > 0
-    of = (np.cumsum(known) - 1)[codes]
+    number_of_code = np.cumsum(known) - 1
+    of = number_of_code[codes]
     count = int(known.sum())
+    # Summarised days count as the rows they stand for, for the series that have placed rows.
+    summary = np.flatnonzero(rows.summary)
+    code = np.minimum(rows.series[summary], len(known) - 1)
+    summary_of = np.where(known[code] & (rows.series[summary] < len(known)), number_of_code[code], -1)
+    summary_minutes = rows.minutes[summary]
     # A series' interval length is its most common (the shortest of equally common ones).
     lengths = rows.minutes[placed]
     minutes = np.zeros(count, dtype=np.int64)
     most = np.zeros(count, dtype=np.int64)
-    for length in np.flatnonzero(np.bincount(lengths)):
+    for length in np.union1d(lengths, summary_minutes[summary_of >= 0]):
         rows_of = np.bincount(of[lengths == length], minlength=count)
+        summarised = (summary_of >= 0) & (summary_minutes == length)
+        rows_of += np.bincount(summary_of[summarised], weights=rows.count[summary][summarised], minlength=count).astype(
+            np.int64
+        )
         minutes[rows_of > most] = length
         most = np.maximum(most, rows_of)
     series_row = np.zeros(count, dtype=np.int64)
@@ -621,21 +688,37 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
         selected, of, batch = selected[keep], number[of[keep]], batch[keep]
         minutes, series_row = minutes[judged], series_row[judged]
         count = int(judged.sum())
+        at = np.maximum(summary_of, 0)
+        summary_of = np.where((summary_of >= 0) & judged[at], number[at], -1)
     if not count:
         return
+    # The summarised days of each series' interval length, which stand for rows before its grid.
+    mine_summary = (summary_of >= 0) & (summary_minutes == minutes[np.maximum(summary_of, 0)])
+    summary, summary_of = summary[mine_summary], summary_of[mine_summary]
     day, t, accepted = rows.day[selected], rows.t[selected], rows.accepted[selected]
     margins = {int(m): _margins(params, int(m)) for m in np.unique(minutes)}
     before = np.array([margins[int(m)][0] for m in minutes], dtype=np.int64)
     after = np.array([margins[int(m)][1] for m in minutes], dtype=np.int64)
     window_first = _per_series(count, of[batch], day[batch], largest=False) - before
     window_last = _per_series(count, of[batch], day[batch], largest=True) + after
-    starts = _DayStarts(params.series_timezone, int(window_first.min()), int(window_last.max()))
+    summary_day = rows.day[summary]
+    first_needed = min(int(window_first.min()), int(summary_day.min(initial=window_first.min())))
+    starts = _DayStarts(params.series_timezone, first_needed, int(window_last.max()))
+    step = minutes[summary_of] * _US_PER_MINUTE
+    day_length = starts.at(summary_day + 1) - starts.at(summary_day)
+    summary_expected = np.where(minutes[summary_of] >= 1440, 1, -(-day_length // np.maximum(step, 1)))
+    summarised = np.bincount(summary_of[rows.count[summary] > 0], minlength=count) > 0
     opens, ends = starts.at(window_first), starts.at(window_last + 1)
     series = _Series(
         row=series_row,
         export=rows.export[series_row],
-        outside_before=np.bincount(of[accepted & (t < opens[of])], minlength=count) > 0,
+        # Summarised days are stored reads before the grid.
+        outside_before=(np.bincount(of[accepted & (t < opens[of])], minlength=count) > 0) | summarised,
         outside_after=np.bincount(of[accepted & (t >= ends[of])], minlength=count) > 0,
+        summarised=summarised,
+        summaries=_Summaries.complete(
+            summary_of, summary_day, rows.count[summary], rows.energy[summary], summary_expected
+        ),
     )
     # The window is cut to the days the series has rows on: the days cut have none, so every gap
     # they would extend is a gap at the start or end of the series' data either way.
@@ -662,12 +745,20 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
         history=pick(~batch & accepted, rows.energy[selected]),
         rejected=pick(batch & ~accepted, largest_reported),
     )
-    bits, codes = _judge(rows, state, grid, judged_day, params, series.export)
+    bits, codes = _judge(rows, state, grid, judged_day, params, series)
     out.flag_rows.append(state.batch[bits > 0])
     out.flag_bits.append(bits[bits > 0])
     out.reject_rows.append(state.batch[codes > 0])
     out.reject_codes.append(codes[codes > 0])
     _fill(rows, state, grid, (judged_day, codes > 0), series, params, out)
+
+
+def rows_before(params: VeeParams, minutes: int) -> int:
+    """Days before a series' first judged day (of interval length `minutes`) that VEE needs as
+    rows: the reach of a gap or a zero run, and a day. Older stored days may come as summaries
+    (`ROLE_SUMMARY`): the look-back of high/low needs only their totals; like-day needs their
+    rows, and a series that needed them is named in a `ROLE_NEEDS_ROWS` row."""
+    return _margins(params, minutes)[1]
 
 
 def _margins(params: VeeParams, minutes: int) -> tuple[int, int]:
@@ -725,6 +816,10 @@ def _fill(
         ended = grid.times + grid.minutes[grid.series] * _US_PER_MINUTE
         judged = judged & (ended <= int(params.now.timestamp() * 1_000_000))
     gaps = _gaps(present, judged, series, grid, params.estimation)
+    # Like-day reads the weeks before a gap: a series whose stored days before its grid came as
+    # summaries must be judged again with them as rows.
+    like_day = grid.series[gaps.starts[gaps.method == _LIKE_DAY]]
+    out.needs_rows.append(series.row[np.unique(like_day[series.summarised[like_day]])])
     points, run = _expand(gaps.starts, gaps.ends)
     keep = judged[points]
     points, run = points[keep], run[keep]
@@ -843,6 +938,15 @@ def _generated_part(table: pa.Table, out: _Output, schema: pa.Schema) -> pa.Tabl
     return _as_schema(columns, n, schema)
 
 
+def _needs_rows_part(table: pa.Table, series_row: np.ndarray, schema: pa.Schema) -> pa.Table:
+    """One row per series to judge again with its summarised days as rows: a row of the series
+    with role ROLE_NEEDS_ROWS."""
+    part = table.take(pa.array(series_row, pa.int64()))
+    columns = {name: part[name] for name in _KEY_COLUMNS if name != "role"}
+    columns["role"] = pa.array([ROLE_NEEDS_ROWS] * len(series_row), pa.string())
+    return _as_schema(columns, len(series_row), schema)
+
+
 def _as_schema(columns: dict[str, pa.Array | pa.ChunkedArray], n: int, schema: pa.Schema) -> pa.Table:
     arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -853,6 +957,9 @@ def apply_vee(table: pa.Table, params: VeeParams, *, ordered: bool = True) -> pa
 
     With `ordered`, rows come out sorted by series, interval start and role; without, batch rows
     keep their input order and generated rows follow (the same rows, without the cost of a sort).
+    History and summary rows are context: they are not in the output. A series named by a
+    `ROLE_NEEDS_ROWS` row needs its summarised days as rows (see "Summarised days"); its other
+    output rows are not final.
     """
     _check_columns(table)
     schema = vee_schema(table.schema)
@@ -862,7 +969,10 @@ def apply_vee(table: pa.Table, params: VeeParams, *, ordered: bool = True) -> pa
     judged = placed[rows.batch[placed]]
     if len(judged):
         _all_series(rows, placed, params, out)
-    result = pa.concat_tables([_batch_part(table, rows, out, schema), _generated_part(table, out, schema)])
+    parts = [_batch_part(table, rows, out, schema), _generated_part(table, out, schema)]
+    if out.needs_rows:
+        parts.append(_needs_rows_part(table, _cat(out.needs_rows, np.int64), schema))
+    result = pa.concat_tables(parts)
     if not ordered:
         return result
     keys = ["meter_id", "direction", "interval_start_utc", "role", "rejection_rule", "reported_kwh", "energy_kwh"]
