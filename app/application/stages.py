@@ -283,6 +283,7 @@ def _summary_columns(history: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFr
         .agg(
             nw.col("interval_start_utc").min(),  # any start of the day: VEE reads the day from it
             nw.col("energy_kwh").sum(),
+            nw.col("quality_rank").max(),  # not null: pandas cannot cast a null literal to an integer
             nw.len().alias("summary_intervals"),
         )
     )
@@ -296,7 +297,7 @@ def _summary_columns(history: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFr
             columns.append(nw.lit(ROLE_SUMMARY, nw.String()).alias(name))
         elif name == "validation_flags":
             columns.append(nw.lit("", nw.String()).alias(name))
-        elif name in ("row_order", "line_number"):  # not null: pandas cannot cast a null literal to an integer
+        elif pa.types.is_integer(schema.field(name).type):  # not null: pandas cannot cast a null literal to an integer
             columns.append(nw.lit(-1, dtype).alias(name))
         else:
             columns.append(nw.lit(None, dtype).alias(name))
