@@ -48,6 +48,11 @@ class TableSpec:
     #: Whether the table records Delta's change data feed (inserted, updated and deleted rows
     #: per version), for consumers that take only what changed.
     change_feed: bool = False
+    #: Columns each write orders its rows by, and the size its data files are cut at (bytes;
+    #: None: the store's own), so that each file holds a narrow range of them: a merge or a read
+    #: of a few days then touches the files of those days, not every file of their partition.
+    cluster_by: tuple[str, ...] = ()
+    file_bytes: int | None = None
 
     @property
     def value_columns(self) -> tuple[str, ...]:
@@ -91,6 +96,10 @@ SILVER_READINGS = TableSpec(
     keys=("meter_id", "interval_start_utc", "direction"),
     partition_by=("local_month",),
     change_feed=True,
+    # Files of some days each (about 300,000 readings): the next day's load, which renews the
+    # estimates at the end of the day before, rewrites the last of them, not the month.
+    cluster_by=("local_date", "meter_id", "direction", "interval_start_utc"),
+    file_bytes=2 * 1024 * 1024,
 )
 
 #: Silver columns whose change makes a re-read a replacement (lineage alone does not).

@@ -3,7 +3,9 @@ one batch's rows are replaced in one commit."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,13 @@ import pytest
 from deltalake import DeltaTable
 
 from app.domain.errors import TableStoreError
-from app.domain.schemas import GOLD_DAILY_METER_ENERGY, GOLD_HOURLY_PORTFOLIO_LOAD, QUARANTINE_READINGS
+from app.domain.schemas import (
+    GOLD_DAILY_METER_ENERGY,
+    GOLD_HOURLY_PORTFOLIO_LOAD,
+    QUARANTINE_READINGS,
+    SILVER_COMPARED,
+    SILVER_READINGS,
+)
 from app.infrastructure.repositories.duckdb_repository import DuckDBDeltaStore
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
 
@@ -212,3 +220,78 @@ def test_a_merge_rewrites_only_the_files_within_the_time_range_of_its_rows(store
     files = set(DeltaTable(location).file_uris())
     assert first <= files and not second & files
     assert [r[2] for r in _rows(engine, spec)] == [1.0, 2.0, 3.0, 9.0]
+
+
+def _silver(meters: int, days: range, energy: float = 0.5, intervals: range = range(48)) -> pa.Table:
+    """Half-hourly silver rows of June 2025 (UTC), meter by meter as VEE gives them."""
+    rows = [
+        (f"m{m:02d}", datetime(2025, 6, d, tzinfo=UTC) + timedelta(minutes=30 * i))
+        for m in range(meters)
+        for d in days
+        for i in intervals
+    ]
+    n = len(rows)
+    return pa.table(
+        {
+            "meter_id": [m for m, _ in rows],
+            "direction": ["import"] * n,
+            "interval_start_utc": pa.array([t for _, t in rows], pa.timestamp("us", "UTC")),
+            "interval_minutes": pa.array([30] * n, pa.int32()),
+            "energy_kwh": [energy] * n,
+            "quality_flag": ["actual"] * n,
+            "estimation_method": pa.nulls(n, pa.string()),
+            "reported_kwh": pa.nulls(n, pa.float64()),
+            "validation_flags": [""] * n,
+            "quality_rank": pa.array([3] * n, pa.int32()),
+            "local_date": [t.date() for _, t in rows],
+            "local_month": [date(2025, 6, 1)] * n,
+            "timezone": ["UTC"] * n,
+            "source": ["meters"] * n,
+            "batch_id": ["b"] * n,
+            "source_file": ["in.csv"] * n,
+            "line_number": pa.array(range(n), pa.int64()),
+        }
+    ).cast(SILVER_READINGS.schema)
+
+
+def _file_days(location: str) -> list[tuple[date, date]]:
+    """Each data file's first and last local day, from the statistics in the table's log."""
+    actions = pa.table(DeltaTable(location).get_add_actions(flatten=True))
+    return sorted(zip(actions["min.local_date"].to_pylist(), actions["max.local_date"].to_pylist(), strict=True))
+
+
+@pytest.mark.parametrize("store", [DuckDBDeltaStore, PandasDeltaStore])
+def test_silver_files_each_hold_a_few_days_so_the_next_days_load_rewrites_only_the_last(
+    store: Any, tmp_path: Path
+) -> None:
+    """Rows arrive meter by meter; each write orders them by day first and cuts files at the
+    table's size, so files cover consecutive days. A load of the next day that also renews
+    the last day's last interval (what a daily load does with the estimates at its end)
+    rewrites the one file that holds that day."""
+    spec = replace(SILVER_READINGS, file_bytes=64 * 1024)
+    engine = store(tmp_path)
+    engine.upsert(spec, engine.frame(_silver(20, range(1, 21))), compare=SILVER_COMPARED, batch_id="b1", sequence=1)
+    location = engine.location(spec.name)
+    assert DeltaTable(location).metadata().configuration["delta.targetFileSize"] == str(64 * 1024)
+    days = _file_days(location)
+    assert len(days) >= 4
+    assert all(a[1] <= b[0] for a, b in pairwise(days))  # a day shared at most at an edge
+    assert engine.small_files(spec.name) == 0  # files of the table's size are not small ones to compact
+    before = set(DeltaTable(location).file_uris())
+    renewed = _silver(20, range(20, 21), energy=0.9, intervals=range(47, 48))
+    load = pa.concat_tables([renewed, _silver(20, range(21, 22))])
+    counts = engine.upsert(
+        spec,
+        engine.frame(load),
+        compare=SILVER_COMPARED,
+        batch_id="b2",
+        sequence=2,
+        local_days=(date(2025, 6, 20), date(2025, 6, 21)),
+    )
+    assert (counts.inserted, counts.updated) == (20 * 48, 20)
+    after = set(DeltaTable(location).file_uris())
+    assert len(before - after) == 1  # of the files of 20 days, the one holding June 20th
+    assert engine.count(spec.name) == 21 * 20 * 48
+    energy = {(r[0], r[2]): r[4] for r in _rows(engine, spec)}
+    assert {t for (_, t), e in energy.items() if e == 0.9} == {datetime(2025, 6, 20, 23, 30, tzinfo=UTC)}
+    assert sum(e == 0.9 for e in energy.values()) == 20

@@ -280,14 +280,31 @@ TRANSACTION_RETENTION_VALUE = "interval 7 days"
 SMALL_FILE_BYTES = 32 * 1024 * 1024
 
 
+#: The table property that sets the size of a table's data files (writes, merges, compaction).
+TARGET_FILE_SIZE = "delta.targetFileSize"
+
+
+def table_configuration(spec: TableSpec) -> dict[str, str]:
+    """Table properties a new table of `spec` is created with."""
+    configuration = {TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE}
+    if spec.change_feed:
+        configuration[CHANGE_FEED] = "true"
+    if spec.file_bytes is not None:
+        configuration[TARGET_FILE_SIZE] = str(spec.file_bytes)
+    return configuration
+
+
 def small_files(dt: DeltaTable) -> int:
     """The data files of a table's current version that compaction could merge: those under
-    SMALL_FILE_BYTES, in partitions that hold two or more of them (compaction never merges
-    across partitions, so one small file per partition stays)."""
+    SMALL_FILE_BYTES (or under half the table's `delta.targetFileSize`, when it sets a smaller
+    one), in partitions that hold two or more of them (compaction never merges across
+    partitions, so one small file per partition stays)."""
     actions = pa.table(dt.get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return 0
-    small = actions.filter(pc.less(actions["size_bytes"], SMALL_FILE_BYTES))
+    target = dt.metadata().configuration.get(TARGET_FILE_SIZE)
+    limit = min(SMALL_FILE_BYTES, int(target) // 2) if target else SMALL_FILE_BYTES
+    small = actions.filter(pc.less(actions["size_bytes"], limit))
     partitions = [name for name in small.column_names if name.startswith("partition.")]
     if not partitions:
         return small.num_rows if small.num_rows > 1 else 0

@@ -253,14 +253,19 @@ class DuckDBDeltaStore(PandasDeltaStore):
         return self._stream(spec, frame, counter), lambda: counter[0]
 
     def _stream(self, spec: TableSpec, frame: nw.LazyFrame[Any], counter: list[int]) -> pa.RecordBatchReader:
-        """The frame's rows as `spec` declares them, counted into `counter` as they pass."""
+        """The frame's rows as `spec` declares them (in `spec.cluster_by` order), counted into
+        `counter` as they pass."""
         native = frame.to_native()
         missing = [n for n in spec.schema.names if n not in native.columns]
         if missing:
             raise TableStoreError(f"{spec.name}: frame lacks column(s) {', '.join(missing)}")
 
+        ordered = frame.select(*spec.schema.names)
+        if spec.cluster_by:
+            ordered = ordered.sort(*spec.cluster_by)
+
         def batches() -> Iterator[pa.RecordBatch]:
-            for batch in self._batches(frame.select(*spec.schema.names)):
+            for batch in self._batches(ordered):
                 counter[0] += batch.num_rows
                 yield from pa.Table.from_batches([batch]).cast(spec.schema).to_batches()
 

@@ -51,6 +51,7 @@ from app.infrastructure.repositories.base import (
     small_files,
     sql_predicate,
     sql_string,
+    table_configuration,
     table_version,
     transaction_app_id,
     with_partition_bounds,
@@ -212,8 +213,11 @@ class PandasDeltaStore:
     _merge_options: ClassVar[dict[str, Any]] = {}
 
     def _source(self, spec: TableSpec, frame: nw.LazyFrame[Any]) -> tuple[Any, Callable[[], int]]:
-        """What a Delta write reads for `frame` (Arrow data or a stream), and its row count once read."""
+        """What a Delta write reads for `frame` (Arrow data or a stream, in `spec.cluster_by`
+        order), and its row count once read."""
         data = self._conform(spec, frame)
+        if spec.cluster_by:
+            data = data.sort_by([(c, "ascending") for c in spec.cluster_by])
         return data, lambda: data.num_rows
 
     def _committed(self, table: str, batch_id: str, sequence: int | None) -> bool:
@@ -236,11 +240,11 @@ class PandasDeltaStore:
         """One Delta write of the frame's rows (`options` as `write_deltalake` takes them), as one
         commit of the batch; the rows written."""
         data, rows = self._source(spec, frame)
+        options = {**self._write_options, **options}
+        if spec.file_bytes is not None:
+            options["target_file_size"] = spec.file_bytes
         if not self.exists(spec.name):
-            configuration = {TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE}
-            if spec.change_feed:
-                configuration[CHANGE_FEED] = "true"
-            options = {**options, "configuration": configuration}
+            options["configuration"] = table_configuration(spec)
         else:
             self._bound_transactions(spec.name, batch_id)
         try:
@@ -250,7 +254,6 @@ class PandasDeltaStore:
                 partition_by=list(spec.partition_by) or None,
                 commit_properties=_commit(batch_id, sequence, positions),
                 **options,
-                **self._write_options,
             )
         except DeltaError as error:
             raise TableStoreError(f"{spec.name}: {action} failed: {error}") from error

@@ -51,6 +51,7 @@ from app.infrastructure.repositories.base import (
     remove_table,
     small_files,
     sql_string,
+    table_configuration,
     table_version,
     transaction_app_id,
     with_partition_bounds,
@@ -310,9 +311,8 @@ class SparkDeltaStore:
         builder = builder.addColumns(_spark_schema(spec.schema))
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
-        if spec.change_feed:
-            builder = builder.property(CHANGE_FEED, "true")
-        builder = builder.property(TRANSACTION_RETENTION, TRANSACTION_RETENTION_VALUE)
+        for name, value in table_configuration(spec).items():
+            builder = builder.property(name, value)
         builder.execute()
 
     def _bound_transactions(self, table: str) -> None:
