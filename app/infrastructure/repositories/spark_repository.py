@@ -36,6 +36,7 @@ from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     CHANGE_FEED,
     COMPARISONS,
+    TARGET_FILE_SIZE,
     TRANSACTION_RETENTION,
     TRANSACTION_RETENTION_VALUE,
     changed_condition,
@@ -312,7 +313,8 @@ class SparkDeltaStore:
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
         for name, value in table_configuration(spec).items():
-            builder = builder.property(name, value)
+            if name != TARGET_FILE_SIZE:  # a Databricks property, which open-source Delta refuses
+                builder = builder.property(name, value)
         builder.execute()
 
     def _bound_transactions(self, table: str) -> None:
