@@ -295,3 +295,33 @@ def test_silver_files_each_hold_a_few_days_so_the_next_days_load_rewrites_only_t
     energy = {(r[0], r[2]): r[4] for r in _rows(engine, spec)}
     assert {t for (_, t), e in energy.items() if e == 0.9} == {datetime(2025, 6, 20, 23, 30, tzinfo=UTC)}
     assert sum(e == 0.9 for e in energy.values()) == 20
+
+
+@pytest.mark.parametrize("store", [DuckDBDeltaStore, PandasDeltaStore])
+def test_a_silver_table_written_before_it_had_a_file_size_takes_it_in_the_next_batchs_commit(
+    store: Any, tmp_path: Path
+) -> None:
+    """A lake from before silver's file size: the next upsert sets the size with the batch, so
+    compaction then counts the files of that size as whole ones, and a rollback of the batch
+    takes the property back."""
+    engine = store(tmp_path)
+    older = replace(SILVER_READINGS, file_bytes=None)
+    engine.upsert(older, engine.frame(_silver(2, range(1, 3))), compare=SILVER_COMPARED, batch_id="b1", sequence=1)
+    location = engine.location(SILVER_READINGS.name)
+    assert "delta.targetFileSize" not in DeltaTable(location).metadata().configuration
+    day = date(2025, 6, 3)
+    spec = SILVER_READINGS
+    engine.upsert(
+        spec,
+        engine.frame(_silver(2, range(3, 4))),
+        compare=SILVER_COMPARED,
+        batch_id="b2",
+        sequence=2,
+        local_days=(day, day),
+    )
+    configuration = DeltaTable(location).metadata().configuration
+    assert configuration["delta.targetFileSize"] == str(spec.file_bytes)
+    assert configuration["delta.enableChangeDataFeed"] == "true"
+    engine.rollback("b2")
+    assert "delta.targetFileSize" not in DeltaTable(location).metadata().configuration
+    assert engine.count(spec.name) == 2 * 2 * 48

@@ -284,12 +284,13 @@ SMALL_FILE_BYTES = 32 * 1024 * 1024
 TARGET_FILE_SIZE = "delta.targetFileSize"
 
 
-def table_configuration(spec: TableSpec) -> dict[str, str]:
-    """Table properties a new table of `spec` is created with."""
+def table_configuration(spec: TableSpec, *, file_size: bool = True) -> dict[str, str]:
+    """Table properties a table of `spec` holds; `file_size=False` leaves out
+    `delta.targetFileSize`, a Databricks property that open-source Delta on Spark refuses."""
     configuration = {TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE}
     if spec.change_feed:
         configuration[CHANGE_FEED] = "true"
-    if spec.file_bytes is not None:
+    if spec.file_bytes is not None and file_size:
         configuration[TARGET_FILE_SIZE] = str(spec.file_bytes)
     return configuration
 

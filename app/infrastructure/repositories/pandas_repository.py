@@ -32,7 +32,6 @@ from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     APP_ID,
-    CHANGE_FEED,
     COMPARISONS,
     TRANSACTION_RETENTION,
     TRANSACTION_RETENTION_VALUE,
@@ -96,8 +95,8 @@ class PandasDeltaStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        #: Tables seen bounding their transaction identifiers: checked once, not before every write.
-        self._bounded: set[str] = set()
+        #: Tables seen holding their properties (`table_configuration`): checked once, not before every write.
+        self._configured: set[str] = set()
 
     def _path(self, table: str) -> Path:
         checked_table_name(table)
@@ -246,7 +245,7 @@ class PandasDeltaStore:
         if not self.exists(spec.name):
             options["configuration"] = table_configuration(spec)
         else:
-            self._bound_transactions(spec.name, batch_id)
+            self._configure(spec, batch_id)
         try:
             write_deltalake(
                 str(self._path(spec.name)),
@@ -305,17 +304,18 @@ class PandasDeltaStore:
             predicate=f"batch_id = {sql_string(batch_of)}",
         )
 
-    def _bound_transactions(self, table: str, batch_id: str) -> None:
-        """A table written before it bounded its transaction identifiers: from now on it does
-        (in a commit of the batch, which a rollback of it undoes)."""
-        if table in self._bounded:
+    def _configure(self, spec: TableSpec, batch_id: str) -> None:
+        """A table written before it held one of `table_configuration(spec)` (bounded
+        transaction identifiers, its change feed, its file size): from now on it does, set in
+        one commit of the batch, which a rollback of it undoes."""
+        if spec.name in self._configured:
             return
-        target = self._table(table)
-        if target.metadata().configuration.get(TRANSACTION_RETENTION) != TRANSACTION_RETENTION_VALUE:
-            target.alter.set_table_properties(
-                {TRANSACTION_RETENTION: TRANSACTION_RETENTION_VALUE}, commit_properties=_commit(batch_id)
-            )
-        self._bounded.add(table)
+        target = self._table(spec.name)
+        stored = target.metadata().configuration
+        missing = {k: v for k, v in table_configuration(spec).items() if stored.get(k) != v}
+        if missing:
+            target.alter.set_table_properties(missing, commit_properties=_commit(batch_id))
+        self._configured.add(spec.name)
 
     def _commit_metrics(self, table: str, batch_id: str) -> dict[str, int]:
         """The operation metrics of `batch_id`'s commit to `table`."""
@@ -328,7 +328,7 @@ class PandasDeltaStore:
         return lake_tables(self.root)
 
     def rollback(self, batch_id: str) -> dict[str, int | None]:
-        self._bounded.clear()  # a restore can take a table back to before it bounded them
+        self._configured.clear()  # a restore can take a table back to before it held its properties
         plans = plan_rollback(self.tables(), lambda table: self._table(table).history(), batch_id)
         for table, target in plans.items():
             if target is None:  # every commit of the table is the batch's: the table goes
@@ -376,12 +376,7 @@ class PandasDeltaStore:
             return UpsertCounts(inserted=written, updated=0, unchanged=0)
         if self.count_rows(frame) == 0:
             return UpsertCounts(0, 0, 0)
-        self._bound_transactions(spec.name, batch_id)
-        if spec.change_feed:
-            stored = self._table(spec.name)
-            if stored.metadata().configuration.get(CHANGE_FEED) != "true":
-                # A table written before it recorded its changes: from now on it does.
-                stored.alter.set_table_properties({CHANGE_FEED: "true"}, commit_properties=_commit(batch_id))
+        self._configure(spec, batch_id)
         if local_days is not None and not self._any_stored(spec, frame, local_days):
             # Every row is new (a day or an interval not seen before, what a daily load or a
             # stream brings): an append, which writes the rows without a merge's scan of their
@@ -568,7 +563,7 @@ class PandasDeltaStore:
     def restore(self, table: str, version: int, *, batch_id: str) -> None:
         path = self._path(table)
         self._at_version(table, version)  # a version the table does not have is an error naming it
-        self._bounded.discard(table)  # the version may be from before it bounded its transactions
+        self._configured.discard(table)  # the version may be from before it held its properties
         restored = DeltaTable(str(path), version=version)
         # A restore keeps the log's transaction identifiers: a stream's positions are set back
         # to their values at `version` (-1: none), as a rollback does.

@@ -36,7 +36,6 @@ from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     CHANGE_FEED,
     COMPARISONS,
-    TARGET_FILE_SIZE,
     TRANSACTION_RETENTION,
     TRANSACTION_RETENTION_VALUE,
     changed_condition,
@@ -312,9 +311,8 @@ class SparkDeltaStore:
         builder = builder.addColumns(_spark_schema(spec.schema))
         if spec.partition_by:
             builder = builder.partitionedBy(*spec.partition_by)
-        for name, value in table_configuration(spec).items():
-            if name != TARGET_FILE_SIZE:  # a Databricks property, which open-source Delta refuses
-                builder = builder.property(name, value)
+        for name, value in table_configuration(spec, file_size=False).items():
+            builder = builder.property(name, value)
         builder.execute()
 
     def _bound_transactions(self, table: str) -> None:
