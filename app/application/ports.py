@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import narwhals as nw
 import pyarrow as pa
@@ -428,11 +428,11 @@ class FileReader(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):
     """One message of a topic: its partition and offset, key and value as delivered, and its
     timestamp (the producer's create time or the broker's log-append time, in milliseconds since
-    the epoch; None if it has none)."""
+    the epoch; None if it has none). A named tuple: a stream makes one per message, and a tuple
+    is made in a fraction of a frozen dataclass's time."""
 
     partition: int
     offset: int

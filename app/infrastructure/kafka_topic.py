@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from confluent_kafka import OFFSET_END, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka import Message as KafkaMessage
 
 from app.application.ports import Message
 from app.domain.errors import ConfigurationError, PlatformError
@@ -235,28 +234,37 @@ class KafkaTopic:
             self._log.warning("kafka_error", code=error.name(), error=error.str())
             return []
         self._raise_fatal()
-        return [message for item in batch if (message := self._message(item)) is not None]
+        messages: list[Message] = []
+        add, last = messages.append, self._read
+        for item in batch:
+            error = item.error()
+            if error is not None:  # an event, not a message
+                self._event(error, item.partition())
+                continue
+            # The way of every message, kept short: a stream takes tens of thousands a second.
+            partition, offset = item.partition(), item.offset()
+            if partition is None or offset is None:  # only error events lack them
+                continue
+            kind, millis = item.timestamp()
+            stamp = millis if kind != TIMESTAMP_NOT_AVAILABLE and millis >= 0 else None
+            add(Message(partition, offset, item.key(), item.value(), stamp))
+            if offset > last.get(partition, -1):
+                last[partition] = offset
+        return messages
 
-    def _message(self, item: KafkaMessage) -> Message | None:
-        error = item.error()
-        if error is not None:
-            if error.code() == KafkaError._PARTITION_EOF:
-                return None
-            if _transient(error):
-                self._log.warning("kafka_error", code=error.name(), error=error.str(), partition=item.partition())
-                return None
-            if error.code() in _MISSING_TOPIC:
-                raise ConfigurationError(
-                    f"Kafka topic {self._topic!r} is gone from {self.bootstrap_servers} ({error.str()})"
-                )
-            raise PlatformError(f"reading {self._where()} failed: {error.name()}: {error.str()}")
-        partition, offset = item.partition(), item.offset()
-        if partition is None or offset is None:  # only error events lack them
-            return None
-        self._read[partition] = max(self._read.get(partition, -1), offset)
-        kind, millis = item.timestamp()
-        stamp = millis if kind != TIMESTAMP_NOT_AVAILABLE and millis >= 0 else None
-        return Message(partition=partition, offset=offset, key=item.key(), value=item.value(), timestamp_ms=stamp)
+    def _event(self, error: KafkaError, partition: int | None) -> None:
+        """An error event among the messages: the end of a partition and transient errors go by
+        (the latter logged); the topic gone is a ConfigurationError, anything else a PlatformError."""
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if _transient(error):
+            self._log.warning("kafka_error", code=error.name(), error=error.str(), partition=partition)
+            return
+        if error.code() in _MISSING_TOPIC:
+            raise ConfigurationError(
+                f"Kafka topic {self._topic!r} is gone from {self.bootstrap_servers} ({error.str()})"
+            )
+        raise PlatformError(f"reading {self._where()} failed: {error.name()}: {error.str()}")
 
     def commit(self, positions: dict[int, int]) -> None:
         """Record positions (the last offsets taken) as the group's offsets, position + 1 each,

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import structlog
 
+from app.application import stages
 from app.application.pipeline import BatchPipeline, BatchResult, new_batch_id
 from app.application.ports import Message
 from app.application.row_sources import MessageRows
@@ -247,3 +249,57 @@ def test_a_stream_does_not_estimate_the_newest_interval_for_a_meter_whose_read_i
     streamed = read_table(platform, "silver_readings")
     assert streamed.num_rows == 43
     assert set(streamed["quality_flag"].to_pylist()) == {"actual"}
+
+
+def _texts_of(platform: LocalPlatform, messages: list[Message]) -> tuple[list[str], list[dict[str, object]]]:
+    read = MessageRows(topic="readings", messages=messages).read(SimpleNamespace(store=platform.store))  # type: ignore[arg-type]
+    rows = platform.store.collect(stages.concat([read.rows, read.malformed])).sort_by("row_order")
+    kept = [*read.header, "kind", "detail", "source_file", "line_number"]
+    return read.header, rows.select(kept).to_pylist()
+
+
+@pytest.mark.parametrize("long_id", [False, True], ids=["orjson", "json"])
+def test_each_field_reaches_bronze_as_the_text_a_file_would_hold_whatever_the_other_messages_hold(
+    platform: LocalPlatform, long_id: bool
+) -> None:
+    """Messages of different shapes in one micro-batch: fields missing from some, numbers as
+    integers in one and decimals in another, a NaN and a nested value (which orjson refuses or
+    does not keep as text), values that are not objects. Each field is the text its own message
+    gives it, read the same whether or not another message holds a long number (which sends the
+    whole micro-batch the slower, exact way)."""
+    values = [
+        b'{"meter_id": "A", "timestamp": "2025-06-01T00:00Z", "value": 1.50, "unit": "kWh"}',
+        b'{"timestamp": "2025-06-01T01:00Z", "value": 2, "unit": "Wh"}',
+        b'{"meter_id": null, "timestamp": "2025-06-01T02:00Z", "value": NaN}',
+        b'{"meter_id": "A", "timestamp": "2025-06-01T03:00Z", "value": 1e3, "quality": ["E", 1]}',
+        b"[1, 2]",
+        b"not json",
+        b'{"meter_id": "A", "timestamp": "2025-06-01T04:00Z", "value": true, "unit": {"x": 1}}',
+    ]
+    if long_id:
+        values.append(b'{"meter_id": 123456789012345678901234, "timestamp": "2025-06-01T05:00Z", "value": 0.25}')
+    messages = [Message(partition=i % 2, offset=10 + i, key=b"K", value=v) for i, v in enumerate(values)]
+
+    header, rows = _texts_of(platform, messages)
+
+    assert header == ["meter_id", "timestamp", "value", "unit", "quality"]
+    fields = [{c: r[c] for c in header} for r in rows]
+    blank = dict.fromkeys(header)
+    expected = [
+        {**blank, "meter_id": "A", "timestamp": "2025-06-01T00:00Z", "value": "1.5", "unit": "kWh"},
+        {**blank, "meter_id": "K", "timestamp": "2025-06-01T01:00Z", "value": "2", "unit": "Wh"},
+        {**blank, "meter_id": "K", "timestamp": "2025-06-01T02:00Z", "value": "NaN"},
+        {**blank, "meter_id": "A", "timestamp": "2025-06-01T03:00Z", "value": "1000.0", "quality": '["E", 1]'},
+        blank,
+        blank,
+        {**blank, "meter_id": "A", "timestamp": "2025-06-01T04:00Z", "value": "true", "unit": '{"x": 1}'},
+    ]
+    if long_id:
+        expected.append(
+            {**blank, "meter_id": "123456789012345678901234", "timestamp": "2025-06-01T05:00Z", "value": "0.25"}
+        )
+    assert fields == expected
+    assert [r["kind"] for r in rows] == ["row" if e is not blank else "malformed" for e in expected]
+    assert [r["detail"] for r in rows if r["kind"] == "malformed"] == ["[1, 2]", "not json"]
+    assert [r["source_file"] for r in rows] == [f"kafka:readings/{i % 2}" for i in range(len(values))]
+    assert [r["line_number"] for r in rows] == [10 + i for i in range(len(values))]
