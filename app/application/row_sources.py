@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -293,25 +294,27 @@ class MessageRows:
     replace_equal_rank: bool = True
     files: list[InputFile] = field(default_factory=list)
 
+    @cached_property
+    def _spans(self) -> dict[int, tuple[int, int]]:
+        """The first and last offset per partition this micro-batch holds."""
+        offsets = pa.table(
+            {"partition": [m.partition for m in self.messages], "offset": [m.offset for m in self.messages]},
+            schema=pa.schema([("partition", pa.int64()), ("offset", pa.int64())]),
+        )
+        spans = offsets.group_by("partition").aggregate([("offset", "min"), ("offset", "max")]).to_pydict()
+        return {
+            p: (first, last)
+            for p, first, last in zip(spans["partition"], spans["offset_min"], spans["offset_max"], strict=True)
+        }
+
     @property
     def checksum(self) -> str:
-        spans = sorted(
-            (
-                p,
-                min(m.offset for m in self.messages if m.partition == p),
-                max(m.offset for m in self.messages if m.partition == p),
-            )
-            for p in {m.partition for m in self.messages}
-        )
-        return batch_checksum(f"{self.topic}/{p}:{first}-{last}" for p, first, last in spans)
+        return batch_checksum(f"{self.topic}/{p}:{first}-{last}" for p, (first, last) in sorted(self._spans.items()))
 
     @property
     def positions(self) -> dict[int, int]:
         """The last offset per partition this micro-batch holds."""
-        last: dict[int, int] = {}
-        for m in self.messages:
-            last[m.partition] = max(last.get(m.partition, -1), m.offset)
-        return last
+        return {p: last for p, (_, last) in self._spans.items()}
 
     @property
     def recorded_positions(self) -> dict[str, int]:
