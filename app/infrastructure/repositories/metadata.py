@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -12,9 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast, get_args
 
-import psycopg
-from psycopg import pq
-from psycopg.conninfo import make_conninfo
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -135,7 +133,8 @@ def is_transient(error: BaseException | None) -> bool:
     if isinstance(error, sqlite3.Error):
         code = getattr(error, "sqlite_errorcode", None)
         return isinstance(code, int) and code & 0xFF in _TRANSIENT_SQLITE_CODES
-    if isinstance(error, psycopg.Error):
+    psycopg = _psycopg()
+    if psycopg is not None and isinstance(error, psycopg.Error):
         sqlstate = error.sqlstate
         if sqlstate is None:
             # No SQLSTATE: the client got no answer from a server (refused, unknown host, reset,
@@ -143,6 +142,12 @@ def is_transient(error: BaseException | None) -> bool:
             return isinstance(error, psycopg.OperationalError)
         return sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES) or sqlstate in _TRANSIENT_SQLSTATES
     return False
+
+
+def _psycopg() -> Any:
+    """The psycopg module when it is loaded, else None. SQLAlchemy loads it with the PostgreSQL
+    dialect; until then no error is one of its own, and a SQLite store never pays for importing it."""
+    return sys.modules.get("psycopg")
 
 
 def _retried(
@@ -1058,8 +1063,12 @@ class SqlMetadataStore:
         ask libpq's PQping, which reads it: OK when the server answered, REJECT while it is starting
         or shutting down (57P03), NO_RESPONSE when nothing answered. A server refusing more clients
         (53300) also pings OK, so at connection time that too is final."""
-        if not isinstance(error, psycopg.OperationalError) or error.sqlstate is not None:
+        psycopg = _psycopg()
+        if psycopg is None or not isinstance(error, psycopg.OperationalError) or error.sqlstate is not None:
             return False
+        from psycopg import pq
+        from psycopg.conninfo import make_conninfo
+
         if self._url.get_backend_name() != "postgresql" or self._url.get_driver_name() != "psycopg":
             return False
         params: dict[str, Any] = {"connect_timeout": _PING_TIMEOUT_SECONDS}
