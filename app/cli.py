@@ -300,7 +300,9 @@ def _stream(
     try:
         with _reported(), audit.until_started():
             if not available_now:
-                console.print(f"streaming source {source}: new files every {trigger:g}s; Ctrl-C or SIGTERM stops")
+                console.print(
+                    f"streaming source {source}: a micro-batch at most every {trigger:g}s; Ctrl-C or SIGTERM stops"
+                )
             summary = run_stream(
                 platform,
                 source_name=source,
@@ -332,7 +334,7 @@ def stream(
     input_path: Annotated[
         str | None, typer.Option("--input", help="Landing folder or glob; default: the source's path.")
     ] = None,
-    trigger: Annotated[float, typer.Option(min=0, help="Seconds between micro-batches.")] = 10.0,
+    trigger: Annotated[float, typer.Option(min=0, help="The micro-batch interval in seconds, start to start.")] = 10.0,
     available_now: Annotated[
         bool, typer.Option("--available-now", help="Take what is there now in micro-batches, then exit 0.")
     ] = False,

@@ -518,14 +518,23 @@ def _run_topic(
         stream = _Stream(platform, source, trigger_seconds, compact_every, progress, on_micro_batch, now, audit)
         topic.seek(positions)
         with monitored(stream.monitor) as monitor:
+            # A micro-batch starts at most every trigger interval, as Spark's processing-time
+            # trigger does: what arrives meanwhile waits for it, so a busy topic's micro-batches
+            # grow with the interval and their fixed cost (VEE's context, gold, the commits) is
+            # paid once per interval. One that takes longer than the interval is followed at once.
+            due = 0.0
             while not stop.is_set():
+                if not available_now and stop.wait(max(0.0, due - time.monotonic())):
+                    break
                 wait = DRAINED_SECONDS if available_now else trigger_seconds
+                polled = time.monotonic()
                 messages = topic.poll(max_messages=max_messages, timeout_seconds=max(wait, 0.1))
                 if not messages:
                     if available_now:
                         break
                     monitor.idle(topic)
                     continue
+                due = polled + trigger_seconds
                 rows = MessageRows(
                     topic=topic.topic, messages=messages, key_field=source.columns.meter_id, stream_id=stream_id(source)
                 )

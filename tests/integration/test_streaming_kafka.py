@@ -3,7 +3,10 @@ positions kept in the lake, to the same tables a batch of the same readings give
 
 from __future__ import annotations
 
+import itertools
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from app.application.pipeline import BatchResult
+from app.application.ports import Message
 from app.application.runner import run_batch
 from app.application.streaming import StreamStoppedError, lake_positions, run_stream
+from app.infrastructure.kafka_topic import KafkaTopic
 from app.infrastructure.settings import Settings
 from app.wiring import LocalPlatform, open_platform
 from tests.integration.conftest import NOW, read_table
@@ -214,3 +220,50 @@ def test_a_restart_rolls_a_killed_micro_batch_back_before_it_reads_its_positions
     with open_platform(settings) as platform:
         assert sorted(read_table(platform, "bronze_feed")["line_number"].to_pylist()) == list(range(20))
         assert read_table(platform, "silver_readings").num_rows == 20
+
+
+def test_a_busy_topics_micro_batches_start_a_trigger_interval_apart(
+    topic: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trigger is the micro-batch interval, start to start: with more messages waiting than a
+    micro-batch takes, the next one still starts a trigger after the one before, not as soon as
+    that one is done (what arrives meanwhile joins it). The start of each is when its poll
+    returned messages."""
+    servers, name = topic
+    config = _config(tmp_path, servers, name)
+    _produce(servers, name, _readings(6, range(24)), per_transaction=48, abort_every=0)
+    starts: list[float] = []
+    poll = KafkaTopic.poll
+
+    def timed_poll(self: KafkaTopic, *, max_messages: int, timeout_seconds: float) -> list[Message]:
+        messages = poll(self, max_messages=max_messages, timeout_seconds=timeout_seconds)
+        if messages:
+            starts.append(time.monotonic())
+        return messages
+
+    monkeypatch.setattr(KafkaTopic, "poll", timed_poll)
+    stop = threading.Event()
+    results: list[BatchResult] = []
+
+    def on_micro_batch(result: BatchResult) -> None:
+        results.append(result)
+        if len(results) == 3:
+            stop.set()
+
+    trigger = 1.5
+    settings = Settings(data_dir=tmp_path / "stream", _env_file=None)  # type: ignore[call-arg]
+    with open_platform(settings) as platform:
+        summary = run_stream(
+            platform,
+            source_name="feed",
+            config_file=config,
+            trigger_seconds=trigger,
+            max_messages=20,
+            stop=stop,
+            on_micro_batch=on_micro_batch,
+            now=lambda: NOW,
+        )
+
+    assert [r.status for r in results] == ["succeeded"] * 3 and summary.readings == 60
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
+    assert len(gaps) == 2 and min(gaps) >= trigger * 0.95, gaps
