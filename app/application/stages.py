@@ -464,6 +464,37 @@ def stop_on_fail(batch: Batch, judged: Judged) -> None:
         raise ValidationFailedError(failures)
 
 
+#: Per series, the first stored day VEE takes as rows (`rows_from`).
+_ROWS_FROM = "_rows_from"
+
+
+def rows_from(history: nw.LazyFrame[Any], rows: nw.LazyFrame[Any], first: date, near: date) -> nw.LazyFrame[Any]:
+    """Per series, a later first day of stored rows than `near` where that gives VEE the same
+    result: the day of its last stored non-zero read before the batch's `first` day. No gap or
+    zero run that touches the batch's days reaches back past that read (it ends a gap and a run
+    of zeros alike), so the days before it count only as the summaries high/low and the
+    interval length's majority read, and like-day asks for them as rows when it needs them.
+    Only for series of one interval length, in the batch and in those stored days (a read of
+    another length is no point of the series' grid). Series it leaves out keep `near`."""
+    keys = ["meter_id", "direction"]
+    before = history.filter((nw.col("local_date") >= near) & (nw.col("local_date") < first))
+    one_length = (
+        concat([before.select(*keys, "interval_minutes"), rows.select(*keys, "interval_minutes")])
+        .unique()
+        .group_by(*keys)
+        .agg(nw.len().alias("lengths"))
+        .filter(nw.col("lengths") == 1)
+        .select(*keys)
+    )
+    read = ~nw.col("energy_kwh").is_null() & (nw.col("energy_kwh") != 0)
+    return (
+        before.filter(read)
+        .group_by(*keys)
+        .agg(nw.col("local_date").max().alias(_ROWS_FROM))
+        .join(one_length, on=keys, how="semi")
+    )
+
+
 def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     """VEE over the batch's rows with stored silver as context: the stored days within a gap's
     reach of the batch's as rows, older ones back to the look-back as summaries (`rows_before`);
@@ -503,12 +534,15 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
     lengths = store.collect(in_batch.select("interval_minutes").unique()).column(0).to_pylist()
     as_rows = max((rows_before(params, int(m)) for m in lengths if m), default=reach + 1)
-    near = days["first"] - timedelta(days=as_rows)
+    near = rows_from(history, rows, days["first"], days["first"] - timedelta(days=as_rows))
+    history = history.join(near, on=["meter_id", "direction"], how="left").with_columns(
+        nw.col(_ROWS_FROM).fill_null(days["first"] - timedelta(days=as_rows))
+    )
     vee = store.cache(
         judged(
             rows,
-            _history_columns(history.filter(nw.col("local_date") >= near), schema),
-            _summary_columns(history.filter(nw.col("local_date") < near), schema),
+            _history_columns(history.filter(nw.col("local_date") >= nw.col(_ROWS_FROM)), schema),
+            _summary_columns(history.filter(nw.col("local_date") < nw.col(_ROWS_FROM)), schema),
         )
     )
     again = vee.filter(nw.col("role") == ROLE_NEEDS_ROWS).select("meter_id", "direction").unique()

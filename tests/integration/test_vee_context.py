@@ -3,12 +3,14 @@ summary per day, and the lake ends up exactly as it does when every stored day c
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import narwhals as nw
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -124,8 +126,14 @@ def _lake(tmp_path: Path, name: str, config: str, files: list[Path], engine: str
 
 
 def _full_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every stored day of the look-back as rows, none as a summary."""
+    """Every stored day of the look-back as rows, none as a summary: no series' rows start later."""
+
+    def no_later_start(history: nw.LazyFrame[Any], *_: object) -> nw.LazyFrame[Any]:
+        never = nw.col("local_date").is_null() & ~nw.col("local_date").is_null()
+        return history.filter(never).select("meter_id", "direction", nw.col("local_date").alias("_rows_from"))
+
     monkeypatch.setattr(stages, "rows_before", lambda params, minutes: 100_000)
+    monkeypatch.setattr(stages, "rows_from", no_later_start)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -181,3 +189,73 @@ def test_a_like_day_gap_is_estimated_from_the_weeks_before_as_rows(
     _full_context(monkeypatch)
     full = _lake(tmp_path, "full", config, files)
     assert silver.equals(full["silver_readings"])
+
+
+def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """VEE takes a series' stored days as rows from the day of its last non-zero read before the
+    batch (`stages.rows_from`), not from the whole reach of a gap, and the rest as summaries. A gap
+    or a run of zeros that began before the batch's day still has its start: meter A's gap began
+    the evening before, B's zeros too, and C's zeros two days before. The lake equals the one that
+    every stored day as rows gives, and the rows start where the last non-zero read is."""
+    config = (
+        '[sources.meters]\npath = "in/*.csv"\ncolumns = { unit = "unit" }\n'
+        'series_timezone = "UTC"\ninterval_minutes = 60\n'
+        'rules = { zero_run = { severity = "quarantine" } }\n'
+        "validation = { max_zero_intervals = 30 }\n"
+        "estimation = { max_gap_days = 3, max_linear_minutes = 600, max_flat_minutes = 600 }\n"
+    )
+    first = date(2025, 5, 1)
+    # Runs of 32 zeros, over the limit of 30: 20 and 30 of them stored (within the limit, so kept),
+    # 12 and 2 in the batch. Seen from C's last day before the batch, its run is 26 long: over
+    # the limit only when seen from its start, two days before.
+    zeros = {"B": {(9, h) for h in range(4, 24)} | {(10, h) for h in range(12)}}
+    zeros["C"] = {(8, h) for h in range(18, 24)} | {(9, h) for h in range(24)} | {(10, h) for h in range(2)}
+    gaps = {"A": {(9, 21), (9, 22), (9, 23), (10, 0), (10, 1)}}
+
+    def day(meter: str, d: int) -> list[str]:
+        values = [
+            None if (d, h) in gaps.get(meter, ()) else 0.0 if (d, h) in zeros.get(meter, ()) else 1.0 + h / 100
+            for h in range(24)
+        ]
+        return _day_rows(meter, first + timedelta(days=d), values)
+
+    files = [
+        write_csv(tmp_path / "in" / "a.csv", [r for m in "ABC" for d in range(10) for r in day(m, d)]),
+        write_csv(tmp_path / "in" / "b.csv", [r for m in "ABC" for r in day(m, 10)]),
+    ]
+    starts: dict[str, date] = {}
+    rows_from = stages.rows_from
+
+    def seen(*args: Any) -> nw.LazyFrame[Any]:
+        near = rows_from(*args)
+        starts.update((r["meter_id"], r["_rows_from"]) for r in near.collect().rows(named=True))
+        return near
+
+    monkeypatch.setattr(stages, "rows_from", seen)
+    summarised = _lake(tmp_path, "summarised", config, files)
+    assert starts == {"A": first + timedelta(days=9), "B": first + timedelta(days=9), "C": first + timedelta(days=8)}
+    silver = summarised["silver_readings"].to_pylist()
+    estimated = sorted(
+        (r["local_date"], r["interval_start_utc"].hour, r["estimation_method"])
+        for r in silver
+        if r["meter_id"] == "A" and r["estimation_method"] is not None
+    )
+    batch_day = first + timedelta(days=10)
+    assert [(d, h, m) for d, h, m in estimated if d == batch_day] == [
+        (batch_day, 0, "linear"),
+        (batch_day, 1, "linear"),
+    ]
+    rejected = summarised["quarantine_readings"].to_pylist()
+    assert {(json.loads(r["raw_record"])["meter_id"], r["rule"]) for r in rejected} == {
+        ("B", "zero_run"),
+        ("C", "zero_run"),
+    }
+
+    monkeypatch.undo()
+    _full_context(monkeypatch)
+    full = _lake(tmp_path, "full", config, files)
+    assert summarised["counts"] == full["counts"]
+    for table in TABLES:
+        assert summarised[table].equals(full[table]), table
