@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import narwhals as nw
 import pyarrow as pa
@@ -464,35 +464,44 @@ def stop_on_fail(batch: Batch, judged: Judged) -> None:
         raise ValidationFailedError(failures)
 
 
-#: Per series, the first stored day VEE takes as rows (`rows_from`).
-_ROWS_FROM = "_rows_from"
+def rows_from(store: TableStore, history: nw.LazyFrame[Any], lengths: list[int], first: date, near: date) -> date:
+    """A later first day of stored rows than `near` where that gives VEE the same result: the
+    earliest, over the series, of the day of a series' last stored non-zero read before the
+    batch's `first` day. No gap or zero run that touches the batch's days reaches back past that
+    read (it ends a gap and a run of zeros alike), so the days before it count only as the
+    summaries high/low and the interval length's majority read, and like-day asks for them as
+    rows when it needs them. `near` itself when the batch has more than one interval length, a
+    stored row in those days has another (a read of another length is no point of a series'
+    grid), or a series has stored rows there and no non-zero read.
 
-
-def rows_from(history: nw.LazyFrame[Any], rows: nw.LazyFrame[Any], first: date, near: date) -> nw.LazyFrame[Any]:
-    """Per series, a later first day of stored rows than `near` where that gives VEE the same
-    result: the day of its last stored non-zero read before the batch's `first` day. No gap or
-    zero run that touches the batch's days reaches back past that read (it ends a gap and a run
-    of zeros alike), so the days before it count only as the summaries high/low and the
-    interval length's majority read, and like-day asks for them as rows when it needs them.
-    Only for series of one interval length, in the batch and in those stored days (a read of
-    another length is no point of the series' grid). Series it leaves out keep `near`."""
-    keys = ["meter_id", "direction"]
-    before = history.filter((nw.col("local_date") >= near) & (nw.col("local_date") < first))
-    one_length = (
-        concat([before.select(*keys, "interval_minutes"), rows.select(*keys, "interval_minutes")])
-        .unique()
-        .group_by(*keys)
-        .agg(nw.len().alias("lengths"))
-        .filter(nw.col("lengths") == 1)
-        .select(*keys)
-    )
+    One day for all series (not one per series) keeps the stored rows' bounds constants, which
+    prune files; a micro-batch that touches every meter's newest day then takes about a day of
+    rows per meter instead of the reach of a gap."""
+    if len(lengths) != 1:
+        return near
+    length = lengths[0]
     read = ~nw.col("energy_kwh").is_null() & (nw.col("energy_kwh") != 0)
-    return (
-        before.filter(read)
-        .group_by(*keys)
-        .agg(nw.col("local_date").max().alias(_ROWS_FROM))
-        .join(one_length, on=keys, how="semi")
+    per_series = (
+        history.filter((nw.col("local_date") >= near) & (nw.col("local_date") < first))
+        .with_columns(nw.when(read).then(nw.col("local_date")).otherwise(None).alias("read_day"))
+        .group_by("meter_id", "direction")
+        .agg(
+            nw.col("read_day").max(),
+            nw.col("interval_minutes").min().alias("shortest"),
+            nw.col("interval_minutes").max().alias("longest"),
+        )
     )
+    found = store.collect(
+        per_series.select(
+            nw.col("read_day").min().alias("earliest"),
+            nw.col("read_day").is_null().sum().alias("unread"),
+            nw.col("shortest").min(),
+            nw.col("longest").max(),
+        )
+    ).to_pylist()[0]
+    if found["earliest"] is None or found["unread"] or (found["shortest"], found["longest"]) != (length, length):
+        return near
+    return max(near, cast(date, found["earliest"]))
 
 
 def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
@@ -534,15 +543,14 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
     lengths = store.collect(in_batch.select("interval_minutes").unique()).column(0).to_pylist()
     as_rows = max((rows_before(params, int(m)) for m in lengths if m), default=reach + 1)
-    near = rows_from(history, rows, days["first"], days["first"] - timedelta(days=as_rows))
-    history = history.join(near, on=["meter_id", "direction"], how="left").with_columns(
-        nw.col(_ROWS_FROM).fill_null(days["first"] - timedelta(days=as_rows))
+    near = rows_from(
+        store, history, [int(m) for m in lengths if m], days["first"], days["first"] - timedelta(days=as_rows)
     )
     vee = store.cache(
         judged(
             rows,
-            _history_columns(history.filter(nw.col("local_date") >= nw.col(_ROWS_FROM)), schema),
-            _summary_columns(history.filter(nw.col("local_date") < nw.col(_ROWS_FROM)), schema),
+            _history_columns(history.filter(nw.col("local_date") >= near), schema),
+            _summary_columns(history.filter(nw.col("local_date") < near), schema),
         )
     )
     again = vee.filter(nw.col("role") == ROLE_NEEDS_ROWS).select("meter_id", "direction").unique()

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import narwhals as nw
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
@@ -126,14 +125,9 @@ def _lake(tmp_path: Path, name: str, config: str, files: list[Path], engine: str
 
 
 def _full_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every stored day of the look-back as rows, none as a summary: no series' rows start later."""
-
-    def no_later_start(history: nw.LazyFrame[Any], *_: object) -> nw.LazyFrame[Any]:
-        never = nw.col("local_date").is_null() & ~nw.col("local_date").is_null()
-        return history.filter(never).select("meter_id", "direction", nw.col("local_date").alias("_rows_from"))
-
+    """Every stored day of the look-back as rows, none as a summary."""
     monkeypatch.setattr(stages, "rows_before", lambda params, minutes: 100_000)
-    monkeypatch.setattr(stages, "rows_from", no_later_start)
+    monkeypatch.setattr(stages, "rows_from", lambda store, history, lengths, first, near: near)
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -194,11 +188,12 @@ def test_a_like_day_gap_is_estimated_from_the_weeks_before_as_rows(
 def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """VEE takes a series' stored days as rows from the day of its last non-zero read before the
-    batch (`stages.rows_from`), not from the whole reach of a gap, and the rest as summaries. A gap
-    or a run of zeros that began before the batch's day still has its start: meter A's gap began
-    the evening before, B's zeros too, and C's zeros two days before. The lake equals the one that
-    every stored day as rows gives, and the rows start where the last non-zero read is."""
+    """VEE takes stored days as rows from the earliest of the series' last non-zero reads before
+    the batch (`stages.rows_from`), not from the whole reach of a gap, and the days before as
+    summaries. A gap or a run of zeros that began before the batch's day still has its start:
+    meter A's gap began the evening before, B's zeros too, and C's zeros two days before. The
+    lake equals the one that every stored day as rows gives, and the rows start where C's last
+    non-zero read is."""
     config = (
         '[sources.meters]\npath = "in/*.csv"\ncolumns = { unit = "unit" }\n'
         'series_timezone = "UTC"\ninterval_minutes = 60\n'
@@ -225,17 +220,17 @@ def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
         write_csv(tmp_path / "in" / "a.csv", [r for m in "ABC" for d in range(10) for r in day(m, d)]),
         write_csv(tmp_path / "in" / "b.csv", [r for m in "ABC" for r in day(m, 10)]),
     ]
-    starts: dict[str, date] = {}
+    starts: list[date] = []
     rows_from = stages.rows_from
 
-    def seen(*args: Any) -> nw.LazyFrame[Any]:
-        near = rows_from(*args)
-        starts.update((r["meter_id"], r["_rows_from"]) for r in near.collect().rows(named=True))
-        return near
+    def seen(*args: Any) -> date:
+        starts.append(rows_from(*args))
+        return starts[-1]
 
     monkeypatch.setattr(stages, "rows_from", seen)
     summarised = _lake(tmp_path, "summarised", config, files)
-    assert starts == {"A": first + timedelta(days=9), "B": first + timedelta(days=9), "C": first + timedelta(days=8)}
+    # Rows from the earliest of the three meters' last non-zero reads: C's, two days before the batch.
+    assert starts == [first + timedelta(days=8)]
     silver = summarised["silver_readings"].to_pylist()
     estimated = sorted(
         (r["local_date"], r["interval_start_utc"].hour, r["estimation_method"])
