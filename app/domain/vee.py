@@ -51,10 +51,12 @@ Documented choices (see also `VeeParams`):
   it or for a later interval is not missing yet).
 - **Summarised days.** Stored days more than `rows_before` days before a series' first judged
   day may come as one row each (role `summary`: the day's measured intervals of one length in
-  `summary_intervals`, their total in `energy_kwh`) instead of their rows. The result is the
-  same: such days only count towards the interval length's majority, as reads before the
-  window, and, when complete, towards the high/low look-back; gaps and zero runs never reach
-  them (a gap that would is longer than `max_gap_days` either way). Only like-day reads their
+  `summary_intervals`, their total in `energy_kwh`) instead of their rows; so may the days
+  before the day of a series' last stored non-zero read of its interval length before its
+  first judged day. The result is the same: such days only count towards the interval
+  length's majority, as reads before the window, and, when complete, towards the high/low
+  look-back; gaps and zero runs never reach them (a gap that would is longer than
+  `max_gap_days` either way, and a non-zero read ends a gap and a zero run alike). Only like-day reads their
   rows: a series with a like-day gap and summarised days is named in a `needs_rows` row, to be
   judged again with those days as rows.
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
