@@ -494,7 +494,7 @@ def rows_from(store: TableStore, history: nw.LazyFrame[Any], lengths: list[int],
     found = store.collect(
         per_series.select(
             nw.col("read_day").min().alias("earliest"),
-            nw.col("read_day").is_null().sum().alias("unread"),
+            nw.col("read_day").is_null().cast(nw.Int64()).sum().alias("unread"),
             nw.col("shortest").min(),
             nw.col("longest").max(),
         )
