@@ -300,9 +300,7 @@ def _stream(
     try:
         with _reported(), audit.until_started():
             if not available_now:
-                console.print(
-                    f"streaming source {source}: a micro-batch at most every {trigger:g}s; Ctrl-C or SIGTERM stops"
-                )
+                console.print(f"streaming source {source}: trigger {trigger:g}s; Ctrl-C or SIGTERM stops")
             summary = run_stream(
                 platform,
                 source_name=source,

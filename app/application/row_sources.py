@@ -334,7 +334,7 @@ class MessageRows:
         records = [o if o is not None else _NO_FIELDS for o in objects]
         # Fields in the order they first appear: one key tuple per shape of object, usually one.
         shapes = dict.fromkeys(map(tuple, records))
-        header = [str(c) for c in dict.fromkeys(chain.from_iterable(shapes))]
+        header = list(dict.fromkeys(chain.from_iterable(shapes)))
         if len(shapes) == 1:  # every object has every field: taken without a lookup that may miss
             columns: dict[str, Any] = {c: _column_text(list(map(itemgetter(c), records))) for c in header}
         else:

@@ -506,8 +506,9 @@ def rows_from(store: TableStore, history: nw.LazyFrame[Any], lengths: list[int],
 
 def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     """VEE over the batch's rows with stored silver as context: the stored days within a gap's
-    reach of the batch's as rows, older ones back to the look-back as summaries (`rows_before`);
-    a series whose like-day estimate needs those days as rows is judged again with them."""
+    reach of the batch's (`rows_before`), and from the last non-zero reads before it
+    (`rows_from`), as rows; older ones back to the look-back as summaries. A series whose
+    like-day estimate needs those days as rows is judged again with them."""
     store, source = batch.store, batch.source
     schema = vee_input_schema()
     rows = vee_batch_rows(validated.rows, validated.accepted)

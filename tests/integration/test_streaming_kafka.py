@@ -227,8 +227,8 @@ def test_a_busy_topics_micro_batches_start_a_trigger_interval_apart(
 ) -> None:
     """The trigger is the micro-batch interval, start to start: with more messages waiting than a
     micro-batch takes, the next one still starts a trigger after the one before, not as soon as
-    that one is done (what arrives meanwhile joins it). The start of each is when its poll
-    returned messages."""
+    that one is done (what arrives meanwhile joins it); `--available-now` waits for none. The
+    start of each is when its poll returned messages."""
     servers, name = topic
     config = _config(tmp_path, servers, name)
     _produce(servers, name, _readings(6, range(24)), per_transaction=48, abort_every=0)
@@ -242,6 +242,20 @@ def test_a_busy_topics_micro_batches_start_a_trigger_interval_apart(
         return messages
 
     monkeypatch.setattr(KafkaTopic, "poll", timed_poll)
+    drained_lake = Settings(data_dir=tmp_path / "drained", _env_file=None)  # type: ignore[call-arg]
+    with open_platform(drained_lake) as platform:
+        drained = run_stream(
+            platform,
+            source_name="feed",
+            config_file=config,
+            trigger_seconds=60.0,
+            available_now=True,
+            max_messages=20,
+            now=lambda: NOW,
+        )
+    # --available-now takes what is there at once: none of its micro-batches waits for the trigger.
+    assert len(drained.micro_batches) == 8 and starts[-1] - starts[0] < 60.0, starts
+    starts.clear()
     stop = threading.Event()
     results: list[BatchResult] = []
 

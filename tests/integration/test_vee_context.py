@@ -254,3 +254,33 @@ def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
     assert summarised["counts"] == full["counts"]
     for table in TABLES:
         assert summarised[table].equals(full[table]), table
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "pandas"])
+def test_rows_start_at_the_reach_of_a_gap_where_a_later_start_would_miss_a_point(tmp_path: Path, engine: str) -> None:
+    """`stages.rows_from` moves the first day of stored rows up to the earliest of the series' last
+    non-zero reads, and keeps the reach of a gap (`near`) when a series has no non-zero read in
+    those days, when a stored row there has another interval length, or when the batch has two."""
+    first, near = date(2025, 5, 11), date(2025, 5, 3)
+
+    def start(rows: list[tuple[str, int, float | None, int]], lengths: list[int]) -> date:
+        table = pa.table(
+            {
+                "meter_id": [r[0] for r in rows],
+                "direction": ["import"] * len(rows),
+                "local_date": [first - timedelta(days=r[1]) for r in rows],
+                "energy_kwh": pa.array([r[2] for r in rows], pa.float64()),
+                "interval_minutes": pa.array([r[3] for r in rows], pa.int32()),
+            }
+        )
+        settings = Settings(data_dir=tmp_path / engine, local_engine=engine, _env_file=None)  # type: ignore[call-arg]
+        with open_platform(settings) as platform:
+            return stages.rows_from(platform.store, platform.store.frame(table), lengths, first, near)
+
+    read = [("A", 2, 1.0, 60), ("A", 1, 0.0, 60), ("B", 3, 2.0, 60), ("B", 1, None, 60)]
+    assert start(read, [60]) == first - timedelta(days=3)  # B's last non-zero read
+    assert start([*read, ("A", 12, 5.0, 60)], [60]) == first - timedelta(days=3)  # before `near`: not looked at
+    assert start([*read, ("C", 2, 0.0, 60)], [60]) == near  # C has only zeros
+    assert start([*read, ("C", 2, 1.0, 30)], [60]) == near  # a stored read of another length
+    assert start(read, [60, 30]) == near  # a batch of two lengths
+    assert start([], [60]) == near  # nothing stored in those days

@@ -1066,11 +1066,11 @@ class SqlMetadataStore:
         psycopg = _psycopg()
         if psycopg is None or not isinstance(error, psycopg.OperationalError) or error.sqlstate is not None:
             return False
+        if self._url.get_backend_name() != "postgresql" or self._url.get_driver_name() != "psycopg":
+            return False
         from psycopg import pq
         from psycopg.conninfo import make_conninfo
 
-        if self._url.get_backend_name() != "postgresql" or self._url.get_driver_name() != "psycopg":
-            return False
         params: dict[str, Any] = {"connect_timeout": _PING_TIMEOUT_SECONDS}
         params |= {key: value for key, value in self._url.query.items() if isinstance(value, str)}
         params |= self._url.translate_connect_args(username="user", database="dbname")
