@@ -17,7 +17,7 @@ from confluent_kafka import Producer
 from app.application.pipeline import BatchResult
 from app.application.ports import Message
 from app.application.runner import run_batch
-from app.application.streaming import StreamStoppedError, lake_positions, run_stream
+from app.application.streaming import StreamStoppedError, StreamSummary, lake_positions, run_stream
 from app.infrastructure.kafka_topic import KafkaTopic
 from app.infrastructure.settings import Settings
 from app.wiring import LocalPlatform, open_platform
@@ -242,17 +242,15 @@ def test_a_busy_topics_micro_batches_start_a_trigger_interval_apart(
         return messages
 
     monkeypatch.setattr(KafkaTopic, "poll", timed_poll)
-    drained_lake = Settings(data_dir=tmp_path / "drained", _env_file=None)  # type: ignore[call-arg]
-    with open_platform(drained_lake) as platform:
-        drained = run_stream(
-            platform,
-            source_name="feed",
-            config_file=config,
-            trigger_seconds=60.0,
-            available_now=True,
-            max_messages=20,
-            now=lambda: NOW,
-        )
+
+    def stream(lake: str, **options: Any) -> StreamSummary:
+        settings = Settings(data_dir=tmp_path / lake, _env_file=None)  # type: ignore[call-arg]
+        with open_platform(settings) as platform:
+            return run_stream(
+                platform, source_name="feed", config_file=config, max_messages=20, now=lambda: NOW, **options
+            )
+
+    drained = stream("drained", trigger_seconds=60.0, available_now=True)
     # --available-now takes what is there at once: none of its micro-batches waits for the trigger.
     assert len(drained.micro_batches) == 8 and starts[-1] - starts[0] < 60.0, starts
     starts.clear()
@@ -265,18 +263,7 @@ def test_a_busy_topics_micro_batches_start_a_trigger_interval_apart(
             stop.set()
 
     trigger = 1.5
-    settings = Settings(data_dir=tmp_path / "stream", _env_file=None)  # type: ignore[call-arg]
-    with open_platform(settings) as platform:
-        summary = run_stream(
-            platform,
-            source_name="feed",
-            config_file=config,
-            trigger_seconds=trigger,
-            max_messages=20,
-            stop=stop,
-            on_micro_batch=on_micro_batch,
-            now=lambda: NOW,
-        )
+    summary = stream("stream", trigger_seconds=trigger, stop=stop, on_micro_batch=on_micro_batch)
 
     assert [r.status for r in results] == ["succeeded"] * 3 and summary.readings == 60
     gaps = [later - earlier for earlier, later in itertools.pairwise(starts)]
