@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import partial
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import narwhals as nw
 import pyarrow as pa
@@ -65,6 +65,8 @@ from app.domain.transforms import (
     silver_readings,
 )
 from app.domain.vee import (
+    ESTIMATION_METHODS,
+    ROLE_HEAD,
     ROLE_NEEDS_ROWS,
     ROLE_SUMMARY,
     VEE_RULES,
@@ -274,9 +276,12 @@ def _history_columns(frame: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFram
     return frame.select(*columns)
 
 
-def _summary_columns(history: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFrame[Any]:
+def _summary_columns(
+    history: nw.LazyFrame[Any], schema: pa.Schema, *, until: datetime | None = None
+) -> nw.LazyFrame[Any]:
     """Stored silver rows as VEE's summarised days: per series, local day and interval length,
-    the measured intervals and their total (`ROLE_SUMMARY`)."""
+    the measured intervals and their total (`ROLE_SUMMARY`); with `until`, as the heads of their
+    days that end there (`ROLE_HEAD`)."""
     days = (
         history.filter(~nw.col("energy_kwh").is_null())
         .group_by("meter_id", "direction", "local_date", "interval_minutes")
@@ -287,6 +292,8 @@ def _summary_columns(history: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFr
             nw.len().alias("summary_intervals"),
         )
     )
+    if until is not None:
+        days = days.with_columns(nw.lit(until).alias("interval_start_utc"))
     kept = set(days.collect_schema().names())
     columns = []
     for name in schema.names:
@@ -294,7 +301,7 @@ def _summary_columns(history: nw.LazyFrame[Any], schema: pa.Schema) -> nw.LazyFr
         if name in kept:
             columns.append(nw.col(name).cast(dtype).alias(name))
         elif name == "role":
-            columns.append(nw.lit(ROLE_SUMMARY, nw.String()).alias(name))
+            columns.append(nw.lit(ROLE_SUMMARY if until is None else ROLE_HEAD, nw.String()).alias(name))
         elif name == "validation_flags":
             columns.append(nw.lit("", nw.String()).alias(name))
         elif pa.types.is_integer(schema.field(name).type):  # not null: pandas cannot cast a null literal to an integer
@@ -464,44 +471,67 @@ def stop_on_fail(batch: Batch, judged: Judged) -> None:
         raise ValidationFailedError(failures)
 
 
-def rows_from(store: TableStore, history: nw.LazyFrame[Any], lengths: list[int], first: date, near: date) -> date:
-    """A later first day of stored rows than `near` where that gives VEE the same result: the
-    earliest, over the series, of the day of a series' last stored non-zero read before the
-    batch's `first` day. No gap or zero run that touches the batch's days reaches back past that
-    read (it ends a gap and a run of zeros alike), so the days before it count only as the
-    summaries high/low and the interval length's majority read, and like-day asks for them as
-    rows when it needs them. `near` itself when the batch has more than one interval length, a
-    stored row in those days has another (a read of another length is no point of a series'
+class Context(NamedTuple):
+    """Where VEE's stored context starts as rows: from local day `day`; with `until`, from that
+    instant of it, the reads of `day` before it given as the day's head (its three highest as
+    rows, the others as their count and total). Earlier days come as summaries."""
+
+    day: date
+    until: datetime | None = None
+
+
+#: The reads of a head given as rows: the most a spike's judgement of their day needs (its highest
+#: and third highest).
+_HEAD_ROWS = 3
+
+
+def rows_from(
+    store: TableStore, history: nw.LazyFrame[Any], lengths: list[int], start: datetime, near: date
+) -> Context:
+    """A later start of stored rows than `near` where that gives VEE the same result: the
+    earliest, over the series, of a series' last stored non-zero read before the batch's `start`
+    (its first interval). No gap or zero run that touches the batch reaches back past that
+    read (it ends a gap and a run of zeros alike), so its day's reads before it count only
+    towards the day's total, count and highest values (its head), the days before it only as
+    the summaries high/low and the interval length's majority read, and like-day asks for them
+    as rows when it needs them. `near` itself when the batch has more than one interval length,
+    a stored row in those days has another (a read of another length is no point of a series'
     grid), or a series has stored rows there and no non-zero read.
 
-    One day for all series (not one per series) keeps the stored rows' bounds constants, which
-    prune files; a micro-batch that touches every meter's newest day then takes about a day of
-    rows per meter instead of the reach of a gap."""
+    One instant for all series (not one per series) keeps the stored rows' bounds constants,
+    which prune files; a micro-batch that touches every meter's newest day then takes the reads
+    since the last micro-batch's per meter instead of the reach of a gap."""
     if len(lengths) != 1:
-        return near
+        return Context(near)
     length = lengths[0]
     read = ~nw.col("energy_kwh").is_null() & (nw.col("energy_kwh") != 0)
     per_series = (
-        history.filter((nw.col("local_date") >= near) & (nw.col("local_date") < first))
-        .with_columns(nw.when(read).then(nw.col("local_date")).otherwise(None).alias("read_day"))
+        history.filter((nw.col("local_date") >= near) & (nw.col("interval_start_utc") < start))
+        .with_columns(
+            nw.when(read).then(nw.col("local_date")).otherwise(None).alias("read_day"),
+            nw.when(read).then(nw.col("interval_start_utc")).otherwise(None).alias("read_at"),
+        )
         .group_by("meter_id", "direction")
         .agg(
             nw.col("read_day").max(),
+            nw.col("read_at").max(),
             nw.col("interval_minutes").min().alias("shortest"),
             nw.col("interval_minutes").max().alias("longest"),
         )
     )
     found = store.collect(
         per_series.select(
+            # The same series' read: a later instant is never on an earlier local day.
             nw.col("read_day").min().alias("earliest"),
+            nw.col("read_at").min().alias("until"),
             nw.col("read_day").is_null().cast(nw.Int64()).sum().alias("unread"),
             nw.col("shortest").min(),
             nw.col("longest").max(),
         )
     ).to_pylist()[0]
     if found["earliest"] is None or found["unread"] or (found["shortest"], found["longest"]) != (length, length):
-        return near
-    return max(near, cast(date, found["earliest"]))
+        return Context(near)
+    return Context(cast(date, found["earliest"]), cast(datetime, found["until"]))
 
 
 def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
@@ -518,6 +548,7 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
         in_batch.select(
             nw.col("local_date").min().alias("first"),
             nw.col("local_date").max().alias("last"),
+            nw.col("interval_start_utc").min().alias("start"),
             nw.col("interval_start_utc").max().alias("newest"),
         )
     ).to_pylist()[0]
@@ -544,16 +575,10 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     history = stored.filter(measured).join(series, on=["meter_id", "direction"], how="semi")
     lengths = store.collect(in_batch.select("interval_minutes").unique()).column(0).to_pylist()
     as_rows = max((rows_before(params, int(m)) for m in lengths if m), default=reach + 1)
-    near = rows_from(
-        store, history, [int(m) for m in lengths if m], days["first"], days["first"] - timedelta(days=as_rows)
+    context = rows_from(
+        store, history, [int(m) for m in lengths if m], days["start"], days["first"] - timedelta(days=as_rows)
     )
-    vee = store.cache(
-        judged(
-            rows,
-            _history_columns(history.filter(nw.col("local_date") >= near), schema),
-            _summary_columns(history.filter(nw.col("local_date") < near), schema),
-        )
-    )
+    vee = store.cache(judged(rows, *_context_parts(history, context, schema)))
     again = vee.filter(nw.col("role") == ROLE_NEEDS_ROWS).select("meter_id", "direction").unique()
     if store.count_rows(again) == 0:
         return vee
@@ -563,6 +588,24 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
         rows.join(again, on=keys, how="semi"), _history_columns(history.join(again, on=keys, how="semi"), schema)
     )
     return concat([vee.join(again, on=keys, how="anti"), redone])
+
+
+def _context_parts(history: nw.LazyFrame[Any], context: Context, schema: pa.Schema) -> list[nw.LazyFrame[Any]]:
+    """Stored rows as VEE's context from `context` on, the days before as summaries."""
+    parts = [_summary_columns(history.filter(nw.col("local_date") < context.day), schema)]
+    if context.until is None:
+        return [_history_columns(history.filter(nw.col("local_date") >= context.day), schema), *parts]
+    head = history.filter(
+        (nw.col("local_date") == context.day)
+        & (nw.col("interval_start_utc") < context.until)
+        & ~nw.col("energy_kwh").is_null()
+    ).with_columns(nw.col("energy_kwh").rank("ordinal", descending=True).over("meter_id", "direction").alias("_rank"))
+    return [
+        _history_columns(history.filter(nw.col("interval_start_utc") >= context.until), schema),
+        _history_columns(head.filter(nw.col("_rank") <= _HEAD_ROWS), schema),
+        _summary_columns(head.filter(nw.col("_rank") > _HEAD_ROWS), schema, until=context.until),
+        *parts,
+    ]
 
 
 def _vee_clock(batch: Batch, newest: datetime | None) -> datetime:
@@ -670,6 +713,8 @@ def silver(batch: Batch, judged: Judged) -> Silver:
     store = batch.store
     frame = silver_readings(judged.vee, SilverParams(batch.source.name, batch.batch_id, batch.source.series_timezone))
     estimated = sum(judged.counts.estimates.values())
+    if estimated:
+        frame = _stored_reported(store, frame)
     reads = store.count_rows(frame) - estimated
     bounds = (
         store.collect(
@@ -684,6 +729,35 @@ def silver(batch: Batch, judged: Judged) -> Silver:
         else None
     )
     return Silver(frame=frame, reads=reads, estimated=estimated, bounds=bounds)
+
+
+def _stored_reported(store: TableStore, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+    """Estimates that carry no reported value, each with the stored estimate's of its interval if
+    it has one: the value of a read an earlier batch rejected there. Estimating the gap again
+    does not see that read (stored estimates are no context), and the meter's value is kept."""
+    if not store.exists(SILVER_READINGS.name):
+        return frame
+    estimate = nw.col("estimation_method").fill_null("").is_in(list(ESTIMATION_METHODS))
+    bare = estimate & nw.col("reported_kwh").is_null()
+    days = store.collect(
+        frame.filter(bare).select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
+    ).to_pylist()[0]
+    if days["first"] is None:
+        return frame
+    keys = list(SILVER_READINGS.keys)
+    stored = (
+        store.read(SILVER_READINGS, where=[("local_date", ">=", days["first"]), ("local_date", "<=", days["last"])])
+        .filter(estimate & ~nw.col("reported_kwh").is_null())
+        .select(*keys, nw.col("reported_kwh").alias("stored_reported_kwh"))
+    )
+    names = frame.collect_schema().names()
+    kept = (
+        frame.filter(bare)
+        .join(stored, on=keys, how="left")
+        .with_columns(nw.col("stored_reported_kwh").alias("reported_kwh"))
+        .select(*names)
+    )
+    return concat([frame.filter(~bare), kept])
 
 
 def reconcile(

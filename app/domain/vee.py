@@ -56,7 +56,15 @@ Documented choices (see also `VeeParams`):
   first judged day. The result is the same: such days only count towards the interval
   length's majority, as reads before the window, and, when complete, towards the high/low
   look-back; gaps and zero runs never reach them (a gap that would is longer than
-  `max_gap_days` either way, and a non-zero read ends a gap and a zero run alike). Only like-day reads their
+  `max_gap_days` either way, and a non-zero read ends a gap and a zero run alike). Likewise, of the
+  day of a series' last stored non-zero read before its first batch interval, the reads before
+  that read may come as the day's head (role `head`: its
+  `interval_start_utc` the instant the head ends at, the head's reads not given as rows counted
+  in `summary_intervals` and totalled in `energy_kwh`), with its highest three reads as rows:
+  the day's completeness and total take them, a spike's judgement needs no more of them, and
+  the head's intervals are neither gaps nor zeros to judge again (a gap next to a read the
+  head does not tell lies before the batch's reads: it was judged when its later neighbour
+  came, and its stored estimates stand). Only like-day reads their
   rows: a series with a like-day gap and summarised days is named in a `needs_rows` row, to be
   judged again with those days as rows.
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
@@ -86,12 +94,18 @@ ROLE_BATCH, ROLE_HISTORY, ROLE_ESTIMATE, ROLE_MISSING = "batch", "history", "est
 #: (`energy_kwh`) instead of its rows; and the output row naming a series whose result needs its
 #: summarised days as rows (see `apply_vee`).
 ROLE_SUMMARY, ROLE_NEEDS_ROWS = "summary", "needs_rows"
+#: The stored reads of a series' local day before an instant (its `interval_start_utc`), other
+#: than those given as rows: their count (`summary_intervals`) and total (`energy_kwh`); see
+#: "Summarised days".
+ROLE_HEAD = "head"
 #: Series rules judged here, in the order a row takes its rejection rule: the catalogue's series
 #: rules that judge a kept reading, which are those that may quarantine it (the others,
 #: duplicate_replaced and missing_intervals, are counted by the pipeline).
 VEE_RULES: tuple[str, ...] = catalog.names("series", allows="quarantine")
 METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT = "linear", "like_day", "flat"
 _METHODS: tuple[str | None, ...] = (None, METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT)
+#: The methods of VEE's estimates (a register's spread is a read's share, not an estimate of VEE's).
+ESTIMATION_METHODS = (METHOD_LINEAR, METHOD_LIKE_DAY, METHOD_FLAT)
 _MISSING, _LINEAR, _LIKE_DAY, _FLAT = range(4)
 #: Row rules that say the row's key (meter, direction or interval) cannot be trusted.
 KEY_RULES = frozenset(
@@ -181,6 +195,7 @@ class _Rows:
     series: np.ndarray  # int64 series code
     export: np.ndarray  # bool: an export channel
     summary: np.ndarray  # bool: a summarised stored day
+    head: np.ndarray  # bool: a summarised head of a stored day (`t` is the instant it ends at)
     count: np.ndarray  # int64: a summarised day's measured intervals, 0 on other rows
 
 
@@ -221,13 +236,14 @@ def _rows(table: pa.Table, zone: str) -> _Rows:
     judged_value = ~_bools(pc.is_in(rule, value_set=pa.array(sorted(KEY_RULES), pa.string())))
     series, keyed = _series_codes(table)
     summary = _bools(pc.equal(table["role"], ROLE_SUMMARY))
+    head = _bools(pc.equal(table["role"], ROLE_HEAD))
     names = table.column_names
     count = _ints(table["summary_intervals"]) if "summary_intervals" in names else np.zeros(len(energy), np.int64)
     return _Rows(
         t=_ints(pc.cast(start, pa.int64())),
         batch=_bools(pc.equal(table["role"], ROLE_BATCH)),
         accepted=accepted,
-        placed=has_start & keyed & (minutes > 0) & (accepted | judged_value) & ~summary,
+        placed=has_start & keyed & (minutes > 0) & (accepted | judged_value) & ~summary & ~head,
         energy=energy,
         reported=_floats(table["reported_kwh"]),
         like_day_usable=_bools(pc.is_in(table["quality_flag"], value_set=pa.array(LIKE_DAY_QUALITIES))),
@@ -236,6 +252,7 @@ def _rows(table: pa.Table, zone: str) -> _Rows:
         series=series,
         export=_bools(pc.equal(table["direction"], "export")),
         summary=summary,
+        head=head,
         count=count,
     )
 
@@ -331,6 +348,14 @@ class _Grid:
         on = inside & (offset >= 0) & (offset % step == 0) & (position < self.expected[grid_day])
         return np.where(on, self.day_point[grid_day] + position, 0), on
 
+    def before(self, grid_day: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Mask of the points of each of `grid_day` that start before its `t`."""
+        step = self.minutes[self.day_series[grid_day]] * _US_PER_MINUTE
+        count = np.clip(-(-(t - self.day_begin[grid_day]) // step), 0, self.expected[grid_day])
+        mask = np.zeros(self.size, dtype=bool)
+        mask[_expand(self.day_point[grid_day], self.day_point[grid_day] + count)[0]] = True
+        return mask
+
     def runs(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Starts and (exclusive) ends of the runs of True in `mask`, a run ending with its series."""
         if not len(mask):
@@ -408,7 +433,7 @@ class _Summaries:
 
 def _spike(present: np.ndarray, value: np.ndarray, judged: np.ndarray, grid: _Grid, v: Validation) -> np.ndarray:
     """Intervals equal to their day's highest, where highest / third-highest > spike_ratio."""
-    points = np.flatnonzero(present & judged)
+    points = np.flatnonzero(present & judged & ~np.isnan(value))
     day_high = np.full(len(grid.expected), math.nan)
     if len(points) >= 3:
         # Only a day with at most two values near its highest can be a spike's: with three at
@@ -435,19 +460,21 @@ def _spike(present: np.ndarray, value: np.ndarray, judged: np.ndarray, grid: _Gr
 
 
 def _high_low(
-    present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, grid: _Grid, v: Validation, summaries: _Summaries
+    present: np.ndarray, value: np.ndarray, judged_day: np.ndarray, grid: _Grid, v: Validation, series: _Series
 ) -> np.ndarray:
     """Every interval of a complete judged day whose total is far from the look-back mean (of the
-    complete days before it, on the grid and summarised)."""
+    complete days before it, on the grid and summarised). A day's reads are its points' and its
+    head's."""
     days = len(grid.expected)
-    have = np.bincount(grid.day[present], minlength=days)
-    total = np.bincount(grid.day[present], weights=value[present], minlength=days)
+    known = present & ~np.isnan(value)
+    have = np.bincount(grid.day[known], minlength=days) + series.head_count
+    total = np.bincount(grid.day[known], weights=value[known], minlength=days) + series.head_total
     complete = (have == grid.expected) & (grid.expected > 0)
     count_before = np.concatenate(([0], np.cumsum(complete)))
     total_before = np.concatenate(([0.0], np.cumsum(np.where(complete, total, 0.0))))
     day = np.arange(days)
     since = np.maximum(day - v.lookback_days, grid.day_first[grid.day_series])
-    summarised, summarised_total = summaries.since(grid.day_series, grid.local_day - v.lookback_days)
+    summarised, summarised_total = series.summaries.since(grid.day_series, grid.local_day - v.lookback_days)
     n = count_before[day] - count_before[since] + summarised
     sums = total_before[day] - total_before[since] + summarised_total
     mean = np.divide(sums, n, out=np.zeros(days), where=n > 0)
@@ -494,6 +521,7 @@ class _State:
     batch: np.ndarray  # accepted batch row per point, -1 if none
     history: np.ndarray  # accepted history row per point, -1 if none
     rejected: np.ndarray  # rejected batch row per point (largest reported value), -1 if none
+    headed: np.ndarray  # per point: before the end of its day's head (a stored read or none, not told)
 
 
 @dataclass(frozen=True)
@@ -506,18 +534,22 @@ class _Series:
     outside_after: np.ndarray  # bool: an accepted read after its window
     summarised: np.ndarray  # bool: stored days given as summaries
     summaries: _Summaries
+    head_count: np.ndarray  # per grid day: the reads of its head (0 if none)
+    head_total: np.ndarray  # per grid day: their total
 
 
 def _present(
     rows: _Rows, state: _State, quarantined: np.ndarray, replaces: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Present mask, the row supplying each point (-1 if none) and its value."""
+    """Present mask, the row supplying each point (-1 if none) and its value. A point of a day's
+    head without a row is present, of a value not told (NaN): it is a stored read or an interval
+    judged before, and neither a gap nor part of a zero run to judge again."""
     batch = np.where(quarantined, -1, state.batch)
     hidden = (state.rejected >= 0) | quarantined if replaces else np.zeros(len(batch), dtype=bool)
     from_history = (state.history >= 0) & (batch < 0) & ~hidden
     source = np.where(batch >= 0, batch, np.where(from_history, state.history, -1))
-    present = source >= 0
-    return present, source, np.where(present, rows.energy[source], math.nan)
+    supplied = source >= 0
+    return supplied | state.headed, source, np.where(supplied, rows.energy[source], math.nan)
 
 
 def _judge(
@@ -533,7 +565,7 @@ def _judge(
     zero_limit = np.array([params.zero_limit(int(m)) for m in grid.minutes], dtype=np.int64)
     hits = (
         _spike(present, value, judged, grid, params.validation),
-        _high_low(present, value, judged_day, grid, params.validation, series.summaries),
+        _high_low(present, value, judged_day, grid, params.validation, series),
         _zero_run(present & ~series.export[grid.series], value, zero_limit, grid),
     )
     from_batch = state.batch >= 0
@@ -660,8 +692,8 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
     number_of_code = np.cumsum(known) - 1
     of = number_of_code[codes]
     count = int(known.sum())
-    # Summarised days count as the rows they stand for, for the series that have placed rows.
-    summary = np.flatnonzero(rows.summary)
+    # Summarised days and heads count as the rows they stand for, for the series that have placed rows.
+    summary = np.flatnonzero(rows.summary | rows.head)
     code = np.minimum(rows.series[summary], len(known) - 1)
     summary_of = np.where(known[code] & (rows.series[summary] < len(known)), number_of_code[code], -1)
     summary_minutes = rows.minutes[summary]
@@ -703,14 +735,32 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
     after = np.array([margins[int(m)][1] for m in minutes], dtype=np.int64)
     window_first = _per_series(count, of[batch], day[batch], largest=False) - before
     window_last = _per_series(count, of[batch], day[batch], largest=True) + after
+    # A head within the series' window lies on its grid; one outside it tells no more than that
+    # the series has stored reads before the window (an incomplete day).
+    is_head = rows.head[summary]
+    head_in = is_head & (rows.day[summary] >= window_first[summary_of]) & (rows.day[summary] <= window_last[summary_of])
+    head, head_of = summary[head_in], summary_of[head_in]
+    summarised = np.bincount(summary_of[rows.count[summary] > 0], minlength=count) > 0
+    summary, summary_of = summary[~is_head], summary_of[~is_head]
     summary_day = rows.day[summary]
     first_needed = min(int(window_first.min()), int(summary_day.min(initial=window_first.min())))
     starts = _DayStarts(params.series_timezone, first_needed, int(window_last.max()))
     step = minutes[summary_of] * _US_PER_MINUTE
     day_length = starts.at(summary_day + 1) - starts.at(summary_day)
     summary_expected = np.where(minutes[summary_of] >= 1440, 1, -(-day_length // np.maximum(step, 1)))
-    summarised = np.bincount(summary_of[rows.count[summary] > 0], minlength=count) > 0
     opens, ends = starts.at(window_first), starts.at(window_last + 1)
+    # The window is cut to the days the series has rows or a head on: the days cut have none, so
+    # every gap they would extend is a gap at the start or end of the series' data either way.
+    inside = (day >= window_first[of]) & (day <= window_last[of])
+    on_days_of = np.concatenate((of[inside], head_of))
+    on_days = np.concatenate((day[inside], rows.day[head]))
+    grid = _Grid.build(
+        starts,
+        _per_series(count, on_days_of, on_days, largest=False),
+        _per_series(count, on_days_of, on_days, largest=True),
+        minutes,
+    )
+    head_day, _ = grid.grid_day(head_of, rows.day[head])
     series = _Series(
         row=series_row,
         export=rows.export[series_row],
@@ -721,15 +771,8 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
         summaries=_Summaries.complete(
             summary_of, summary_day, rows.count[summary], rows.energy[summary], summary_expected
         ),
-    )
-    # The window is cut to the days the series has rows on: the days cut have none, so every gap
-    # they would extend is a gap at the start or end of the series' data either way.
-    inside = (day >= window_first[of]) & (day <= window_last[of])
-    grid = _Grid.build(
-        starts,
-        _per_series(count, of[inside], day[inside], largest=False),
-        _per_series(count, of[inside], day[inside], largest=True),
-        minutes,
+        head_count=np.bincount(head_day, weights=rows.count[head], minlength=len(grid.expected)).astype(np.int64),
+        head_total=np.bincount(head_day, weights=np.nan_to_num(rows.energy[head]), minlength=len(grid.expected)),
     )
     judged_day = np.zeros(len(grid.expected), dtype=bool)
     judged_day[grid.grid_day(of[batch], day[batch])[0]] = True
@@ -746,6 +789,7 @@ def _all_series(rows: _Rows, placed: np.ndarray, params: VeeParams, out: _Output
         batch=pick(batch & accepted, rows.energy[selected]),
         history=pick(~batch & accepted, rows.energy[selected]),
         rejected=pick(batch & ~accepted, largest_reported),
+        headed=grid.before(head_day, rows.t[head]),
     )
     bits, codes = _judge(rows, state, grid, judged_day, params, series)
     out.flag_rows.append(state.batch[bits > 0])
@@ -795,6 +839,22 @@ def _renewed(judged: np.ndarray, present: np.ndarray, from_batch: np.ndarray, gr
     return judged
 
 
+def _beside_head(untold: np.ndarray, present: np.ndarray, grid: _Grid) -> np.ndarray:
+    """The points of the gaps next to a point of a head whose value is not told. Such a gap lies
+    before every batch read of its series (a head ends at or before the series' last non-zero
+    read before them): it was judged when its later neighbour was stored, and its stored
+    estimates stand."""
+    starts, ends = grid.runs(~present)
+    of = grid.series[starts]
+    last = max(grid.size - 1, 0)
+    beside = ((starts > grid.seg_start[of]) & untold[np.maximum(starts - 1, 0)]) | (
+        (ends < grid.seg_end[of]) & untold[np.minimum(ends, last)]
+    )
+    mask = np.zeros(grid.size, dtype=bool)
+    mask[_expand(starts[beside], ends[beside])[0]] = True
+    return mask
+
+
 def _fill(
     rows: _Rows,
     state: _State,
@@ -817,6 +877,8 @@ def _fill(
     if params.now is not None:
         ended = grid.times + grid.minutes[grid.series] * _US_PER_MINUTE
         judged = judged & (ended <= int(params.now.timestamp() * 1_000_000))
+    if state.headed.any():
+        judged = judged & ~_beside_head(present & np.isnan(value), present, grid)
     gaps = _gaps(present, judged, series, grid, params.estimation)
     # Like-day reads the weeks before a gap: a series whose stored days before its grid came as
     # summaries must be judged again with them as rows.
@@ -825,7 +887,7 @@ def _fill(
     points, run = _expand(gaps.starts, gaps.ends)
     keep = judged[points]
     points, run = points[keep], run[keep]
-    usable = present & rows.like_day_usable[source]
+    usable = (source >= 0) & rows.like_day_usable[source]
     estimate, method = _estimate(gaps, points, run, value, usable, grid, params)
     # The meter's value beside the estimate: a series-quarantined read first, else a rejected one.
     series_read = np.where(quarantined, state.batch, -1)[points]

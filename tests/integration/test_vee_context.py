@@ -68,9 +68,10 @@ def _series(rng: random.Random, zone: str, first: date, days: int, minutes: int)
     return reads
 
 
-def _files(seed: int, folder: Path) -> tuple[str, list[Path]]:
+def _files(seed: int, folder: Path, *, mid_day: bool = False) -> tuple[str, list[Path]]:
     """A source config, and the files of its batches: a history of 12 to 45 days, then one to three
-    batches of later days, some with late reads for stored days too."""
+    batches of later days, some with late reads for stored days too. With `mid_day`, the history
+    ends and each later batch begins at an interval within a day, as a stream's micro-batches do."""
     rng = random.Random(seed)
     zone = rng.choice(["UTC", "Europe/London", "America/New_York", "Australia/Sydney"])
     minutes = rng.choice([15, 30, 60])
@@ -79,6 +80,24 @@ def _files(seed: int, folder: Path) -> tuple[str, list[Path]]:
     total = history + rng.randint(1, 4)
     reads = {f"M{m}": _series(rng, zone, first, total, minutes) for m in range(rng.randint(1, 3))}
     cut = datetime.combine(first + timedelta(days=history), datetime.min.time(), ZoneInfo(zone)).astimezone(UTC)
+    if mid_day:
+        cut += timedelta(minutes=minutes * rng.randrange(1, 1440 // minutes))
+        ends = sorted(
+            cut + timedelta(minutes=minutes * rng.randrange(1, 1440 * (total - history) // minutes))
+            for _ in range(rng.randint(1, 3))
+        )
+        later: list[list[str]] = [[] for _ in range(len(ends) + 1)]
+        early: list[str] = []
+        for meter, series in reads.items():
+            for t, value in series:
+                line = f"{meter},{t.isoformat()},{value},kWh"
+                if t < cut and rng.random() >= 0.01:
+                    early.append(line)
+                else:  # later, or a late read for a stored day in the first later batch
+                    later[sum(t >= end for end in ends)].append(line)
+        return _config(rng, zone, minutes), [
+            write_csv(folder / "in" / f"b{i}.csv", rows) for i, rows in enumerate([early, *later]) if rows
+        ]
     batches: list[list[str]] = [[], []]
     for meter, series in reads.items():
         for t, value in series:
@@ -127,7 +146,7 @@ def _lake(tmp_path: Path, name: str, config: str, files: list[Path], engine: str
 def _full_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every stored day of the look-back as rows, none as a summary."""
     monkeypatch.setattr(stages, "rows_before", lambda params, minutes: 100_000)
-    monkeypatch.setattr(stages, "rows_from", lambda store, history, lengths, first, near: near)
+    monkeypatch.setattr(stages, "rows_from", lambda store, history, lengths, start, near: stages.Context(near))
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -139,6 +158,42 @@ def test_summarised_days_give_the_lake_that_rows_give(
     summarised = _lake(tmp_path, "summarised", config, files, engine)
     _full_context(monkeypatch)
     full = _lake(tmp_path, "full", config, files, engine)
+    assert summarised["counts"] == full["counts"]
+    for table in TABLES:
+        assert (table in summarised) == (table in full)
+        if table in full:
+            assert summarised[table].equals(full[table]), table
+
+
+@pytest.mark.parametrize("seed", range(100, 108))
+def test_days_split_within_a_day_give_the_lake_that_rows_give(
+    seed: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches that begin within a day, as a stream's micro-batches do: the reads of a day before
+    the last non-zero read before a batch come as that day's head (`ROLE_HEAD`: its three
+    highest as rows, the others as their count and total), and the lake and every batch's counts
+    equal those that every stored day as rows gives, but for the intervals a batch counts
+    missing: not again those of a gap an earlier batch judged."""
+    config, files = _files(seed, tmp_path, mid_day=True)
+    engine = ("duckdb", "pandas")[seed % 2]
+    heads: list[stages.Context] = []
+    rows_from = stages.rows_from
+
+    def seen(*args: Any) -> stages.Context:
+        heads.append(rows_from(*args))
+        return heads[-1]
+
+    monkeypatch.setattr(stages, "rows_from", seen)
+    summarised = _lake(tmp_path, "summarised", config, files, engine)
+    assert any(h.until is not None and (h.until.hour, h.until.minute) != (0, 0) for h in heads), heads
+    monkeypatch.undo()
+    _full_context(monkeypatch)
+    full = _lake(tmp_path, "full", config, files, engine)
+    # A gap a batch before judged, before the last read ahead of this batch, is not counted again
+    # (its stored estimates stand); every other count is the same.
+    for head_counts, full_counts in zip(summarised["counts"], full["counts"], strict=True):
+        assert head_counts.get("missing_intervals", 0) <= full_counts.get("missing_intervals", 0)
+        head_counts.pop("missing_intervals", None), full_counts.pop("missing_intervals", None)
     assert summarised["counts"] == full["counts"]
     for table in TABLES:
         assert (table in summarised) == (table in full)
@@ -220,17 +275,18 @@ def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
         write_csv(tmp_path / "in" / "a.csv", [r for m in "ABC" for d in range(10) for r in day(m, d)]),
         write_csv(tmp_path / "in" / "b.csv", [r for m in "ABC" for r in day(m, 10)]),
     ]
-    starts: list[date] = []
+    starts: list[stages.Context] = []
     rows_from = stages.rows_from
 
-    def seen(*args: Any) -> date:
+    def seen(*args: Any) -> stages.Context:
         starts.append(rows_from(*args))
         return starts[-1]
 
     monkeypatch.setattr(stages, "rows_from", seen)
     summarised = _lake(tmp_path, "summarised", config, files)
-    # Rows from the earliest of the three meters' last non-zero reads: C's, two days before the batch.
-    assert starts == [first + timedelta(days=8)]
+    # Rows from the earliest of the three meters' last non-zero reads: C's, two days before the batch
+    # at 17:00; that day's reads before it as its head.
+    assert starts == [stages.Context(first + timedelta(days=8), datetime(2025, 5, 9, 17, tzinfo=UTC))]
     silver = summarised["silver_readings"].to_pylist()
     estimated = sorted(
         (r["local_date"], r["interval_start_utc"].hour, r["estimation_method"])
@@ -258,29 +314,68 @@ def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
 
 @pytest.mark.parametrize("engine", ["duckdb", "pandas"])
 def test_rows_start_at_the_reach_of_a_gap_where_a_later_start_would_miss_a_point(tmp_path: Path, engine: str) -> None:
-    """`stages.rows_from` moves the first day of stored rows up to the earliest of the series' last
-    non-zero reads, and keeps the reach of a gap (`near`) when a series has no non-zero read in
-    those days, when a stored row there has another interval length, or when the batch has two."""
+    """`stages.rows_from` moves the start of stored rows up to the earliest of the series' last
+    non-zero reads before the batch's first interval, and keeps the reach of a gap (`near`) when a
+    series has no non-zero read in those days, when a stored row there has another interval
+    length, or when the batch has two."""
     first, near = date(2025, 5, 11), date(2025, 5, 3)
+    start_at = datetime(2025, 5, 11, 6, tzinfo=UTC)  # the batch's first interval
 
-    def start(rows: list[tuple[str, int, float | None, int]], lengths: list[int]) -> date:
+    def start(rows: list[tuple[str, int, float | None, int]], lengths: list[int], hour: int = 12) -> stages.Context:
+        """Rows (meter, days before `first`, value, interval length), at `hour` (one a day)."""
+        at = [datetime.combine(first - timedelta(days=r[1]), datetime.min.time(), UTC) for r in rows]
         table = pa.table(
             {
                 "meter_id": [r[0] for r in rows],
                 "direction": ["import"] * len(rows),
                 "local_date": [first - timedelta(days=r[1]) for r in rows],
+                "interval_start_utc": pa.array([t + timedelta(hours=hour) for t in at], pa.timestamp("us", "UTC")),
                 "energy_kwh": pa.array([r[2] for r in rows], pa.float64()),
                 "interval_minutes": pa.array([r[3] for r in rows], pa.int32()),
             }
         )
         settings = Settings(data_dir=tmp_path / engine, local_engine=engine, _env_file=None)  # type: ignore[call-arg]
         with open_platform(settings) as platform:
-            return stages.rows_from(platform.store, platform.store.frame(table), lengths, first, near)
+            return stages.rows_from(platform.store, platform.store.frame(table), lengths, start_at, near)
+
+    def at(days: int, hour: int = 12) -> stages.Context:
+        day = first - timedelta(days=days)
+        return stages.Context(day, datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=hour))
 
     read = [("A", 2, 1.0, 60), ("A", 1, 0.0, 60), ("B", 3, 2.0, 60), ("B", 1, None, 60)]
-    assert start(read, [60]) == first - timedelta(days=3)  # B's last non-zero read
-    assert start([*read, ("A", 12, 5.0, 60)], [60]) == first - timedelta(days=3)  # before `near`: not looked at
-    assert start([*read, ("C", 2, 0.0, 60)], [60]) == near  # C has only zeros
-    assert start([*read, ("C", 2, 1.0, 30)], [60]) == near  # a stored read of another length
-    assert start(read, [60, 30]) == near  # a batch of two lengths
-    assert start([], [60]) == near  # nothing stored in those days
+    assert start(read, [60]) == at(3)  # B's last non-zero read
+    assert start([*read, ("A", 12, 5.0, 60)], [60]) == at(3)  # before `near`: not looked at
+    # On the batch's first day: before its first interval, a read; from it on, not.
+    assert start([("A", 0, 1.0, 60)], [60], hour=5) == at(0, hour=5)
+    assert start([("A", 0, 1.0, 60), ("A", 1, 2.0, 60)], [60], hour=6) == at(1, hour=6)
+    assert start([*read, ("C", 2, 0.0, 60)], [60]) == stages.Context(near)  # C has only zeros
+    assert start([*read, ("C", 2, 1.0, 30)], [60]) == stages.Context(near)  # a stored read of another length
+    assert start(read, [60, 30]) == stages.Context(near)  # a batch of two lengths
+    assert start([], [60]) == stages.Context(near)  # nothing stored in those days
+
+
+@pytest.mark.parametrize("engine", ["duckdb", "pandas"])
+def test_a_gap_estimated_again_keeps_the_value_of_the_read_rejected_there(tmp_path: Path, engine: str) -> None:
+    """The first batch rejects the meter's negative read at 02:00 and estimates 02:00-03:00, each
+    estimate carrying the reported value. A late read for 03:00 shortens the gap, which the
+    second batch estimates again without the rejected read (it is in quarantine, not context):
+    the new estimate keeps the value the meter reported."""
+    config = (
+        '[sources.meters]\npath = "in/*.csv"\ncolumns = { unit = "unit" }\n'
+        'series_timezone = "UTC"\ninterval_minutes = 60\n'
+    )
+    day = date(2025, 5, 1)
+    files = [
+        write_csv(tmp_path / "in" / "a.csv", _day_rows("A", day, [1.0, 1.0, -0.5, None, 2.0])),
+        write_csv(tmp_path / "in" / "b.csv", _day_rows("A", day, [None, None, None, 3.0])),
+    ]
+    silver = _lake(tmp_path, "lake", config, files, engine)["silver_readings"].to_pylist()
+    assert [
+        (r["interval_start_utc"].hour, r["estimation_method"], r["energy_kwh"], r["reported_kwh"]) for r in silver
+    ] == [
+        (0, None, 10**9, None),
+        (1, None, 10**9, None),
+        (2, "linear", 2 * 10**9, -5 * 10**8),  # between 01:00 and 03:00 now
+        (3, None, 3 * 10**9, None),
+        (4, None, 2 * 10**9, None),
+    ]
