@@ -128,6 +128,11 @@ class FrameEngine(Protocol):
         (one group per call on Spark, all rows at once locally); the result has `schema`."""
         ...
 
+    def highest(self, frame: nw.LazyFrame[Any], keys: Sequence[str], column: str, n: int) -> nw.LazyFrame[Any]:
+        """`transforms.highest_rows`: the rows of each `keys` group with its `n` largest values of
+        `column`; an engine may have a faster way to them."""
+        ...
+
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]: ...
 
     def release(self) -> None:

@@ -578,7 +578,7 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     context = rows_from(
         store, history, [int(m) for m in lengths if m], days["start"], days["first"] - timedelta(days=as_rows)
     )
-    vee = store.cache(judged(rows, *_context_parts(history, context, schema)))
+    vee = store.cache(judged(rows, *_context_parts(store, history, context, schema)))
     again = vee.filter(nw.col("role") == ROLE_NEEDS_ROWS).select("meter_id", "direction").unique()
     if store.count_rows(again) == 0:
         return vee
@@ -590,7 +590,9 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     return concat([vee.join(again, on=keys, how="anti"), redone])
 
 
-def _context_parts(history: nw.LazyFrame[Any], context: Context, schema: pa.Schema) -> list[nw.LazyFrame[Any]]:
+def _context_parts(
+    store: TableStore, history: nw.LazyFrame[Any], context: Context, schema: pa.Schema
+) -> list[nw.LazyFrame[Any]]:
     """Stored rows as VEE's context from `context` on, the days before as summaries."""
     parts = [_summary_columns(history.filter(nw.col("local_date") < context.day), schema)]
     if context.until is None:
@@ -599,11 +601,13 @@ def _context_parts(history: nw.LazyFrame[Any], context: Context, schema: pa.Sche
         (nw.col("local_date") == context.day)
         & (nw.col("interval_start_utc") < context.until)
         & ~nw.col("energy_kwh").is_null()
-    ).with_columns(nw.col("energy_kwh").rank("ordinal", descending=True).over("meter_id", "direction").alias("_rank"))
+    )
+    keys = list(SILVER_READINGS.keys)
+    highest = store.cache(store.highest(head, ["meter_id", "direction"], "energy_kwh", _HEAD_ROWS))
     return [
         _history_columns(history.filter(nw.col("interval_start_utc") >= context.until), schema),
-        _history_columns(head.filter(nw.col("_rank") <= _HEAD_ROWS), schema),
-        _summary_columns(head.filter(nw.col("_rank") > _HEAD_ROWS), schema, until=context.until),
+        _history_columns(highest, schema),
+        _summary_columns(head.join(highest.select(*keys), on=keys, how="anti"), schema, until=context.until),
         *parts,
     ]
 

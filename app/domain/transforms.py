@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -169,6 +169,15 @@ def gold_daily_meter_energy(silver: nw.LazyFrame, calendar: nw.LazyFrame) -> nw.
         actual_interval_count=(nw.col("interval_count") - nw.col("estimated_interval_count")).cast(nw.Int64()),
         estimated_share=nw.col("estimated_interval_count") / nw.col("interval_count"),
     ).select(GOLD_DAILY_METER_ENERGY.schema.names)
+
+
+def highest_rows(frame: nw.LazyFrame, keys: Sequence[str], column: str, n: int) -> nw.LazyFrame:
+    """The rows of each `keys` group with its `n` largest non-null values of `column` (ties taken
+    in no set order)."""
+    rank = nw.col(column).rank("ordinal", descending=True).over(*keys)
+    names = frame.collect_schema().names()
+    ranked = frame.filter(~nw.col(column).is_null()).with_columns(rank.alias("_rank"))
+    return ranked.filter(nw.col("_rank") <= n).select(names)
 
 
 def gold_hourly_portfolio_load(silver: nw.LazyFrame) -> nw.LazyFrame:

@@ -29,6 +29,7 @@ from app.application.ports import (
 from app.domain.errors import InputFileError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
+from app.domain.transforms import highest_rows
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     APP_ID,
@@ -138,6 +139,9 @@ class PandasDeltaStore:
         self, frame: nw.LazyFrame[Any], keys: Sequence[str], function: ArrowBatchFunction, schema: pa.Schema
     ) -> nw.LazyFrame[Any]:
         return self.map_arrow(frame, function, schema)  # one call over all groups
+
+    def highest(self, frame: nw.LazyFrame[Any], keys: Sequence[str], column: str, n: int) -> nw.LazyFrame[Any]:
+        return highest_rows(frame, keys, column, n)
 
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
         return frame  # pandas frames are already computed

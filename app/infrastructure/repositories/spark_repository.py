@@ -32,6 +32,7 @@ from app.application.ports import (
 from app.domain.errors import NotAvailableError, TableStoreError
 from app.domain.schemas import TABLES, TableSpec
 from app.domain.sources import SourceConfig
+from app.domain.transforms import highest_rows
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     CHANGE_FEED,
@@ -215,6 +216,9 @@ class SparkDeltaStore:
 
         grouped = native.groupBy(*keys).applyInArrow(group, _spark_schema(schema))
         return nw.from_native(grouped)
+
+    def highest(self, frame: nw.LazyFrame[Any], keys: Sequence[str], column: str, n: int) -> nw.LazyFrame[Any]:
+        return highest_rows(frame, keys, column, n)
 
     def cache(self, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
         from pyspark import StorageLevel
