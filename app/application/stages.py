@@ -483,6 +483,10 @@ class Context(NamedTuple):
 #: The reads of a head given as rows: the most a spike's judgement of their day needs (its highest
 #: and third highest).
 _HEAD_ROWS = 3
+#: Fewer stored reads in a head than this go to VEE as rows: cheaper than ranking and summarising
+#: them (a daily batch's head is the day before less its last reads, a stream micro-batch's late in
+#: a day the day's reads of every meter).
+HEAD_MIN_ROWS = 100_000
 
 
 def rows_from(
@@ -593,7 +597,8 @@ def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
 def _context_parts(
     store: TableStore, history: nw.LazyFrame[Any], context: Context, schema: pa.Schema
 ) -> list[nw.LazyFrame[Any]]:
-    """Stored rows as VEE's context from `context` on, the days before as summaries."""
+    """Stored rows as VEE's context from `context` on, the days before as summaries; a head of
+    fewer than `HEAD_MIN_ROWS` reads as rows."""
     parts = [_summary_columns(history.filter(nw.col("local_date") < context.day), schema)]
     if context.until is None:
         return [_history_columns(history.filter(nw.col("local_date") >= context.day), schema), *parts]
@@ -602,6 +607,8 @@ def _context_parts(
         & (nw.col("interval_start_utc") < context.until)
         & ~nw.col("energy_kwh").is_null()
     )
+    if store.count_rows(head) < HEAD_MIN_ROWS:
+        return [_history_columns(history.filter(nw.col("local_date") >= context.day), schema), *parts]
     keys = list(SILVER_READINGS.keys)
     highest = store.cache(store.highest(head, ["meter_id", "direction"], "energy_kwh", _HEAD_ROWS))
     return [
@@ -761,7 +768,8 @@ def _stored_reported(store: TableStore, frame: nw.LazyFrame[Any]) -> nw.LazyFram
         .with_columns(nw.col("stored_reported_kwh").alias("reported_kwh"))
         .select(*names)
     )
-    return concat([frame.filter(~bare), kept])
+    # Cached: the merge, the counts and gold each read the rows.
+    return store.cache(concat([frame.filter(~bare), kept]))
 
 
 def reconcile(

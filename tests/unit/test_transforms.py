@@ -438,3 +438,20 @@ def test_pandas_store_collects_silver_with_exactly_its_columns(tmp_path: Path) -
     assert (
         store.to_arrow(store.frame(table).filter(nw.col("rejection_rule").is_null())).column_names == table.column_names
     )
+
+
+def test_highest_takes_each_groups_largest_values_and_no_null(engine: Any) -> None:
+    """`store.highest` (a top-n per group: DuckDB's own query, narwhals' rank elsewhere) keeps the
+    rows of each group's n largest values, ties counted one by one, and never a null value."""
+    rows = pa.table(
+        {
+            "meter_id": ["A"] * 6 + ["B"] * 3 + ["C"],
+            "direction": ["import"] * 10,
+            "at": list(range(10)),
+            "energy_kwh": pa.array([1.0, 5.0, None, 5.0, 2.0, 4.0, 3.0, None, 1.0, None], pa.float64()),
+        }
+    )
+    kept = engine.collect(engine.highest(engine.frame(rows), ["meter_id", "direction"], "energy_kwh", 3))
+    got = sorted(zip(kept["meter_id"].to_pylist(), kept["energy_kwh"].to_pylist(), strict=True))
+    assert got == [("A", 4.0), ("A", 5.0), ("A", 5.0), ("B", 1.0), ("B", 3.0)]
+    assert kept.column_names == rows.column_names
