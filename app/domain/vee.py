@@ -52,21 +52,20 @@ Documented choices (see also `VeeParams`):
 - **Summarised days.** Stored days more than `rows_before` days before a series' first judged
   day may come as one row each (role `summary`: the day's measured intervals of one length in
   `summary_intervals`, their total in `energy_kwh`) instead of their rows; so may the days
-  before the day of a series' last stored non-zero read of its interval length before its
-  first judged day. The result is the same: such days only count towards the interval
-  length's majority, as reads before the window, and, when complete, towards the high/low
-  look-back; gaps and zero runs never reach them (a gap that would is longer than
-  `max_gap_days` either way, and a non-zero read ends a gap and a zero run alike). Likewise, of the
-  day of a series' last stored non-zero read before its first batch interval, the reads before
-  that read may come as the day's head (role `head`: its
-  `interval_start_utc` the instant the head ends at, the head's reads not given as rows counted
-  in `summary_intervals` and totalled in `energy_kwh`), with its highest three reads as rows:
-  the day's completeness and total take them, a spike's judgement needs no more of them, and
-  the head's intervals are neither gaps nor zeros to judge again (a gap next to a read the
-  head does not tell lies before the batch's reads: it was judged when its later neighbour
-  came, and its stored estimates stand). Only like-day reads their
-  rows: a series with a like-day gap and summarised days is named in a `needs_rows` row, to be
-  judged again with those days as rows.
+  before the day of a series' last stored non-zero read of its interval length before its first
+  judged day. The result is the same: such days only count towards the interval length's
+  majority, as reads before the window, and, when complete, towards the high/low look-back; gaps
+  and zero runs never reach them (a gap that would is longer than `max_gap_days` either way, and
+  a non-zero read ends a gap and a zero run alike). Likewise, of the day of a series' last
+  stored non-zero read before its first batch interval, the reads before that read may come as
+  the day's head (role `head`: its `interval_start_utc` the instant the head ends at, the head's
+  reads not given as rows counted in `summary_intervals` and totalled in `energy_kwh`), with its
+  highest three reads as rows: the day's completeness and total take them, a spike's judgement
+  needs no more of them, and the head's intervals are neither gaps nor zeros to judge again (a
+  gap next to a read the head does not tell lies before the batch's reads: it was judged when
+  its later neighbour came, and its stored estimates stand). Only like-day reads their rows: a
+  series with a like-day gap and summarised days or a head is named in a `needs_rows` row, to
+  be judged again with those days as rows.
 - **Output rows.** Estimate and missing rows carry the keys, `local_date` of the grid day,
   and `reported_kwh`: the value of a rejected batch row at that interval (a row quarantined
   by a series rule first, else the largest reported value among row-rule rejections). Missing
