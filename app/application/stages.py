@@ -541,8 +541,9 @@ def rows_from(
 def _vee(batch: Batch, validated: Validated) -> nw.LazyFrame[Any]:
     """VEE over the batch's rows with stored silver as context: the stored days within a gap's
     reach of the batch's (`rows_before`), and from the last non-zero reads before it
-    (`rows_from`), as rows; older ones back to the look-back as summaries. A series whose
-    like-day estimate needs those days as rows is judged again with them."""
+    (`rows_from`), as rows, the reads of that day before them as its head (`_context_parts`);
+    older ones back to the look-back as summaries. A series whose like-day estimate needs those
+    days as rows is judged again with them."""
     store, source = batch.store, batch.source
     schema = vee_input_schema()
     rows = vee_batch_rows(validated.rows, validated.accepted)
@@ -724,8 +725,6 @@ def silver(batch: Batch, judged: Judged) -> Silver:
     store = batch.store
     frame = silver_readings(judged.vee, SilverParams(batch.source.name, batch.batch_id, batch.source.series_timezone))
     estimated = sum(judged.counts.estimates.values())
-    if estimated:
-        frame = _stored_reported(store, frame)
     reads = store.count_rows(frame) - estimated
     bounds = (
         store.collect(
@@ -739,25 +738,23 @@ def silver(batch: Batch, judged: Judged) -> Silver:
         if reads + estimated
         else None
     )
+    if estimated and bounds is not None:
+        frame = _stored_reported(store, frame, (bounds["first_day"], bounds["last_day"]))
     return Silver(frame=frame, reads=reads, estimated=estimated, bounds=bounds)
 
 
-def _stored_reported(store: TableStore, frame: nw.LazyFrame[Any]) -> nw.LazyFrame[Any]:
+def _stored_reported(store: TableStore, frame: nw.LazyFrame[Any], days: tuple[date, date]) -> nw.LazyFrame[Any]:
     """Estimates that carry no reported value, each with the stored estimate's of its interval if
     it has one: the value of a read an earlier batch rejected there. Estimating the gap again
-    does not see that read (stored estimates are no context), and the meter's value is kept."""
+    does not see that read (stored estimates are no context), and the meter's value is kept.
+    `days`: the first and last local day of the frame's rows."""
     if not store.exists(SILVER_READINGS.name):
         return frame
     estimate = nw.col("estimation_method").fill_null("").is_in(list(ESTIMATION_METHODS))
     bare = estimate & nw.col("reported_kwh").is_null()
-    days = store.collect(
-        frame.filter(bare).select(nw.col("local_date").min().alias("first"), nw.col("local_date").max().alias("last"))
-    ).to_pylist()[0]
-    if days["first"] is None:
-        return frame
     keys = list(SILVER_READINGS.keys)
     stored = (
-        store.read(SILVER_READINGS, where=[("local_date", ">=", days["first"]), ("local_date", "<=", days["last"])])
+        store.read(SILVER_READINGS, where=[("local_date", ">=", days[0]), ("local_date", "<=", days[1])])
         .filter(estimate & ~nw.col("reported_kwh").is_null())
         .select(*keys, nw.col("reported_kwh").alias("stored_reported_kwh"))
     )

@@ -143,6 +143,19 @@ def _lake(tmp_path: Path, name: str, config: str, files: list[Path], engine: str
     return tables
 
 
+def _contexts(monkeypatch: pytest.MonkeyPatch) -> list[stages.Context]:
+    """The contexts `stages.rows_from` gives, in order, as the batches run."""
+    contexts: list[stages.Context] = []
+    rows_from = stages.rows_from
+
+    def seen(*args: Any) -> stages.Context:
+        contexts.append(rows_from(*args))
+        return contexts[-1]
+
+    monkeypatch.setattr(stages, "rows_from", seen)
+    return contexts
+
+
 def _full_context(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every stored day of the look-back as rows, none as a summary."""
     monkeypatch.setattr(stages, "rows_before", lambda params, minutes: 100_000)
@@ -177,14 +190,7 @@ def test_days_split_within_a_day_give_the_lake_that_rows_give(
     config, files = _files(seed, tmp_path, mid_day=True)
     engine = ("duckdb", "pandas")[seed % 2]
     monkeypatch.setattr(stages, "HEAD_MIN_ROWS", 0)  # every head as a head, however small
-    heads: list[stages.Context] = []
-    rows_from = stages.rows_from
-
-    def seen(*args: Any) -> stages.Context:
-        heads.append(rows_from(*args))
-        return heads[-1]
-
-    monkeypatch.setattr(stages, "rows_from", seen)
+    heads = _contexts(monkeypatch)
     summarised = _lake(tmp_path, "summarised", config, files, engine)
     assert any(h.until is not None and (h.until.hour, h.until.minute) != (0, 0) for h in heads), heads
     monkeypatch.undo()
@@ -276,14 +282,7 @@ def test_a_gap_or_zero_run_from_the_days_before_is_judged_from_its_start(
         write_csv(tmp_path / "in" / "a.csv", [r for m in "ABC" for d in range(10) for r in day(m, d)]),
         write_csv(tmp_path / "in" / "b.csv", [r for m in "ABC" for r in day(m, 10)]),
     ]
-    starts: list[stages.Context] = []
-    rows_from = stages.rows_from
-
-    def seen(*args: Any) -> stages.Context:
-        starts.append(rows_from(*args))
-        return starts[-1]
-
-    monkeypatch.setattr(stages, "rows_from", seen)
+    starts = _contexts(monkeypatch)
     summarised = _lake(tmp_path, "summarised", config, files)
     # Rows from the earliest of the three meters' last non-zero reads: C's, two days before the batch
     # at 17:00; that day's reads before it as its head.

@@ -52,6 +52,11 @@ def checked_table_name(name: str) -> str:
     return name
 
 
+def sql_identifier(name: str) -> str:
+    """A column name as a quoted SQL identifier (DataFusion and DuckDB alike)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
 def sql_string(value: str) -> str:
     """`value` as an SQL string literal, for the Delta predicates that only take SQL text."""
     return "'" + value.replace("'", "''") + "'"
@@ -337,7 +342,7 @@ def sql_predicate(table: str, columns: Sequence[str], where: RowFilter) -> str:
     checked_columns(table, columns, [column for column, _, _ in where])
     terms = []
     for column, op, value in where:
-        name = '"' + column.replace('"', '""') + '"'
+        name = sql_identifier(column)
         if op == "in":
             values = list(value)
             terms.append(f"{name} IN ({', '.join(sql_literal(v) for v in values)})" if values else "FALSE")

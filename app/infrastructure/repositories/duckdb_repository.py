@@ -30,6 +30,7 @@ from app.domain.sources import SourceConfig
 from app.infrastructure.readers import raw_read_table, read_schema
 from app.infrastructure.repositories.base import (
     COMPARISONS,
+    sql_identifier,
     with_partition_bounds,
 )
 from app.infrastructure.repositories.pandas_repository import PandasDeltaStore
@@ -46,11 +47,6 @@ _GROUP_HASH = "_group_hash"
 BATCH_ROWS = 250_000
 #: Rows of whole groups handed to one call of a grouped function (more when one hash part is larger).
 GROUP_ROWS = 200_000
-
-
-def _quoted(name: str) -> str:
-    """A column name as a DuckDB identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 class DuckDBDeltaStore(PandasDeltaStore):
@@ -174,10 +170,10 @@ class DuckDBDeltaStore(PandasDeltaStore):
     def highest(self, frame: nw.LazyFrame[Any], keys: Sequence[str], column: str, n: int) -> nw.LazyFrame[Any]:
         # A plain row_number in QUALIFY, which DuckDB runs as a top-n per group (a rank that keeps
         # nulls apart, as narwhals writes it, takes several times longer).
-        partition = ", ".join(_quoted(k) for k in keys)
+        partition = ", ".join(sql_identifier(k) for k in keys)
         query = (
-            f"SELECT * FROM rows WHERE {_quoted(column)} IS NOT NULL QUALIFY row_number() OVER "
-            f"(PARTITION BY {partition} ORDER BY {_quoted(column)} DESC) <= {int(n)}"
+            f"SELECT * FROM rows WHERE {sql_identifier(column)} IS NOT NULL QUALIFY row_number() OVER "
+            f"(PARTITION BY {partition} ORDER BY {sql_identifier(column)} DESC) <= {int(n)}"
         )
         return nw.from_native(frame.to_native().query("rows", query))
 
