@@ -7,12 +7,12 @@ import itertools
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from app.application.pipeline import BatchResult
 from app.application.ports import Message
@@ -22,7 +22,7 @@ from app.infrastructure.kafka_topic import KafkaTopic
 from app.infrastructure.settings import Settings
 from app.wiring import LocalPlatform, open_platform
 from tests.integration.conftest import NOW, read_table
-from tests.integration.kafka import bootstrap_servers, fresh_topic
+from tests.integration.kafka import Record, bootstrap_servers, fresh_topic, produce_transactions
 
 DROPPED = {"batch_id", "ingested_at", "updated_at", "quarantined_at", "source_file", "line_number"}
 
@@ -51,21 +51,21 @@ def _produce(
     servers: str, topic: str, readings: list[dict[str, Any]], *, per_transaction: int, abort_every: int
 ) -> None:
     """Send readings in committed transactions; after every `abort_every`-th, a transaction of
-    the same readings with value 999 that is aborted, so it must never land."""
-    producer = Producer({"bootstrap.servers": servers, "transactional.id": f"test-{topic}", "linger.ms": 5})
-    producer.init_transactions(30)
+    the same readings with value 999 that is aborted, so it must never land. Each call is a new
+    producer with a transactional id of its own: a second producer under the same id fences the
+    first, and the broker may refuse its first abort while it ends the first producer's epoch."""
+
+    def records(chunk: list[dict[str, Any]], value: float | None = None) -> list[Record]:
+        sent = chunk if value is None else [{**r, "value": value} for r in chunk]
+        return [(r["meter_id"].encode(), json.dumps(r).encode()) for r in sent]
+
+    transactions: list[tuple[list[Record], bool]] = []
     for number, start in enumerate(range(0, len(readings), per_transaction), start=1):
         chunk = readings[start : start + per_transaction]
-        producer.begin_transaction()
-        for reading in chunk:
-            producer.produce(topic, key=reading["meter_id"].encode(), value=json.dumps(reading).encode())
-        producer.commit_transaction(30)
+        transactions.append((records(chunk), True))
         if abort_every and number % abort_every == 0:
-            producer.begin_transaction()
-            for reading in chunk:
-                poison = {**reading, "value": 999}
-                producer.produce(topic, key=reading["meter_id"].encode(), value=json.dumps(poison).encode())
-            producer.abort_transaction(30)
+            transactions.append((records(chunk, 999), False))
+    produce_transactions(servers, topic, transactions, transactional_id=f"test-{topic}-{uuid.uuid4().hex}")
 
 
 def _config(tmp_path: Path, servers: str, topic: str) -> Path:
