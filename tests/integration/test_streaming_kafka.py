@@ -52,8 +52,8 @@ def _produce(
 ) -> None:
     """Send readings in committed transactions; after every `abort_every`-th, a transaction of
     the same readings with value 999 that is aborted, so it must never land. Each call is a new
-    producer with a transactional id of its own: a second producer under the same id fences the
-    first, and the broker may refuse its first abort while it ends the first producer's epoch."""
+    producer with a transactional id of its own: two producers under one id fence each other (a
+    run of the second call under the first's id had its abort refused, INVALID_TXN_STATE)."""
 
     def records(chunk: list[dict[str, Any]], value: float | None = None) -> list[Record]:
         sent = chunk if value is None else [{**r, "value": value} for r in chunk]
